@@ -1,0 +1,46 @@
+"""The gateway's typed errors.
+
+Every error a user can meet is a :class:`GatewayError` whose message is one line naming the cause; the CLI
+prints that line and never a traceback.
+
+* :class:`FrameError`: bytes from a wire that are not a valid frame (bad start, length, checksum, ...).
+* :class:`LinkError`: a transport failed (port missing or vanished, timeout, write failed).
+* :class:`ConfigError`: a configuration file is missing, unreadable or invalid; names the key.
+* :class:`ProfileError`: an inverter profile is invalid; names the file, frame and field.
+"""
+
+from __future__ import annotations
+
+
+class GatewayError(Exception):
+    """Base of every error the gateway raises on purpose."""
+
+
+class FrameError(GatewayError):
+    """A received frame is malformed. ``fault`` is a short machine-readable kind, e.g. ``"bad checksum"``."""
+
+    def __init__(self, fault: str, detail: str = "") -> None:
+        self.fault = fault
+        self.detail = detail
+        super().__init__(f"{fault}: {detail}" if detail else fault)
+
+
+class LinkError(GatewayError):
+    """A transport could not deliver: port missing, vanished, timed out or refused a write."""
+
+
+class LinkTimeout(LinkError):
+    """The peer did not answer (completely) within the request's timeout."""
+
+
+class ConfigError(GatewayError):
+    """A configuration problem; the message starts with the dotted key it concerns."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        self.key = key
+        self.problem = problem
+        super().__init__(f"{key}: {problem}" if key else problem)
+
+
+class ProfileError(GatewayError):
+    """An inverter profile failed validation; the message names file, frame and field."""

@@ -1,0 +1,94 @@
+"""The flat namespace of values a profile can put on the wire.
+
+Profiles are data: a field names the value it carries (``charge_current_limit_a``) or the flags it ORs
+(``[alarm_cell_over_voltage, alarm_charge_over_voltage]``). This module is the one place that defines those
+names, their units, and how they derive from a :class:`~gateway.model.PackReading` and
+:class:`~gateway.model.Limits`. Profile loading rejects any name not in :data:`VALUE_NAMES`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Final
+
+from gateway.model import Alarm, BatteryState, Limits, PackReading
+
+Value = float | int | bool | str
+
+DEFAULT_SOH_PCT: Final = 100.0
+"""Sent when the BMS protocol carries no state of health (the JK wired protocol does not)."""
+
+NUMERIC_VALUES: Final[Mapping[str, str]] = {
+    "charge_voltage_limit_v": "charge voltage limit, V",
+    "charge_current_limit_a": "charge current limit, A",
+    "discharge_current_limit_a": "discharge current limit, A (positive)",
+    "discharge_voltage_limit_v": "discharge voltage limit, V",
+    "soc_pct": "state of charge, %",
+    "soh_pct": f"state of health, % ({DEFAULT_SOH_PCT:g} when not carried)",
+    "pack_voltage_v": "pack voltage, V",
+    "current_a": "pack current, A, + charging",
+    "temperature_c": "mean of the fitted battery sensors (MOS sensor if none), °C",
+    "max_temperature_c": "highest battery temperature, °C",
+    "min_temperature_c": "lowest battery temperature, °C",
+    "max_cell_v": "highest cell voltage, V",
+    "min_cell_v": "lowest cell voltage, V",
+    "capacity_ah": "nominal capacity, Ah",
+    "remaining_capacity_ah": "remaining capacity, Ah (SOC × capacity when not carried)",
+    "cycle_count": "charge cycles",
+    "module_count": "packs in parallel",
+}
+FLAG_VALUES: Final[Mapping[str, str]] = {
+    "charge_enable": "the inverter may charge",
+    "discharge_enable": "the inverter may discharge",
+    "force_charge": "charge now, SOC critically low",
+    "full_charge_request": "charge fully to recalibrate SOC",
+    "comm_alarm": "BMS data is stale: communication lost",
+    **{f"alarm_{alarm.value}": f"BMS alarm {alarm.value}" for alarm in Alarm},
+}
+VALUE_NAMES: Final = frozenset(NUMERIC_VALUES) | frozenset(FLAG_VALUES)
+
+
+def _battery_temperatures(state: BatteryState) -> list[float]:
+    fitted = [t for t in state.battery_temperatures_c if t is not None]
+    if fitted:
+        return fitted
+    return [state.mos_temperature_c] if state.mos_temperature_c is not None else []
+
+
+def published_values(
+    reading: PackReading, limits: Limits, *, comm_alarm: bool = False, module_count: int = 1
+) -> dict[str, Value]:
+    """Every value of :data:`VALUE_NAMES` for one battery reading and its limits."""
+    state, settings = reading.state, reading.settings
+    temperatures = _battery_temperatures(state)
+    capacity = settings.capacity_ah or 0.0
+    remaining = state.remaining_capacity_ah
+    if remaining is None:
+        remaining = capacity * state.soc_pct / 100
+    values: dict[str, Value] = {
+        "charge_voltage_limit_v": limits.charge_voltage_limit_v,
+        "charge_current_limit_a": limits.charge_current_limit_a,
+        "discharge_current_limit_a": limits.discharge_current_limit_a,
+        "discharge_voltage_limit_v": limits.discharge_voltage_limit_v,
+        "soc_pct": state.soc_pct,
+        "soh_pct": state.soh_pct if state.soh_pct is not None else DEFAULT_SOH_PCT,
+        "pack_voltage_v": state.pack_voltage_v,
+        "current_a": state.current_a,
+        "temperature_c": sum(temperatures) / len(temperatures) if temperatures else 0.0,
+        "max_temperature_c": max(temperatures, default=0.0),
+        "min_temperature_c": min(temperatures, default=0.0),
+        "max_cell_v": state.max_cell_v,
+        "min_cell_v": state.min_cell_v,
+        "capacity_ah": capacity,
+        "remaining_capacity_ah": remaining,
+        "cycle_count": state.cycle_count or 0,
+        "module_count": module_count,
+        "charge_enable": limits.charge_enable,
+        "discharge_enable": limits.discharge_enable,
+        "force_charge": limits.force_charge,
+        "full_charge_request": limits.full_charge_request,
+        "comm_alarm": comm_alarm,
+    }
+    for alarm in Alarm:
+        values[f"alarm_{alarm.value}"] = alarm in state.alarms
+    return values
