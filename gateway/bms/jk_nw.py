@@ -425,9 +425,7 @@ def decode_payload(payload: bytes) -> dict[str, FieldValue]:
             raise FrameError(f"unknown tag 0x{tag:02X} at offset {HEADER_LEN + offset}")
         end = offset + 1 + spec.length
         if end > len(payload):
-            raise FrameError(
-                "truncated", f"tag 0x{tag:02X} at offset {HEADER_LEN + offset} needs {spec.length} bytes"
-            )
+            raise FrameError("truncated", f"tag 0x{tag:02X} at offset {HEADER_LEN + offset} needs {spec.length} bytes")
         if spec.name in fields:
             raise FrameError("duplicate tag", f"tag 0x{tag:02X} at offset {HEADER_LEN + offset}")
         fields[spec.name] = spec.kind.decode(payload[offset + 1 : end])
@@ -594,9 +592,100 @@ def to_reading(reply: JkNwReply, measured_at_s: float, pack_id: str) -> PackRead
     return PackReading(pack_id=pack_id, state=state, settings=settings, device=device)
 
 
+CHEMISTRY_CODES: Final[Mapping[Chemistry, int]] = MappingProxyType({v: k for k, v in BATTERY_TYPES.items()})
+
+SIMULATOR_EXTRAS: Final[Mapping[str, FieldValue]] = MappingProxyType(
+    {
+        "temperature_delta_protect_c": 20,
+        "current_calibration_ma": 1000,
+        "board_address": 1,
+        "sleep_wait_s": 10,
+        "low_soc_alarm_pct": 20,
+        "password": Secret("123456"),
+        "dedicated_charger_switch": 0,
+        "device_id": "bmsgw-sm",
+        "start_current_calibration": 0,
+        "actual_capacity_ah": 0,
+        "protocol_version": DEFAULT_PROTOCOL_VERSION,
+    }
+)
+"""Values for tags the domain model does not hold, used when the simulator builds a reply."""
+
+
+def from_reading(reading: PackReading, extras: Mapping[str, FieldValue] = SIMULATOR_EXTRAS) -> JkNwReply:
+    """The reply a JK BMS would send for ``reading``; the inverse of :func:`to_reading`.
+
+    Tags come in wire order. Values the model does not hold come from ``extras``; a setting that is
+    ``None`` in the model is sent as 0.
+    """
+    state, settings, device = reading.state, reading.settings, reading.device
+    fitted = 0
+    for temperature in state.battery_temperatures_c:
+        if temperature is None:
+            break
+        fitted += 1
+    temperatures = [t or 0.0 for t in state.battery_temperatures_c[:2]]
+    temperatures += [0.0] * (2 - len(temperatures))
+    status = (
+        (STATUS_CHARGE_MOS if state.charge_mos_on else 0)
+        | (STATUS_DISCHARGE_MOS if state.discharge_mos_on else 0)
+        | (STATUS_BALANCER if state.balancer_on else 0)
+    )
+    known: dict[str, FieldValue | bool | None] = {
+        CELLS_NAME: tuple(state.cell_voltages_v),
+        "mos_temperature_c": state.mos_temperature_c,
+        "temperature_1_c": temperatures[0],
+        "temperature_2_c": temperatures[1],
+        "pack_voltage_v": state.pack_voltage_v,
+        CURRENT_NAME: state.current_a,
+        "soc_pct": round(state.soc_pct),
+        "temperature_sensor_count": fitted,
+        "cycle_count": state.cycle_count,
+        "cycle_capacity_ah": state.cycle_capacity_ah,
+        "cell_count": state.cell_count,
+        "warnings": warnings_from_alarms(state.alarms),
+        "status": status,
+        "balancer_switch": settings.balancer_enabled,
+        "cell_count_setting": settings.cell_count,
+        "capacity_ah": settings.capacity_ah,
+        "battery_type": None if settings.battery_type is None else CHEMISTRY_CODES[settings.battery_type],
+        "charge_mos_switch": settings.charge_mos_switch,
+        "discharge_mos_switch": settings.discharge_mos_switch,
+        "manufacture_date": device.manufacture_date or "2401",
+        "runtime_min": None if state.runtime_s is None else state.runtime_s // 60,
+        "software_version": device.software_version or "SIM_S11.26",
+        "manufacturer": device.model or "bms-gateway simulator",
+    }
+    fields: dict[str, FieldValue] = {}
+    for name in (CELLS_NAME, *TAG_BY_NAME):
+        if name in known:
+            value = known[name]
+        elif name in extras:
+            value = extras[name]
+        else:
+            value = getattr(settings, name, None)
+        if isinstance(value, bool):
+            value = int(value)
+        fields[name] = 0 if value is None else value
+    return JkNwReply(fields=MappingProxyType(fields))
+
+
 def _int_or_none(value: int | float | None) -> int | None:
     return None if value is None else int(value)
 
 
 def _bool_or_none(value: int | float | None) -> bool | None:
     return None if value is None else bool(value)
+
+
+class _JkNwFramer:
+    """Frame boundaries for :class:`~gateway.transport.serial_link.SerialLink`."""
+
+    start = START
+    header_len = 4
+
+    def frame_length(self, header: bytes) -> int:
+        return frame_length(header)
+
+
+FRAMER: Final = _JkNwFramer()

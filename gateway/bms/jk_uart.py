@@ -1,0 +1,62 @@
+"""Driver ``jk-uart``: a JK BMS on its wired UART/RS485 port, NW protocol, one pack per port."""
+
+from __future__ import annotations
+
+from gateway.bms import jk_nw
+from gateway.clock import Clock
+from gateway.errors import FrameError, GatewayError, LinkError
+from gateway.model import PackReading
+from gateway.transport.serial_link import SerialFactory, SerialLink
+
+
+class JkUartDriver:
+    """Polls one JK BMS with the read-all request.
+
+    :param port: serial device or pyserial URL.
+    :param baudrate: bits per second (JK: 115200).
+    :param timeout_s: how long to wait for one reply, s.
+    :param retries: extra attempts within one poll after a bad or missing reply.
+    """
+
+    name = "jk-uart"
+
+    def __init__(
+        self,
+        *,
+        port: str,
+        baudrate: int = 115200,
+        timeout_s: float = 0.5,
+        retries: int = 1,
+        clock: Clock,
+        serial_factory: SerialFactory | None = None,
+    ) -> None:
+        self._clock = clock
+        self._timeout_s = timeout_s
+        self._attempts = 1 + max(0, retries)
+        self._request = jk_nw.read_all_request()
+        self.pack_id = f"jk-uart:{port}"
+        self._link = (
+            SerialLink(port, baudrate)
+            if serial_factory is None
+            else SerialLink(port, baudrate, serial_factory=serial_factory)
+        )
+
+    @property
+    def link(self) -> SerialLink:
+        return self._link
+
+    def read(self) -> tuple[PackReading, ...]:
+        last_error: GatewayError | None = None
+        for _ in range(self._attempts):
+            try:
+                frame = self._link.transact(self._request, jk_nw.FRAMER, self._timeout_s)
+                received_at = self._clock.monotonic()
+                reply = jk_nw.decode_reply(frame)
+                return (jk_nw.to_reading(reply, received_at, self.pack_id),)
+            except (FrameError, LinkError) as exc:
+                last_error = exc
+        assert last_error is not None
+        raise last_error
+
+    def close(self) -> None:
+        self._link.close()

@@ -1,0 +1,1 @@
+"""Wire-true simulators and test tooling: used by tests and the demo."""

@@ -1,0 +1,199 @@
+"""A JK BMS on a serial line, speaking the real NW wire protocol: ``bms-gateway simulate jk-uart``.
+
+It answers read-all requests with frames from our own encoder (:func:`gateway.bms.jk_nw.encode_reply`), driven
+by a :class:`~gateway.sim.scenarios.Scenario`. Either it creates a pseudo-terminal (and the gateway opens the
+printed path) or it opens an existing port, such as one end of a :class:`~gateway.sim.nullmodem.NullModem`.
+Like a real JK it never talks unasked, ignores writes and answers nothing that is not a valid request.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import select
+import threading
+import tty
+from dataclasses import replace
+
+import serial
+
+from gateway.bms import jk_nw
+from gateway.clock import Clock
+from gateway.errors import FrameError
+from gateway.sim.scenarios import Behaviour, Scenario
+from gateway.transport.serial_link import SerialPort, open_serial_port
+
+log = logging.getLogger(__name__)
+
+_NOISE = bytes.fromhex("00 FF 4E 13 57 AA 4E 57 00")  # includes a false start marker
+
+
+class JkUartSimulator:
+    """Serve one simulated JK BMS.
+
+    :param scenario: what the pack reports over time.
+    :param clock: time source; scenario time is ``clock.monotonic()`` minus the start time.
+    :param port: serial port to open; None creates a pseudo-terminal (see :attr:`path`).
+    :param baudrate: bits per second on ``port``.
+    :param reply_delay_s: wait this long before answering (a slow BMS), s.
+    """
+
+    def __init__(
+        self,
+        scenario: Scenario,
+        clock: Clock,
+        *,
+        port: str | None = None,
+        baudrate: int = 115200,
+        reply_delay_s: float = 0.0,
+    ) -> None:
+        self.scenario = scenario
+        self._clock = clock
+        self._port = port
+        self._baudrate = baudrate
+        self.reply_delay_s = reply_delay_s
+        self._started_at = clock.monotonic()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._master_fd: int | None = None
+        self._slave_fd: int | None = None
+        self._serial: SerialPort | None = None
+        self.requests_seen = 0
+        self.replies_sent = 0
+        if port is None:
+            self._master_fd, self._slave_fd = os.openpty()
+            tty.setraw(self._slave_fd)
+            self.path = os.ttyname(self._slave_fd)
+        else:
+            self.path = port
+
+    # --- pure part -----------------------------------------------------------------------------------------
+
+    def respond(self, request: bytes) -> bytes | None:
+        """The bytes to send for one complete request frame, or None for no answer."""
+        try:
+            envelope = jk_nw.parse_envelope(request)
+        except FrameError:
+            return None
+        if envelope.frame_type != jk_nw.FrameType.REQUEST:
+            return None
+        reads_all = envelope.command == jk_nw.Command.READ_ALL or (
+            envelope.command == jk_nw.Command.READ and envelope.payload[:1] == b"\x00"
+        )
+        if not reads_all:
+            return None  # writes and passwords: this simulator is read-only
+        step = self.scenario.step(self._clock.monotonic() - self._started_at)
+        if step.behaviour is Behaviour.SILENT:
+            return None
+        reply = replace(jk_nw.from_reading(step.reading), command=envelope.command)
+        frame = jk_nw.encode_reply(reply)
+        if step.behaviour is Behaviour.BAD_CHECKSUM:
+            return frame[:-1] + bytes(((frame[-1] + 1) & 0xFF,))
+        if step.behaviour is Behaviour.TRUNCATED:
+            return frame[: len(frame) // 2]
+        if step.behaviour is Behaviour.GARBAGE_FIRST:
+            return _NOISE + frame
+        return frame
+
+    # --- serving -------------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Serve in a daemon thread until :meth:`stop`."""
+        self._thread = threading.Thread(target=self.serve, name="jk-uart-sim", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2)
+            self._thread = None
+        self._close_serial()
+        for fd in (self._master_fd, self._slave_fd):
+            if fd is not None:
+                os.close(fd)
+        self._master_fd = self._slave_fd = None
+
+    def serve(self) -> None:
+        """Answer requests until :meth:`stop`; survives the port vanishing and reopens it."""
+        buffer = bytearray()
+        while not self._stop.is_set():
+            chunk = self._read(0.1)
+            if chunk is None:
+                buffer.clear()
+                self._stop.wait(0.2)
+                continue
+            buffer += chunk
+            for request in _split_requests(buffer):
+                self.requests_seen += 1
+                answer = self.respond(request)
+                if answer is None:
+                    continue
+                if self.reply_delay_s > 0:
+                    self._stop.wait(self.reply_delay_s)
+                if self._write(answer):
+                    self.replies_sent += 1
+
+    def _read(self, timeout_s: float) -> bytes | None:
+        """Bytes received (possibly none), or None when the port is unusable right now."""
+        if self._master_fd is not None:
+            ready, _, _ = select.select([self._master_fd], [], [], timeout_s)
+            return os.read(self._master_fd, 4096) if ready else b""
+        if not self._open_serial():
+            return None
+        assert self._serial is not None
+        try:
+            self._serial.timeout = timeout_s
+            return bytes(self._serial.read(max(1, self._serial.in_waiting)))
+        except (serial.SerialException, OSError) as exc:
+            log.info("simulator: port %s lost (%s)", self.path, exc)
+            self._close_serial()
+            return None
+
+    def _write(self, data: bytes) -> bool:
+        try:
+            if self._master_fd is not None:
+                os.write(self._master_fd, data)
+            elif self._serial is not None:
+                self._serial.write(data)
+            return True
+        except (serial.SerialException, OSError):
+            self._close_serial()
+            return False
+
+    def _open_serial(self) -> bool:
+        if self._serial is not None:
+            return True
+        try:
+            self._serial = open_serial_port(self.path, baudrate=self._baudrate, timeout=0.1)
+        except (serial.SerialException, OSError):
+            return False
+        return True
+
+    def _close_serial(self) -> None:
+        port, self._serial = self._serial, None
+        if port is not None:
+            with contextlib.suppress(serial.SerialException, OSError):
+                port.close()
+
+
+def _split_requests(buffer: bytearray) -> list[bytes]:
+    """Take every complete request frame out of ``buffer``, dropping bytes that cannot start one."""
+    frames: list[bytes] = []
+    while True:
+        start = buffer.find(jk_nw.START)
+        if start < 0:
+            del buffer[: max(0, len(buffer) - 1)]
+            return frames
+        del buffer[:start]
+        if len(buffer) < 4:
+            return frames
+        try:
+            length = jk_nw.frame_length(bytes(buffer[:4]))
+        except FrameError:
+            del buffer[:1]
+            continue
+        if len(buffer) < length:
+            return frames
+        frames.append(bytes(buffer[:length]))
+        del buffer[:length]

@@ -1,0 +1,1 @@
+"""Transports: serial request/response and CAN; bytes in and out, no protocol knowledge."""
