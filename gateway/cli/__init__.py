@@ -1,0 +1,59 @@
+"""``bms-gateway``: the command line. One module per subcommand, each with ``add_parser``.
+
+Every :class:`~gateway.errors.GatewayError` ends as one line on stderr and a non-zero exit status; a
+traceback is shown only with ``--debug``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from gateway import __version__
+from gateway.errors import ConfigError, GatewayError, ProfileError
+
+COMMANDS = ("check", "read", "decode", "simulate", "demo")
+
+EXIT_FAILURE = 1
+EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bms-gateway", description="JK BMS to inverter gateway: read the BMS, derive safe limits, speak CAN."
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--debug", action="store_true", help="debug logging, and tracebacks on errors")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMANDS:
+        module = importlib.import_module(f"gateway.cli.{name}")
+        module.add_parser(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        status: int = args.func(args)
+        return status
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    except GatewayError as exc:
+        if args.debug:
+            raise
+        print(f"bms-gateway: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT if isinstance(exc, ConfigError | ProfileError) else EXIT_FAILURE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

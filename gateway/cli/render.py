@@ -1,0 +1,72 @@
+"""Plain-text views of readings for the terminal, shared by ``read`` and ``demo``."""
+
+from __future__ import annotations
+
+from gateway.model import PackReading
+
+
+def _num(value: float | None, fmt: str, unit: str) -> str:
+    return "–" if value is None else f"{value:{fmt}} {unit}"
+
+
+def render_cells(reading: PackReading) -> str:
+    state = reading.state
+    cells = state.cell_voltages_v
+    lowest = cells.index(state.min_cell_v) + 1
+    highest = cells.index(state.max_cell_v) + 1
+    rows = []
+    for start in range(0, len(cells), 8):
+        rows.append("  " + " ".join(f"{v:.3f}" for v in cells[start : start + 8]))
+    summary = (
+        f"cells ({len(cells)}): min {state.min_cell_v:.3f} V (#{lowest})  max {state.max_cell_v:.3f} V (#{highest})"
+        f"  Δ {state.cell_delta_v * 1000:.0f} mV"
+    )
+    return "\n".join([summary, *rows])
+
+
+def render_state(reading: PackReading) -> str:
+    """A compact multi-line view of one pack's live state."""
+    state = reading.state
+    temperatures = "  ".join(
+        f"T{i + 1} {_num(t, '.0f', '°C')}" for i, t in enumerate(state.battery_temperatures_c)
+    )
+    alarms = ", ".join(sorted(a.value for a in state.alarms)) or "none"
+    return "\n".join(
+        [
+            render_cells(reading),
+            f"pack {state.pack_voltage_v:.2f} V  {state.current_a:+.2f} A  {state.power_w:+.0f} W"
+            f"  SOC {state.soc_pct:.0f} %  SOH {_num(state.soh_pct, '.0f', '%')}",
+            f"temperatures: MOS {_num(state.mos_temperature_c, '.0f', '°C')}  {temperatures}",
+            f"MOS: charge {_on(state.charge_mos_on)}  discharge {_on(state.discharge_mos_on)}"
+            f"  balancer {_on(state.balancer_on)}",
+            f"alarms: {alarms}",
+        ]
+    )
+
+
+def render_settings(reading: PackReading) -> str:
+    s = reading.settings
+    chemistry = s.battery_type.value if s.battery_type else "unknown"
+    return "\n".join(
+        [
+            f"settings: {s.cell_count}S {chemistry} {_num(s.capacity_ah, '.0f', 'Ah')}",
+            f"  cell OVP {s.cell_ovp_v:.3f} V / OVPR {s.cell_ovpr_v:.3f} V   UVP {s.cell_uvp_v:.3f} V"
+            f" / UVPR {s.cell_uvpr_v:.3f} V",
+            f"  max charge {s.max_charge_current_a:.0f} A   max discharge {s.max_discharge_current_a:.0f} A",
+            f"  charge temperature window {_num(s.charge_utp_c, '.0f', '°C')} … {_num(s.charge_otp_c, '.0f', '°C')}"
+            f"   MOS OTP {_num(s.mos_otp_c, '.0f', '°C')} / OTPR {_num(s.mos_otpr_c, '.0f', '°C')}",
+            f"  balance from {_num(s.balance_start_v, '.3f', 'V')} at Δ {_num(s.balance_trigger_v, '.3f', 'V')}",
+        ]
+    )
+
+
+def render_reading(reading: PackReading) -> str:
+    device = reading.device
+    title = f"pack {reading.pack_id}"
+    if device.model or device.software_version:
+        title += f"  ({device.model or '?'}, sw {device.software_version or '?'})"
+    return "\n".join([title, render_state(reading), render_settings(reading)])
+
+
+def _on(flag: bool) -> str:
+    return "on" if flag else "off"
