@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from gateway import __version__
 from gateway.errors import ConfigError, GatewayError, ProfileError
 
-COMMANDS = ("check", "read", "decode", "simulate", "demo")
+COMMANDS = ("run", "check", "read", "profiles", "decode", "simulate", "demo")
 
 EXIT_FAILURE = 1
 EXIT_BAD_INPUT = 2

@@ -27,9 +27,7 @@ def render_cells(reading: PackReading) -> str:
 def render_state(reading: PackReading) -> str:
     """A compact multi-line view of one pack's live state."""
     state = reading.state
-    temperatures = "  ".join(
-        f"T{i + 1} {_num(t, '.0f', '°C')}" for i, t in enumerate(state.battery_temperatures_c)
-    )
+    temperatures = "  ".join(f"T{i + 1} {_num(t, '.0f', '°C')}" for i, t in enumerate(state.battery_temperatures_c))
     alarms = ", ".join(sorted(a.value for a in state.alarms)) or "none"
     return "\n".join(
         [

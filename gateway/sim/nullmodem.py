@@ -8,7 +8,8 @@ bytes, corruption, an unplugged adapter) in either direction.
 Pty behaviour worth knowing (Linux): once the master side is closed, a program still holding the slave
 sees EOF on ``read`` (pyserial raises ``SerialException`` "device reports readiness to read but returned no
 data"), ``EIO`` on ``write`` (``SerialException``) and ``EIO`` from ``in_waiting`` (plain ``OSError``);
-``SerialException`` is itself an ``OSError``.
+``SerialException`` is itself an ``OSError``. The relay holds each slave open, so bytes sent while nobody
+has a path open wait in that pty's input queue; pyserial flushes them on open, a raw ``os.open`` sees them.
 """
 
 from __future__ import annotations
@@ -154,9 +155,7 @@ class NullModem:
                 self._close_all()
                 raise
             self._stopping = False
-            self._thread = threading.Thread(
-                target=self._run, name=f"nullmodem:{self.a_path.name}", daemon=True
-            )
+            self._thread = threading.Thread(target=self._run, name=f"nullmodem:{self.a_path.name}", daemon=True)
             self._thread.start()
 
     def stop(self) -> None:
@@ -358,56 +357,79 @@ class NullModem:
         poller = select.poll()
         registered: set[int] = set()
         while True:
-            with self._lock:
-                if self._stopping:
-                    return
-                if self._vanish_requested:
-                    self._drop_ptys_locked()
-                ptys = self._ptys
-                now = time.monotonic()
-                waits = [self._advance_wire(lane, now) for lane in self._lanes.values()]
-                pending_out = {d: bool(lane.out) for d, lane in self._lanes.items()}
-                broken = {d: lane.broken for d, lane in self._lanes.items()}
-
-            # (source, destination) masters per direction for this iteration; fds only change in this thread.
-            routes: dict[str, tuple[int, int]] = {}
-            if ptys is not None:
-                routes = {A_TO_B: (ptys[0].master, ptys[1].master), B_TO_A: (ptys[1].master, ptys[0].master)}
-            wanted: dict[int, int] = {self._wake_r: select.POLLIN}
-            for d, (src, dst) in routes.items():
-                if broken[d]:
-                    continue
-                wanted[src] = wanted.get(src, 0) | select.POLLIN
-                if pending_out[d]:
-                    wanted[dst] = wanted.get(dst, 0) | select.POLLOUT
-            for fd in registered - wanted.keys():
-                poller.unregister(fd)
-            for fd, mask in wanted.items():
-                poller.register(fd, mask)  # re-registering an fd modifies its mask
-            registered = set(wanted)
-
-            timeout_s = min([_POLL_MAX_S, *(w for w in waits if w is not None)])
             try:
-                events = dict(poller.poll(math.ceil(timeout_s * 1000)))
-            except InterruptedError:
-                continue
+                if not self._step(poller, registered):
+                    return
+            except OSError as exc:
+                # Anything the pumps did not already absorb; keep relaying rather than leave programs hanging.
+                log.debug("null-modem relay: %s", exc)
+                self._mark_broken()
+                time.sleep(_POLL_MAX_S)
 
-            if events.get(self._wake_r, 0):
-                with contextlib.suppress(BlockingIOError, OSError):
-                    while os.read(self._wake_r, 512):
-                        pass
-            for d, (src, _dst) in routes.items():
-                if not broken[d] and events.get(src, 0):
-                    self._pump_in(d, src)
-            # Deliver what became due during the wait now rather than after another poll round. Writing is
-            # non-blocking, so trying without a POLLOUT report costs nothing.
-            with self._lock:
-                now = time.monotonic()
-                for lane in self._lanes.values():
-                    self._advance_wire(lane, now)
-            for d, (_src, dst) in routes.items():
-                if not broken[d]:
-                    self._pump_out(d, dst)
+    def _step(self, poller: select.poll, registered: set[int]) -> bool:
+        """One relay round: poll, read, pace, write. Returns False once stop() was requested."""
+        with self._lock:
+            if self._stopping:
+                return False
+            if self._vanish_requested:
+                self._drop_ptys_locked()
+            ptys = self._ptys
+            now = time.monotonic()
+            waits = [self._advance_wire(lane, now) for lane in self._lanes.values()]
+            pending_out = {d: bool(lane.out) for d, lane in self._lanes.items()}
+            broken = {d: lane.broken for d, lane in self._lanes.items()}
+
+        # (source, destination) masters per direction for this iteration; fds only change in this thread.
+        routes: dict[str, tuple[int, int]] = {}
+        if ptys is not None:
+            routes = {A_TO_B: (ptys[0].master, ptys[1].master), B_TO_A: (ptys[1].master, ptys[0].master)}
+        wanted: dict[int, int] = {self._wake_r: select.POLLIN}
+        for d, (src, dst) in routes.items():
+            if broken[d]:
+                continue
+            wanted[src] = wanted.get(src, 0) | select.POLLIN
+            if pending_out[d]:
+                wanted[dst] = wanted.get(dst, 0) | select.POLLOUT
+        for fd in registered - wanted.keys():
+            poller.unregister(fd)
+        for fd, mask in wanted.items():
+            poller.register(fd, mask)  # re-registering an fd modifies its mask
+        registered.clear()
+        registered.update(wanted)
+
+        timeout_s = min([_POLL_MAX_S, *(w for w in waits if w is not None)])
+        try:
+            events = dict(poller.poll(math.ceil(timeout_s * 1000)))
+        except InterruptedError:
+            return True
+
+        if events.get(self._wake_r, 0):
+            with contextlib.suppress(BlockingIOError, OSError):
+                while os.read(self._wake_r, 512):
+                    pass
+        for d, (src, _dst) in routes.items():
+            if not broken[d] and events.get(src, 0):
+                self._pump_in(d, src)
+        # Deliver what became due during the wait now rather than after another poll round. Writing is
+        # non-blocking, so trying without a POLLOUT report costs nothing.
+        with self._lock:
+            now = time.monotonic()
+            for lane in self._lanes.values():
+                self._advance_wire(lane, now)
+        for d, (_src, dst) in routes.items():
+            if not broken[d]:
+                self._pump_out(d, dst)
+        return True
+
+    def _mark_broken(self) -> None:
+        with self._lock:
+            self._mark_broken_locked()
+
+    def _mark_broken_locked(self) -> None:
+        # A failing master affects both directions through it; idling the whole cable also stops poll()
+        # from spinning on an fd that keeps reporting an error.
+        for lane in self._lanes.values():
+            lane.broken = True
 
     def _pump_in(self, direction: str, src: int) -> None:
         """Read one chunk from a source master and put it on the wire."""
@@ -418,8 +440,7 @@ class NullModem:
             return
         except OSError as exc:
             log.debug("null-modem %s: read failed (%s); idle until reappear", direction, exc)
-            with self._lock:
-                lane.broken = True
+            self._mark_broken()
             return
         if not data:
             return
@@ -449,7 +470,7 @@ class NullModem:
                     return  # destination full; poll() says when it drains
                 except OSError as exc:
                     log.debug("null-modem %s: write failed (%s); idle until reappear", direction, exc)
-                    lane.broken = True
+                    self._mark_broken_locked()
                     return
                 del lane.out[:n]
                 lane.relayed += n

@@ -215,9 +215,7 @@ class CanLink:
         _check_id(can_id)
         if len(data) > MAX_DATA_LEN:
             raise ValueError(f"CAN frame 0x{can_id:03X}: {len(data)} data bytes, at most {MAX_DATA_LEN}")
-        message = can.Message(
-            arbitration_id=can_id, data=bytes(data), dlc=len(data), is_extended_id=False, is_fd=False
-        )
+        message = can.Message(arbitration_id=can_id, data=bytes(data), dlc=len(data), is_extended_id=False, is_fd=False)
         with self._lock:
             if self._closed:
                 return False

@@ -1,0 +1,99 @@
+"""Assembly: turn a validated config and a profile into a running gateway (driver, CAN link, loop, poller)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import can
+
+from gateway.bms.driver import BmsDriver, driver_class
+from gateway.clock import Clock
+from gateway.config import BmsConfig, Config
+from gateway.effective import Effective, resolve
+from gateway.limits import LimitCaps
+from gateway.profiles import Profile, load_profile
+from gateway.runtime import ControlLoop, LoopSettings, Poller, run_loop
+from gateway.transport.can_link import CanLink, CanSettings
+
+log = logging.getLogger(__name__)
+
+
+def open_driver(bms: BmsConfig, clock: Clock) -> BmsDriver:
+    """The BMS driver the config names (nothing is opened until the first read)."""
+    factory = driver_class(bms.driver)
+    return factory(port=bms.port, baudrate=bms.baudrate, timeout_s=bms.timeout_s, retries=bms.retries, clock=clock)
+
+
+def can_bus(**kwargs: Any) -> can.BusABC:
+    """python-can's Bus, but only from our config: ignore ~/can.conf, /etc/can.conf and CAN_* variables."""
+    return can.Bus(ignore_config=True, **kwargs)
+
+
+@dataclass
+class Gateway:
+    """A gateway assembled and ready to run."""
+
+    config: Config
+    profile: Profile
+    effective: Effective
+    driver: BmsDriver
+    link: CanLink
+    loop: ControlLoop
+    poller: Poller
+    clock: Clock
+
+    def run(self, stop: threading.Event) -> None:
+        """Run until ``stop`` is set; sends the final zero set and closes the BMS port and CAN bus."""
+        self.link.open()
+        log.info(
+            "running: BMS %s on %s every %g s → profile %s on %s at %d bit/s",
+            self.config.bms.driver,
+            self.config.bms.port,
+            self.config.bms.poll_interval_s,
+            self.profile.name,
+            self.link.settings.describe(),
+            self.effective.can_bitrate.value,
+        )
+        try:
+            run_loop(self.loop, self.poller, self.clock, stop)
+        finally:
+            self.driver.close()
+            self.link.close()
+
+
+def build_gateway(config: Config, clock: Clock, *, profile: Profile | None = None) -> Gateway:
+    """Assemble a gateway. :raises ConfigError: / :raises ProfileError: when config or profile are unusable."""
+    profile = profile or load_profile(config.inverter.profile)
+    effective = resolve(config, profile)
+    can_config = config.inverter.can
+    assert can_config is not None  # resolve() insists on it for CAN profiles
+    heartbeat_id = profile.heartbeat.can_id if profile.heartbeat else None
+    link = CanLink(
+        CanSettings(
+            interface=can_config.interface,
+            channel=can_config.channel,
+            bitrate=effective.can_bitrate.value,
+            extra=can_config.extra,
+        ),
+        clock,
+        listen_ids=() if heartbeat_id is None else (heartbeat_id,),
+        bus_factory=can_bus,
+    )
+    loop = ControlLoop(
+        profile,
+        link,
+        clock,
+        LoopSettings(
+            poll_interval_s=config.bms.poll_interval_s,
+            bms_timeout_s=effective.bms_timeout_s.value,
+            silence_after_s=effective.silence_after_s.value,
+            caps=LimitCaps(config.limits.max_charge_current_a, config.limits.max_discharge_current_a),
+        ),
+        heartbeat_age_s=(lambda: None) if heartbeat_id is None else (lambda: link.heartbeat_age_s(heartbeat_id)),
+    )
+    driver = open_driver(config.bms, clock)
+    poller = Poller(driver, loop, clock, config.bms.poll_interval_s)
+    return Gateway(config, profile, effective, driver, link, loop, poller, clock)

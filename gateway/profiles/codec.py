@@ -1,0 +1,300 @@
+"""Compiled CAN frame codecs: a validated :class:`~gateway.profiles.schema.FrameSpec` in, a frozen encoder out.
+
+All interpretation of the profile happens once, in :func:`compile_frame`. Each frame gets **one**
+:class:`struct.Struct` covering its whole payload, in the profile's default byte order:
+
+* a value field whose byte order is the default becomes an integer item (``B b H h I i``);
+* a value field with the other byte order becomes a ``Ns`` item filled by ``int.to_bytes``;
+* a byte holding bit fields becomes one ``B`` item: constant bits are precomputed into a base mask, and each
+  flags field adds its mask when any of its flags is true;
+* text and constant fields become precomputed items of an argument template;
+* unused bytes are ``x`` pad bytes (zero).
+
+:meth:`CanFrameCodec.encode` then only scales, saturates, and calls ``Struct.pack`` once.
+
+Saturation is a safety rule: a value beyond a field's range (its integer range, narrowed by the field's
+``min``/``max``) is sent as the nearest end of that range, never wrapped: a negative current limit on an
+unsigned field (or a signed one with ``min: 0``) becomes 0, and 70000 raw into u16 becomes 65535.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Final, NamedTuple
+
+from gateway.errors import FrameError, GatewayError
+from gateway.profiles.schema import ByteOrder, FieldKind, FieldSpec, FrameSpec
+from gateway.values import Value
+
+_INT_CODES: Final[Mapping[tuple[int, bool], str]] = {
+    (1, False): "B",
+    (1, True): "b",
+    (2, False): "H",
+    (2, True): "h",
+    (4, False): "I",
+    (4, True): "i",
+}
+_ORDER_PREFIX: Final[Mapping[ByteOrder, str]] = {"little": "<", "big": ">"}
+
+
+class EncodeError(GatewayError, ValueError):
+    """A value handed to :meth:`CanFrameCodec.encode` is missing, not a number, or NaN."""
+
+
+class _NumericSlot(NamedTuple):
+    """A value field, ready to encode: ``raw = round((value - value_offset) / scale)``, saturated."""
+
+    arg: int
+    """Position of the field's item in the frame's struct arguments."""
+    value: str
+    scale: float
+    value_offset: float
+    low: int
+    high: int
+    byte_order: ByteOrder | None
+    """None: packed as an integer item; else packed with ``int.to_bytes`` in this order."""
+    size: int
+    signed: bool
+    field: str
+    digits: int | None
+    """Decimal places to round decoded values to; None: decode to int."""
+
+
+class _BitsSlot(NamedTuple):
+    """One byte that holds bit fields."""
+
+    arg: int
+    base: int
+    """Bits of constant bit fields, always set."""
+    flags: tuple[tuple[int, tuple[str, ...], str], ...]
+    """Per flags field: (mask, flag names, field name)."""
+    decoded: tuple[tuple[str, int, bool], ...]
+    """Per bit field, for decode: (field name, mask, is a flags field)."""
+
+
+class _StaticSlot(NamedTuple):
+    """A text or constant field: bytes precomputed at compile time."""
+
+    arg: int
+    field: FieldSpec
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class CanFrameCodec:
+    """One compiled frame: encodes published values into its payload and decodes a payload by field name.
+
+    Build it with :func:`compile_frame`; it cannot change afterwards.
+    """
+
+    can_id: int
+    """11-bit CAN identifier."""
+    period_s: float
+    """Transmit period, s."""
+    dlc: int
+    """Payload length, bytes; :meth:`encode` always returns exactly this many."""
+    name: str
+    """Short frame name from the profile."""
+    spec: FrameSpec
+    """The validated declaration this codec was compiled from."""
+    value_names: frozenset[str]
+    """Every value name :meth:`encode` reads."""
+    _struct: struct.Struct
+    _decode_struct: struct.Struct
+    _template: tuple[int | bytes, ...]
+    _numeric: tuple[_NumericSlot, ...]
+    _bits: tuple[_BitsSlot, ...]
+    _static: tuple[_StaticSlot, ...]
+
+    @property
+    def label(self) -> str:
+        """``frame 0x351``, as messages name it."""
+        return self.spec.label
+
+    def encode(self, values: Mapping[str, Value]) -> bytes:
+        """The payload for ``values`` (published value name → value), exactly :attr:`dlc` bytes.
+
+        Numbers beyond a field's range saturate at that range. Extra names in ``values`` are ignored.
+
+        :raises EncodeError: a needed value is missing, is a string, or is NaN.
+        """
+        args = list(self._template)
+        slot: _NumericSlot | None = None
+        try:
+            for slot in self._numeric:
+                value = values[slot.value]
+                if isinstance(value, str):
+                    raise EncodeError(f"{self.label} field '{slot.field}': value '{slot.value}' is a string")
+                scaled = (value - slot.value_offset) / slot.scale
+                if scaled >= slot.high:
+                    raw = slot.high
+                elif scaled <= slot.low:
+                    raw = slot.low
+                else:
+                    raw = round(scaled)  # NaN fails both comparisons and raises ValueError here
+                if slot.byte_order is None:
+                    args[slot.arg] = raw
+                else:
+                    args[slot.arg] = raw.to_bytes(slot.size, slot.byte_order, signed=slot.signed)
+        except KeyError:
+            assert slot is not None
+            raise EncodeError(f"{self.label} field '{slot.field}': missing value '{slot.value}'") from None
+        except ValueError:
+            assert slot is not None
+            raise EncodeError(f"{self.label} field '{slot.field}': value '{slot.value}' is NaN") from None
+        for bits in self._bits:
+            byte = bits.base
+            for mask, names, field in bits.flags:
+                try:
+                    if any(values[name] for name in names):
+                        byte |= mask
+                except KeyError as missing:
+                    raise EncodeError(f"{self.label} field '{field}': missing value {missing}") from None
+            args[bits.arg] = byte
+        return self._struct.pack(*args)
+
+    def decode(self, data: bytes) -> dict[str, Value]:
+        """The physical value of every field in ``data``, keyed by field name.
+
+        Value fields decode to ``raw * scale + value_offset`` (an int when scale and offset are integers),
+        flags fields to bool, text fields to their text without padding, constant fields to their raw int.
+        Bytes beyond the last field are ignored.
+
+        :raises FrameError: ``data`` is shorter than the fields need.
+        """
+        if len(data) < self._decode_struct.size:
+            raise FrameError(
+                "short frame",
+                f"{self.label}: {len(data)} bytes, fields need {self._decode_struct.size}",
+            )
+        items = self._decode_struct.unpack_from(data)
+        out: dict[str, Value] = {}
+        for slot in self._numeric:
+            item = items[slot.arg]
+            raw = (
+                item if isinstance(item, int) else int.from_bytes(item, slot.byte_order or "little", signed=slot.signed)
+            )
+            physical = raw * slot.scale + slot.value_offset
+            out[slot.field] = int(physical) if slot.digits is None else round(physical, slot.digits)
+        for bits in self._bits:
+            byte = items[bits.arg]
+            for field, mask, is_flags in bits.decoded:
+                out[field] = bool(byte & mask) if is_flags else int(bool(byte & mask))
+        for static in self._static:
+            spec, item = static.field, items[static.arg]
+            if spec.kind is FieldKind.TEXT:
+                pad = " " if spec.pad == "space" else "\x00"
+                out[spec.name] = item.decode("ascii", errors="replace").rstrip(pad)
+            else:
+                out[spec.name] = int.from_bytes(item, spec.byte_order, signed=spec.signed)
+        return {field.name: out[field.name] for field in self.spec.fields}
+
+
+def _decimals(number: float) -> int:
+    """Decimal places of ``number`` as written, e.g. 2 for 0.01."""
+    exponent = Decimal(repr(number)).as_tuple().exponent
+    return max(0, -exponent) if isinstance(exponent, int) else 0
+
+
+def compile_frame(spec: FrameSpec) -> CanFrameCodec:
+    """Compile a validated frame into its frozen codec. Fields must not overlap (the schema checks that)."""
+    formats: list[str] = []
+    template: list[int | bytes] = []
+    numeric: list[_NumericSlot] = []
+    bits: list[_BitsSlot] = []
+    static: list[_StaticSlot] = []
+    bit_fields: dict[int, list[FieldSpec]] = {}
+    for field in spec.fields:
+        if field.bit is not None:
+            bit_fields.setdefault(field.offset, []).append(field)
+    starts = {field.offset: field for field in spec.fields if field.bit is None}
+    value_names: set[str] = set()
+
+    position = 0
+    while position < spec.dlc:
+        index = len(template)
+        if position in bit_fields:
+            fields = bit_fields[position]
+            base = sum(1 << f.bit for f in fields if f.bit is not None and f.constant)
+            flags = tuple((1 << f.bit, f.flags, f.name) for f in fields if f.bit is not None and f.flags)
+            decoded = tuple((f.name, 1 << f.bit, f.kind is FieldKind.FLAGS) for f in fields if f.bit is not None)
+            bits.append(_BitsSlot(index, base, flags, decoded))
+            value_names.update(name for f in fields for name in f.flags)
+            formats.append("B")
+            template.append(base)
+            position += 1
+            continue
+        start = starts.get(position)
+        if start is None:
+            formats.append("x")
+            position += 1
+            continue
+        field = start
+        if field.kind is FieldKind.VALUE:
+            assert field.value is not None
+            native = field.byte_order == spec.byte_order or field.size == 1
+            low, high = field.clamp_range
+            integral = isinstance(field.scale, int) and isinstance(field.value_offset, int)
+            digits = None if integral else max(_decimals(field.scale), _decimals(field.value_offset))
+            numeric.append(
+                _NumericSlot(
+                    arg=index,
+                    value=field.value,
+                    scale=field.scale,
+                    value_offset=field.value_offset,
+                    low=low,
+                    high=high,
+                    byte_order=None if native else field.byte_order,
+                    size=field.size,
+                    signed=field.signed,
+                    field=field.name,
+                    digits=digits,
+                )
+            )
+            value_names.add(field.value)
+            formats.append(_INT_CODES[field.size, field.signed] if native else f"{field.size}s")
+            template.append(0 if native else bytes(field.size))
+        else:
+            static.append(_StaticSlot(index, field))
+            formats.append(f"{field.size}s")
+            if field.kind is FieldKind.TEXT:
+                template.append(field.text_bytes)
+            else:
+                assert field.constant is not None
+                template.append(field.constant.to_bytes(field.size, field.byte_order, signed=field.signed))
+        position += field.size
+
+    prefix = _ORDER_PREFIX[spec.byte_order]
+    extent = max((f.offset + f.size for f in spec.fields), default=0)
+    decode_formats = _formats_up_to(formats, extent)
+    return CanFrameCodec(
+        can_id=spec.can_id,
+        period_s=spec.period_s,
+        dlc=spec.dlc,
+        name=spec.name,
+        spec=spec,
+        value_names=frozenset(value_names),
+        _struct=struct.Struct(prefix + "".join(formats)),
+        _decode_struct=struct.Struct(prefix + "".join(decode_formats)),
+        _template=tuple(template),
+        _numeric=tuple(numeric),
+        _bits=tuple(bits),
+        _static=tuple(static),
+    )
+
+
+def _formats_up_to(formats: list[str], extent: int) -> list[str]:
+    """The struct items of ``formats`` that cover bytes ``0..extent-1`` (drops trailing pad bytes)."""
+    out: list[str] = []
+    size = 0
+    for item in formats:
+        if size >= extent:
+            break
+        out.append(item)
+        size += struct.calcsize("<" + item)
+    return out
+
+
+__all__ = ["CanFrameCodec", "EncodeError", "compile_frame"]

@@ -1,0 +1,532 @@
+"""The configuration file: shipped files load, defaults apply, and every mistake is one exact line."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import re
+from pathlib import Path
+from typing import Any, Final
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from gateway.config import (
+    KNOWN_BMS_DRIVERS,
+    BmsConfig,
+    CanConfig,
+    Config,
+    FailsafeConfig,
+    InverterConfig,
+    LimitsConfig,
+    LoggingConfig,
+    load_config,
+    parse_config,
+)
+from gateway.errors import ConfigError
+
+CONFIG_DIR: Final = Path(__file__).resolve().parent.parent / "config"
+MINIMAL: Final = "bms:\n  port: /dev/ttyUSB0\ninverter:\n  profile: pylontech-can\n"
+
+
+def _write(tmp_path: Path, content: str | bytes) -> Path:
+    path = tmp_path / "gateway.yaml"
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content, encoding="utf-8")
+    return path
+
+
+def _error(path: Path) -> str:
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    message = str(caught.value)
+    assert "\n" not in message
+    return message
+
+
+# --- shipped files ----------------------------------------------------------------------------------------
+
+
+def test_example_loads() -> None:
+    config = load_config(CONFIG_DIR / "example.yaml")
+    assert config.bms.port == "/dev/ttyUSB0"
+    assert config.inverter.profile == "pylontech-can"
+    assert config.inverter.can == CanConfig(interface="socketcan", channel="can0", bitrate=500000)
+
+
+def test_demo_loads() -> None:
+    config = load_config(CONFIG_DIR / "demo.yaml")
+    assert config.bms.port == "/tmp/bms-gateway-demo/bms"
+    assert config.bms.poll_interval_s == 1.0
+    assert config.inverter.profile == "pylontech-can"
+    assert config.inverter.can == CanConfig(interface="virtual", channel="bms-gateway-demo")
+    assert config.inverter.can.bitrate is None
+    assert config.failsafe == FailsafeConfig(bms_timeout_s=5.0, silence_after_s=15.0)
+
+
+def _schema_keys(cls: type[Any], path: str = "") -> list[str]:
+    keys: list[str] = []
+    for spec in dataclasses.fields(cls):
+        if spec.name == "extra":
+            continue
+        key = f"{path}.{spec.name}" if path else spec.name
+        keys.append(key)
+        nested = spec.metadata.get("config_section")
+        if nested is not None:
+            keys.extend(_schema_keys(nested, key))
+    return keys
+
+
+def test_example_documents_every_key() -> None:
+    """Every schema key is set in example.yaml, each leaf right under a comment line that explains it."""
+    path = CONFIG_DIR / "example.yaml"
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    lines = path.read_text(encoding="utf-8").splitlines()
+    for key in _schema_keys(Config):
+        node = data
+        for part in key.split("."):
+            assert isinstance(node, dict), key
+            assert part in node, f"{key} is not in example.yaml"
+            node = node[part]
+        if isinstance(node, dict):
+            continue
+        name = key.rsplit(".", 1)[-1]
+        found = [i for i, line in enumerate(lines) if re.match(rf"\s*{name}:", line)]
+        assert any(lines[i - 1].lstrip().startswith("#") for i in found), f"{key} has no comment"
+
+
+# --- defaults ---------------------------------------------------------------------------------------------
+
+
+def test_minimal_file_gets_defaults(tmp_path: Path) -> None:
+    config = load_config(_write(tmp_path, MINIMAL))
+    assert config == Config(
+        bms=BmsConfig(
+            driver="jk-uart",
+            port="/dev/ttyUSB0",
+            baudrate=115200,
+            poll_interval_s=1.0,
+            timeout_s=0.5,
+            retries=1,
+        ),
+        inverter=InverterConfig(profile="pylontech-can", can=None),
+        limits=LimitsConfig(max_charge_current_a=100.0, max_discharge_current_a=100.0),
+        failsafe=FailsafeConfig(bms_timeout_s=10.0, silence_after_s=None),
+        logging=LoggingConfig(level="info"),
+    )
+
+
+def test_profile_overridable_values_stay_none_when_unset() -> None:
+    config = parse_config(
+        {"bms": {"port": "p"}, "inverter": {"profile": "x", "can": {"interface": "socketcan", "channel": "can0"}}}
+    )
+    assert config.inverter.can is not None
+    assert config.inverter.can.bitrate is None
+    assert config.failsafe.silence_after_s is None
+
+
+def test_empty_sections_mean_defaults() -> None:
+    config = parse_config({"bms": {"port": "p"}, "inverter": {"profile": "x", "can": None}, "limits": None})
+    assert config.inverter.can is None
+    assert config.limits == LimitsConfig()
+
+
+def test_numbers_become_floats_and_channel_may_be_an_integer() -> None:
+    config = parse_config(
+        {
+            "bms": {"port": "p", "poll_interval_s": 2},
+            "inverter": {"profile": "x", "can": {"interface": "kvaser", "channel": 0}},
+        }
+    )
+    assert config.bms.poll_interval_s == 2.0
+    assert isinstance(config.bms.poll_interval_s, float)
+    assert config.inverter.can is not None
+    assert config.inverter.can.channel == "0"
+
+
+def test_config_is_frozen() -> None:
+    config = parse_config({"bms": {"port": "p"}, "inverter": {"profile": "x"}})
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.bms.port = "other"  # type: ignore[misc]
+
+
+def test_known_drivers() -> None:
+    assert frozenset({"jk-uart"}) == KNOWN_BMS_DRIVERS
+
+
+# --- CAN pass-through options -----------------------------------------------------------------------------
+
+
+def test_can_extra_keys_are_kept_unchanged(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path,
+        MINIMAL
+        + "  can:\n"
+        + "    interface: socketcan\n"
+        + "    channel: can0\n"
+        + "    bitrate: 250000\n"
+        + "    receive_own_messages: true\n"
+        + "    fd: false\n"
+        + "    can_filters:\n"
+        + "      - {can_id: 0x351, can_mask: 0x7FF, extended: false}\n",
+    )
+    can = load_config(path).inverter.can
+    assert can is not None
+    assert (can.interface, can.channel, can.bitrate) == ("socketcan", "can0", 250000)
+    assert dict(can.extra) == {
+        "receive_own_messages": True,
+        "fd": False,
+        "can_filters": [{"can_id": 0x351, "can_mask": 0x7FF, "extended": False}],
+    }
+
+
+def test_to_json_is_plain_and_serialisable() -> None:
+    config = parse_config(
+        {
+            "bms": {"port": "p"},
+            "inverter": {"profile": "x", "can": {"interface": "virtual", "channel": "c", "fd": True}},
+        }
+    )
+    out = config.to_json()
+    assert json.loads(json.dumps(out)) == out
+    assert out["bms"] == {
+        "driver": "jk-uart",
+        "port": "p",
+        "baudrate": 115200,
+        "poll_interval_s": 1.0,
+        "timeout_s": 0.5,
+        "retries": 1,
+    }
+    assert out["inverter"] == {
+        "profile": "x",
+        "can": {"interface": "virtual", "channel": "c", "bitrate": None, "extra": {"fd": True}},
+    }
+    assert out["failsafe"] == {"bms_timeout_s": 10.0, "silence_after_s": None}
+    assert out["logging"] == {"level": "info"}
+
+
+# --- mistakes, each with its exact message ----------------------------------------------------------------
+
+BASE: Final = {"bms": "  port: /dev/ttyUSB0\n", "inverter": "  profile: pylontech-can\n"}
+
+
+def _file(**sections: str) -> str:
+    """A config file: MINIMAL's sections, each replaced or joined by the given section bodies."""
+    merged = {**BASE, **sections}
+    return "".join(f"{name}:\n{body}" for name, body in merged.items())
+
+
+MISTAKES: Final = [
+    # wrong type
+    (
+        "baudrate text",
+        _file(bms="  port: p\n  baudrate: fast\n"),
+        "bms.baudrate: expected a positive integer, got 'fast'",
+    ),
+    (
+        "baudrate bool",
+        _file(bms="  port: p\n  baudrate: true\n"),
+        "bms.baudrate: expected a positive integer, got true",
+    ),
+    (
+        "baudrate float",
+        _file(bms="  port: p\n  baudrate: 9600.0\n"),
+        "bms.baudrate: expected a positive integer, got 9600.0",
+    ),
+    ("port number", _file(bms="  port: 5\n"), "bms.port: expected a non-empty string, got 5"),
+    ("port null", _file(bms="  port:\n"), "bms.port: expected a non-empty string, got null"),
+    ("port list", _file(bms="  port: [a]\n"), "bms.port: expected a non-empty string, got a list"),
+    (
+        "timeout text",
+        _file(bms="  port: p\n  timeout_s: '0.5'\n"),
+        "bms.timeout_s: expected a number greater than 0 and at most 10, got '0.5'",
+    ),
+    (
+        "limit bool",
+        _file(limits="  max_charge_current_a: false\n"),
+        "limits.max_charge_current_a: expected a non-negative number, got false",
+    ),
+    (
+        "channel bool",
+        _file(inverter="  profile: x\n  can: {interface: socketcan, channel: true}\n"),
+        "inverter.can.channel: expected a non-empty string or an integer, got true",
+    ),
+    ("section not a mapping", _file(limits="  - 1\n"), "limits: expected a mapping, got a list"),
+    (
+        "extra not plain",
+        _file(inverter="  profile: x\n  can: {interface: v, channel: c, when: 2024-01-01}\n"),
+        "inverter.can.when: expected a string, number, true/false, null, list or mapping, got a date",
+    ),
+    (
+        "extra bad name",
+        _file(inverter="  profile: x\n  can: {interface: v, channel: c, bad name: 1}\n"),
+        "inverter.can.bad name: expected an option name of letters, digits and underscores",
+    ),
+    # out of range
+    ("baudrate zero", _file(bms="  port: p\n  baudrate: 0\n"), "bms.baudrate: expected a positive integer, got 0"),
+    (
+        "poll too fast",
+        _file(bms="  port: p\n  poll_interval_s: 0.01\n"),
+        "bms.poll_interval_s: expected a number from 0.05 to 60, got 0.01",
+    ),
+    (
+        "poll too slow",
+        _file(bms="  port: p\n  poll_interval_s: 61\n"),
+        "bms.poll_interval_s: expected a number from 0.05 to 60, got 61",
+    ),
+    (
+        "timeout zero",
+        _file(bms="  port: p\n  timeout_s: 0\n"),
+        "bms.timeout_s: expected a number greater than 0 and at most 10, got 0",
+    ),
+    (
+        "timeout long",
+        _file(bms="  port: p\n  timeout_s: 10.5\n"),
+        "bms.timeout_s: expected a number greater than 0 and at most 10, got 10.5",
+    ),
+    (
+        "retries negative",
+        _file(bms="  port: p\n  retries: -1\n"),
+        "bms.retries: expected a non-negative integer, got -1",
+    ),
+    (
+        "limit negative",
+        _file(limits="  max_discharge_current_a: -5\n"),
+        "limits.max_discharge_current_a: expected a non-negative number, got -5",
+    ),
+    (
+        "timeout infinite",
+        _file(failsafe="  bms_timeout_s: .inf\n"),
+        "failsafe.bms_timeout_s: expected a positive number, got .inf",
+    ),
+    (
+        "timeout nan",
+        _file(failsafe="  bms_timeout_s: .nan\n"),
+        "failsafe.bms_timeout_s: expected a positive number, got .nan",
+    ),
+    (
+        "bitrate zero",
+        _file(inverter="  profile: x\n  can: {interface: v, channel: c, bitrate: 0}\n"),
+        "inverter.can.bitrate: expected a positive integer, got 0",
+    ),
+    # choices
+    (
+        "unknown driver",
+        _file(bms="  port: p\n  driver: jk-modbus\n"),
+        "bms.driver: expected one of jk-uart, got 'jk-modbus'",
+    ),
+    (
+        "driver typo",
+        _file(bms="  port: p\n  driver: jk_uart\n"),
+        "bms.driver: expected one of jk-uart, got 'jk_uart' (did you mean jk-uart?)",
+    ),
+    (
+        "level typo",
+        _file(logging="  level: warn\n"),
+        "logging.level: expected one of debug, info, warning, error, got 'warn' (did you mean warning?)",
+    ),
+    (
+        "level case",
+        _file(logging="  level: INFO\n"),
+        "logging.level: expected one of debug, info, warning, error, got 'INFO' (did you mean info?)",
+    ),
+    # unknown keys
+    (
+        "key typo",
+        _file(limits="  max_charge_cuurent_a: 50\n"),
+        "limits.max_charge_cuurent_a: unknown key (did you mean max_charge_current_a?)",
+    ),
+    (
+        "key unlike any",
+        _file(limits="  speed: 1\n"),
+        "limits.speed: unknown key (known keys: max_charge_current_a, max_discharge_current_a)",
+    ),
+    ("section typo", MINIMAL + "loging:\n  level: info\n", "loging: unknown key (did you mean logging?)"),
+    (
+        "section unknown",
+        MINIMAL + "mqtt: {}\n",
+        "mqtt: unknown key (known keys: bms, inverter, limits, failsafe, logging)",
+    ),
+    ("typo beats missing", _file(bms="  prot: /dev/ttyUSB0\n"), "bms.prot: unknown key (did you mean port?)"),
+    # missing required keys
+    ("no port", _file(bms="  baudrate: 9600\n"), "bms.port: missing"),
+    ("no bms", "inverter:\n  profile: x\n", "bms.port: missing"),
+    ("no profile", "bms:\n  port: p\n", "inverter.profile: missing"),
+    (
+        "no can interface",
+        _file(inverter="  profile: x\n  can:\n    channel: can0\n"),
+        "inverter.can.interface: missing",
+    ),
+    (
+        "no can channel",
+        _file(inverter="  profile: x\n  can:\n    interface: socketcan\n"),
+        "inverter.can.channel: missing",
+    ),
+    # rules across keys
+    (
+        "silence equal",
+        _file(failsafe="  silence_after_s: 10\n"),
+        "failsafe.silence_after_s: must be greater than failsafe.bms_timeout_s (10)",
+    ),
+    (
+        "silence below",
+        _file(failsafe="  bms_timeout_s: 2.5\n  silence_after_s: 1\n"),
+        "failsafe.silence_after_s: must be greater than failsafe.bms_timeout_s (2.5)",
+    ),
+    # the file itself
+    (
+        "bad YAML",
+        "bms:\n  port: p\n baudrate: 1\n",
+        "config file {path}: invalid YAML at line 3, column 2: expected <block end>, but found '<block mapping start>'",
+    ),
+    (
+        "unclosed list",
+        "bms: [\n",
+        "config file {path}: invalid YAML at line 2, column 1: expected the node content, but found '<stream end>'",
+    ),
+    (
+        "duplicate key",
+        "bms:\n  port: a\n  port: b\n",
+        "config file {path}: invalid YAML at line 3, column 3: duplicate key 'port'",
+    ),
+    (
+        "impossible date",
+        "bms:\n  when: 2024-02-30\n",
+        "config file {path}: invalid YAML at line 2, column 9: day is out of range for month",
+    ),
+    (
+        "control character",
+        "bms:\n  port: a\x07\n",
+        "config file {path}: invalid YAML at line 2, column 10: character #x0007 is not allowed",
+    ),
+    (
+        "python tag",
+        "bms: !!python/object:os.system x\n",
+        "config file {path}: invalid YAML at line 1, column 6: "
+        "could not determine a constructor for the tag 'tag:yaml.org,2002:python/object:os.system'",
+    ),
+    (
+        "two documents",
+        MINIMAL + "---\n" + MINIMAL,
+        "config file {path}: invalid YAML at line 5, column 1: "
+        "expected a single document in the stream but found another document",
+    ),
+    ("top-level list", "- bms\n- inverter\n", "config file {path}: expected a mapping of sections, got a list"),
+    ("top-level text", "hello\n", "config file {path}: expected a mapping of sections, got 'hello'"),
+    ("empty file", "", "config file {path} is empty"),
+    ("only comments", "# nothing yet\n", "config file {path} is empty"),
+]
+
+
+@pytest.mark.parametrize(("content", "expected"), [case[1:] for case in MISTAKES], ids=[case[0] for case in MISTAKES])
+def test_mistake_has_exact_message(tmp_path: Path, content: str, expected: str) -> None:
+    path = _write(tmp_path, content)
+    assert _error(path) == expected.format(path=path)
+
+
+def test_error_carries_key_and_problem(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(_write(tmp_path, _file(bms="  port: p\n  baudrate: fast\n")))
+    assert caught.value.key == "bms.baudrate"
+    assert caught.value.problem == "expected a positive integer, got 'fast'"
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    path = tmp_path / "nowhere.yaml"
+    assert _error(path) == f"config file {path} not found"
+
+
+def test_directory(tmp_path: Path) -> None:
+    assert _error(tmp_path) == f"config file {tmp_path} is a directory"
+
+
+def test_unreadable_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = _write(tmp_path, MINIMAL)
+
+    def refuse(self: Path) -> bytes:
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "read_bytes", refuse)
+    assert _error(path) == f"config file {path} cannot be read: Permission denied"
+
+
+def test_not_utf8(tmp_path: Path) -> None:
+    path = _write(tmp_path, b"bms:\n  port: \xff\n")
+    assert _error(path) == f"config file {path} is not UTF-8 text (bad byte at offset 13)"
+
+
+def test_utf8_bom_is_accepted(tmp_path: Path) -> None:
+    assert load_config(_write(tmp_path, "\ufeff" + MINIMAL)).bms.port == "/dev/ttyUSB0"
+
+
+def test_self_referencing_extra(tmp_path: Path) -> None:
+    path = _write(tmp_path, _file(inverter="  profile: x\n  can: {interface: v, channel: c, loop: &a [*a]}\n"))
+    assert _error(path) == "inverter.can.loop: nested too deeply (or refers to itself)"
+
+
+def test_deeply_nested_yaml(tmp_path: Path) -> None:
+    path = _write(tmp_path, "a: " + "[" * 5000 + "]" * 5000 + "\n")
+    assert _error(path) == f"config file {path}: invalid YAML: nested too deeply"
+
+
+def test_parse_config_names_source() -> None:
+    with pytest.raises(ConfigError, match=r"^config file <config> is empty$"):
+        parse_config(None)
+    with pytest.raises(ConfigError, match=r"^config file x\.yaml: expected a mapping of sections, got 3$"):
+        parse_config(3, "x.yaml")
+
+
+# --- nothing but ConfigError, whatever the input ----------------------------------------------------------
+
+_SCALARS: Final = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(10**30), max_value=10**30)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(max_size=8)
+    | st.sampled_from(["/dev/ttyUSB0", "jk-uart", "info", "socketcan", "can0", "pylontech-can"])
+    | st.dates()
+)
+_KEYS: Final = st.sampled_from(
+    [*{key.rsplit(".", 1)[-1] for key in _schema_keys(Config)}, "can", "fd", "x", "bms ", ""]
+) | st.integers(0, 3)
+_DATA: Final = st.recursive(
+    _SCALARS,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_KEYS, inner, max_size=6),
+    max_leaves=30,
+)
+_QUICK: Final = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@_QUICK
+@given(_DATA)
+def test_any_data_gives_config_or_config_error(data: object) -> None:
+    try:
+        config = parse_config(data)
+    except ConfigError as error:
+        assert "\n" not in str(error)
+    else:
+        assert isinstance(config, Config)
+        json.dumps(config.to_json())
+
+
+@_QUICK
+@given(st.text(alphabet=st.sampled_from(list("bms:port -[]{}&*!|>'\"#\n\t\x07\ufeff0.5e,?%@`")), max_size=60))
+def test_any_text_gives_config_or_config_error(content: str) -> None:
+    from gateway import config as module
+
+    try:
+        data = module._load_yaml(content, "fuzz.yaml")
+        parse_config(data, "fuzz.yaml")
+    except ConfigError as error:
+        assert "\n" not in str(error)
+
+
+def test_dates_are_shown_as_dates() -> None:
+    with pytest.raises(ConfigError, match=r"^bms\.port: expected a non-empty string, got a date$"):
+        parse_config({"bms": {"port": datetime.date(2024, 1, 1)}, "inverter": {"profile": "x"}})
