@@ -383,6 +383,14 @@ class Config(_Section):
     failsafe: FailsafeConfig = field(default_factory=FailsafeConfig, metadata=_section_of(FailsafeConfig))
     logging: LoggingConfig = field(default_factory=LoggingConfig, metadata=_section_of(LoggingConfig))
 
+    def _validate(self, path: str) -> None:
+        # A timeout no longer than one poll interval would call every reading stale before the next arrives.
+        if self.failsafe.bms_timeout_s <= self.bms.poll_interval_s:
+            raise ConfigError(
+                "failsafe.bms_timeout_s",
+                f"must be greater than bms.poll_interval_s ({_show_number(self.bms.poll_interval_s)})",
+            )
+
 
 # ---------------------------------------------------------------------------------------------------------
 # The walker

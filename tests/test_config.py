@@ -530,3 +530,14 @@ def test_any_text_gives_config_or_config_error(content: str) -> None:
 def test_dates_are_shown_as_dates() -> None:
     with pytest.raises(ConfigError, match=r"^bms\.port: expected a non-empty string, got a date$"):
         parse_config({"bms": {"port": datetime.date(2024, 1, 1)}, "inverter": {"profile": "x"}})
+
+
+def test_bms_timeout_must_exceed_poll_interval() -> None:
+    data = {
+        "bms": {"port": "/dev/ttyUSB0", "poll_interval_s": 2},
+        "inverter": {"profile": "pylontech-can"},
+        "failsafe": {"bms_timeout_s": 2},
+    }
+    with pytest.raises(ConfigError) as caught:
+        parse_config(data)
+    assert str(caught.value) == "failsafe.bms_timeout_s: must be greater than bms.poll_interval_s (2)"

@@ -385,8 +385,7 @@ def _parse_frames(
 def _parse_frame(item: object, where: str, source: str, byte_order: ByteOrder) -> FrameSpec:
     can_id = item.get("id") if isinstance(item, Mapping) else None
     if isinstance(can_id, int) and not isinstance(can_id, bool) and 0 <= can_id <= MAX_STANDARD_ID:
-        label = f"frame {can_id:#05x}"
-        where = f"{source}: {label}"
+        where = f"{source}: frame {can_id:#05x}"  # name the frame by its id as soon as it has a valid one
     section = _Section(item, where, _FRAME_KEYS, ("id", "period_s", "dlc", "fields"))
     can_id = section.integer("id")
     if not 0 <= can_id <= MAX_STANDARD_ID:
@@ -399,8 +398,7 @@ def _parse_frame(item: object, where: str, source: str, byte_order: ByteOrder) -
         section.fail(f"dlc must be 0-{MAX_CLASSIC_DLC}, got {dlc}")
 
     fields: list[FieldSpec] = []
-    owners: dict[tuple[int, int], FieldSpec] = {}
-    """Which field owns each (byte, bit) of the frame: paints every field to find overlaps."""
+    owners: dict[tuple[int, int], FieldSpec] = {}  # (byte, bit) -> the field painted there, to find overlaps
     for index, raw_field in enumerate(section.items("fields")):
         field = _parse_field(raw_field, index, f"{source}: {label}", byte_order)
         field_where = f"{source}: {label} field '{field.name}'"
@@ -474,22 +472,22 @@ def _parse_field(item: object, index: int, frame_where: str, byte_order: ByteOrd
         if minimum is not None and maximum is not None and minimum > maximum:
             section.fail(f"min {minimum!r} is greater than max {maximum!r}")
         spec = FieldSpec(
-            name,
-            kind,
-            offset,
-            size,
-            bit,
-            signed,
-            scale,
-            value_offset,
-            order,
+            name=name,
+            kind=kind,
+            offset=offset,
+            size=size,
+            signed=signed,
+            scale=scale,
+            value_offset=value_offset,
+            byte_order=order,
             value=value,
             minimum=minimum,
             maximum=maximum,
         )
         low, high = spec.clamp_range
         if low > high:
-            section.fail(f"min..max leaves no raw value in the field's range {spec.raw_range[0]}..{spec.raw_range[1]}")
+            raw_low, raw_high = spec.raw_range
+            section.fail(f"min..max leaves no raw value in the field's range {raw_low}..{raw_high}")
         return spec
     if kind is FieldKind.FLAGS:
         flags = section.data["flags"]
@@ -497,17 +495,21 @@ def _parse_field(item: object, index: int, frame_where: str, byte_order: ByteOrd
             section.fail(f"flags must be a non-empty list of flag names, got {flags!r}")
         for flag in flags:
             _check_name(section, flag, numeric=False)
-        return FieldSpec(name, kind, offset, size, bit, flags=tuple(flags))
+        return FieldSpec(name=name, kind=kind, offset=offset, size=size, bit=bit, flags=tuple(flags))
     if kind is FieldKind.TEXT:
         text = section.data["text"]
-        if not isinstance(text, str) or not text.isascii():
-            section.fail(f"text must be an ASCII string, got {text!r}")
+        if not isinstance(text, str):
+            section.fail(f"text must be a string, got {text!r} (quote it in the YAML)")
+        if not text.isascii():
+            section.fail(f"text must be ASCII, got {text!r}")
         if len(text) > size:
             section.fail(f"text {text!r} is {len(text)} bytes, longer than size {size}")
         pad: Literal["nul", "space"] = "space" if section.choice("pad", ("nul", "space"), "nul") == "space" else "nul"
-        return FieldSpec(name, kind, offset, size, text=text, pad=pad)
+        return FieldSpec(name=name, kind=kind, offset=offset, size=size, text=text, pad=pad)
     constant = section.integer("constant")
-    spec = FieldSpec(name, kind, offset, size, bit, signed, byte_order=order, constant=constant)
+    spec = FieldSpec(
+        name=name, kind=kind, offset=offset, size=size, bit=bit, signed=signed, byte_order=order, constant=constant
+    )
     low, high = spec.raw_range
     if not low <= constant <= high:
         section.fail(f"constant {constant} out of range {low}..{high}")
