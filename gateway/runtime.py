@@ -167,7 +167,7 @@ class ControlLoop:
         now = self._clock.monotonic()
         with self._lock:
             reading = self._reading
-        if reading is not None and self._state is not FailsafeState.SILENT:
+        if reading is not None and self._state not in (FailsafeState.SILENT, FailsafeState.STOPPED):
             limits = failsafe_limits(self._limits, now, "gateway stopping")
             values = published_values(reading, limits, comm_alarm=True)
             for frame in self._profile.frames:

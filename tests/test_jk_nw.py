@@ -407,9 +407,12 @@ def test_unknown_tag_names_its_offset() -> None:
     bad = payload[:at] + b"\x88\x00\x00" + payload[at:]
     frame = build_frame(6, 0, 1, bad)
     assert sum16(frame[:-4]) == int.from_bytes(frame[-2:], "big")  # so the envelope is not the fault
-    with pytest.raises(FrameError, match=r"unknown tag 0x88 at offset (\d+)") as info:
+    with pytest.raises(FrameError, match=r"unknown tag: 0x88 at offset \d+") as info:
         decode_reply(frame)
-    offset = int(re.search(r"offset (\d+)", str(info.value)).group(1))  # type: ignore[union-attr]
+    assert info.value.fault == "unknown tag"
+    found = re.search(r"offset (\d+)", str(info.value))
+    assert found is not None
+    offset = int(found.group(1))
     assert offset == 11 + at
     assert frame[offset] == 0x88
 
@@ -424,6 +427,8 @@ def test_unknown_tag_names_its_offset() -> None:
         (b"\x79\x03\x02\x0c\x80", "bad cell number"),
         (b"\x83\x14", "truncated"),
         (b"\x85\x10\x85\x11", "duplicate tag"),
+        (b"\x79\x03\x01\x0c\xe4\x79\x03\x01\x0c\xe4", "duplicate tag"),
+        (b"\x84\x00\x10\xc0\x02", "unsupported protocol version"),
     ],
 )
 def test_malformed_fields(payload: bytes, fault: str) -> None:

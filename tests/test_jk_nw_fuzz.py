@@ -11,7 +11,7 @@ from typing import Final
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from jk_frames import REPLIES, payload_of, wrap
+from jk_frames import REPLIES, payload_of, sum16, wrap
 
 from gateway.bms import jk_nw
 from gateway.bms.jk_nw import JkNwReply, decode_reply, encode_reply, to_reading
@@ -77,8 +77,10 @@ def test_mutated_real_frames(case: tuple[bytes, bytes]) -> None:
 
 
 def _layout(payload: bytes) -> tuple[list[int], dict[int, int]]:
-    """The value-carrying offsets of ``payload`` (not tags, not the cell block's own structure), and the
-    offset of each tag."""
+    """Where the values of a well-formed ``payload`` sit, and where each tag sits.
+
+    Value offsets exclude the tag bytes and the cell block's own structure (its length and cell numbers).
+    """
     positions: list[int] = []
     tags: dict[int, int] = {}
     at = 0
@@ -93,7 +95,8 @@ def _layout(payload: bytes) -> tuple[list[int], dict[int, int]]:
             at += 2 + size
         else:
             length = jk_nw.TAGS[tag].length
-            positions += range(at + 1, at + 1 + length)
+            if tag != jk_nw.PROTOCOL_VERSION_TAG:  # it decides what the current means: tested on its own
+                positions += range(at + 1, at + 1 + length)
             at += 1 + length
     return positions, tags
 
@@ -118,7 +121,9 @@ def test_any_values_in_a_real_layout_decode_and_reencode(case: tuple[int, bytes]
     index, frame = case
     reply = decode_reply(frame)
     reading = to_reading(reply, 0.0, "fuzz")
-    assert reading.state.cell_count == len(reply.fields[jk_nw.CELLS_NAME])  # type: ignore[arg-type]
+    cells = reply[jk_nw.CELLS_NAME]
+    assert isinstance(cells, tuple)
+    assert reading.state.cell_voltages_v == cells
     again = encode_reply(reply)
     # A charging current of magnitude 0 (raw 0x8000) reads as 0.0 A and goes back out as 0x0000.
     current_at = jk_nw.HEADER_LEN + LAYOUTS[index][1][0x84]
@@ -177,6 +182,8 @@ def tag_sequences(draw: st.DrawFn) -> tuple[bytes, bool]:
             length = draw(st.integers(0, length + 2))  # a wrong length shifts the rest of the walk
             clean = clean and length == jk_nw.TAGS[tag].length
         field = bytes((tag,)) + draw(st.binary(min_size=length, max_size=length))
+        if tag == jk_nw.PROTOCOL_VERSION_TAG and length == 1:
+            clean = clean and field[1] in jk_nw.KNOWN_PROTOCOL_VERSIONS
         parts.append(field)
         if fault == 2:
             parts.append(field)
@@ -206,9 +213,14 @@ def test_random_bytes(data: bytes) -> None:
 
 
 @FUZZ
-@given(st.binary(max_size=400), st.booleans())
-def test_random_bytes_after_the_start_marker(rest: bytes, fix_length: bool) -> None:
-    data = b"\x4e\x57" + rest
-    if fix_length and len(data) >= 4:
-        data = data[:2] + (len(data) - 2).to_bytes(2, "big") + data[4:]
-    _decode_or_frame_error(data)
+@given(st.binary(max_size=400), st.sampled_from(("as is", "length", "sealed")))
+def test_random_bytes_after_the_start_marker(rest: bytes, fix: str) -> None:
+    """Random bytes behind ``4E 57``: as they come, with a matching length field, or with a whole valid
+    envelope (length, end marker and checksum) around random header and payload bytes."""
+    data = bytearray(b"\x4e\x57" + rest)
+    if fix != "as is" and len(data) >= 4:
+        data[2:4] = (len(data) - 2).to_bytes(2, "big")
+    if fix == "sealed" and len(data) >= 20:
+        data[-5] = 0x68
+        data[-4:] = b"\x00\x00" + sum16(bytes(data[:-4])).to_bytes(2, "big")
+    _decode_or_frame_error(bytes(data))

@@ -132,6 +132,7 @@ _I16 = _signed()
 _TEMP = _temperature()
 _TEXT = _text()
 _SECRET = _text(secret=True)
+PROTOCOL_VERSION_TAG: Final = 0xC0
 _CURRENT_RAW = _U  # interpreted once the protocol version (tag 0xC0, last in the frame) is known
 
 
@@ -207,7 +208,7 @@ TAGS: Final[Mapping[int, TagSpec]] = MappingProxyType(
             TagSpec(0xB8, "start_current_calibration", 1, _U),
             TagSpec(0xB9, "actual_capacity_ah", 4, _U),
             TagSpec(0xBA, "manufacturer", 24, _TEXT),
-            TagSpec(0xC0, "protocol_version", 1, _U),
+            TagSpec(PROTOCOL_VERSION_TAG, "protocol_version", 1, _U),
         )
     }
 )
@@ -244,6 +245,7 @@ TEMPERATURE_SENSOR_NAMES: Final = ("temperature_1_c", "temperature_2_c")
 
 DEFAULT_PROTOCOL_VERSION: Final = 1
 """Assumed when a reply lacks tag 0xC0: every known capture is version 1."""
+KNOWN_PROTOCOL_VERSIONS: Final = frozenset({0, 1})
 
 
 # --- envelope ----------------------------------------------------------------------------------------------
@@ -418,11 +420,13 @@ def decode_payload(payload: bytes) -> dict[str, FieldValue]:
     while offset < len(payload):
         tag = payload[offset]
         if tag == CELLS_TAG:
+            if CELLS_NAME in fields:
+                raise FrameError("duplicate tag", f"tag 0x79 at offset {HEADER_LEN + offset}")
             fields[CELLS_NAME], offset = _decode_cells(payload, offset)
             continue
         spec = TAGS.get(tag)
         if spec is None:
-            raise FrameError(f"unknown tag 0x{tag:02X} at offset {HEADER_LEN + offset}")
+            raise FrameError("unknown tag", f"0x{tag:02X} at offset {HEADER_LEN + offset}")
         end = offset + 1 + spec.length
         if end > len(payload):
             raise FrameError("truncated", f"tag 0x{tag:02X} at offset {HEADER_LEN + offset} needs {spec.length} bytes")
@@ -437,16 +441,20 @@ def decode_reply(frame: bytes) -> JkNwReply:
     """Decode a complete read-all reply.
 
     :raises FrameError: bad start, bad length, truncated, bad end marker, bad checksum, not a reply,
-        unknown tag at offset N, or a malformed field.
+        unknown tag (at offset N), unsupported protocol version, or a malformed field.
     """
     envelope = parse_envelope(frame)
     if envelope.frame_type != FrameType.REPLY:
         raise FrameError("not a reply", f"frame type 0x{envelope.frame_type:02X}")
     fields = decode_payload(envelope.payload)
+    version = fields.get("protocol_version", DEFAULT_PROTOCOL_VERSION)
+    assert isinstance(version, int)
+    if version not in KNOWN_PROTOCOL_VERSIONS:
+        # The version decides what the current field means: never guess it.
+        known = ", ".join(str(v) for v in sorted(KNOWN_PROTOCOL_VERSIONS))
+        raise FrameError("unsupported protocol version", f"tag 0xC0 says {version}, known: {known}")
     raw_current = fields.get(CURRENT_NAME)
     if isinstance(raw_current, int):
-        version = fields.get("protocol_version", DEFAULT_PROTOCOL_VERSION)
-        assert isinstance(version, int)
         fields[CURRENT_NAME] = current_from_raw(raw_current, version)
     return JkNwReply(
         fields=MappingProxyType(fields),

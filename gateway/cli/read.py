@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 
 from gateway.app import open_driver
 from gateway.cli.common import add_config_argument, load
@@ -21,6 +22,9 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 def run(args: argparse.Namespace) -> int:
     config = load(args)
+    if not args.debug:
+        # One poll: a failure is the one error line main() prints; the link's "port lost" warning would repeat it.
+        logging.getLogger("gateway.transport").setLevel(logging.ERROR)
     driver = open_driver(config.bms, SystemClock())
     try:
         readings = driver.read()

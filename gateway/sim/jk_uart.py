@@ -26,7 +26,9 @@ from gateway.transport.serial_link import SerialPort, open_serial_port
 
 log = logging.getLogger(__name__)
 
-_NOISE = bytes.fromhex("00 FF 4E 13 57 AA 4E 57 00")  # includes a false start marker
+# Includes a false start marker whose length field is impossible, so a receiver can tell it from a frame
+# (a plausible one would swallow the real frame that follows).
+_NOISE = bytes.fromhex("00 FF 4E 13 57 AA 4E 57 FF FF")
 
 
 class JkUartSimulator:

@@ -22,6 +22,16 @@ log = logging.getLogger(__name__)
 
 _HUNT_CHUNK = 512
 
+try:
+    import termios
+
+    # pyserial's reset_input_buffer() (tcflush) raises a bare termios.error, not an OSError, on a port whose
+    # device went away (a hung-up pty, an unplugged USB adapter).
+    _PORT_ERRORS: tuple[type[Exception], ...] = (serial.SerialException, OSError, termios.error)
+except ImportError:  # not POSIX
+    _PORT_ERRORS = (serial.SerialException, OSError)
+_OPEN_ERRORS: tuple[type[Exception], ...] = (*_PORT_ERRORS, ValueError)  # ValueError: a bad setting
+
 
 class Framer(Protocol):
     """What the link needs to know about a protocol's frames."""
@@ -99,7 +109,7 @@ class SerialLink:
             self._serial = self._factory(
                 self.port, baudrate=self.baudrate, bytesize=8, parity="N", stopbits=1, timeout=0.05
             )
-        except (serial.SerialException, OSError, ValueError) as exc:
+        except _OPEN_ERRORS as exc:
             raise self._lost(f"cannot open serial port {self.port}: {_reason(exc)}") from None
         if self._lost_reason is not None:
             log.info("serial: %s reopened", self.port)
@@ -108,7 +118,7 @@ class SerialLink:
     def close(self) -> None:
         port, self._serial = self._serial, None
         if port is not None:
-            with contextlib.suppress(serial.SerialException, OSError):
+            with contextlib.suppress(*_PORT_ERRORS):
                 port.close()
 
     def transact(self, request: bytes, framer: Framer, timeout_s: float) -> bytes:
@@ -130,7 +140,7 @@ class SerialLink:
             port.write(request)
             port.flush()
             return self._read_frame(port, framer, deadline, timeout_s)
-        except (serial.SerialException, OSError) as exc:
+        except _PORT_ERRORS as exc:
             self.close()
             raise self._lost(f"serial port {self.port} lost: {_reason(exc)}") from None
 
@@ -171,9 +181,12 @@ class SerialLink:
             buffer += chunk
 
     def _lost(self, message: str) -> LinkError:
-        if self._lost_reason != message:
+        # One warning per episode: "lost" is typically followed by "cannot open" until the port is back.
+        if self._lost_reason is None:
             log.warning("serial: %s", message)
-            self._lost_reason = message
+        elif self._lost_reason != message:
+            log.debug("serial: %s", message)
+        self._lost_reason = message
         return LinkError(message)
 
 
