@@ -12,9 +12,25 @@ from __future__ import annotations
 
 import enum
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
+
+from gateway.alarms import Alarm, Side, blocked_sides
+
+__all__ = [
+    "Alarm",
+    "Battery",
+    "BatteryState",
+    "Chemistry",
+    "DeviceInfo",
+    "LimitReason",
+    "Limits",
+    "PackReading",
+    "ProtectionSettings",
+    "Side",
+    "blocked_sides",
+]
 
 
 class Chemistry(enum.StrEnum):
@@ -23,70 +39,6 @@ class Chemistry(enum.StrEnum):
     LIFEPO4 = "lifepo4"
     LI_ION = "li_ion"
     LTO = "lto"
-
-
-class Side(enum.Flag):
-    """Which direction of current an alarm forbids."""
-
-    NONE = 0
-    CHARGE = enum.auto()
-    DISCHARGE = enum.auto()
-    BOTH = CHARGE | DISCHARGE
-
-
-class Alarm(enum.StrEnum):
-    """Alarm and protection states, named once for every BMS protocol.
-
-    :attr:`blocks` tells which current direction an active alarm forbids; a warning that forbids nothing
-    (``low_capacity``) blocks :attr:`Side.NONE`.
-    """
-
-    LOW_CAPACITY = "low_capacity"
-    MOS_OVER_TEMPERATURE = "mos_over_temperature"
-    CHARGE_OVER_VOLTAGE = "charge_over_voltage"
-    DISCHARGE_UNDER_VOLTAGE = "discharge_under_voltage"
-    BATTERY_OVER_TEMPERATURE = "battery_over_temperature"
-    CHARGE_OVER_CURRENT = "charge_over_current"
-    DISCHARGE_OVER_CURRENT = "discharge_over_current"
-    CELL_VOLTAGE_DIFFERENCE = "cell_voltage_difference"
-    BOX_OVER_TEMPERATURE = "box_over_temperature"
-    BATTERY_UNDER_TEMPERATURE = "battery_under_temperature"
-    CELL_OVER_VOLTAGE = "cell_over_voltage"
-    CELL_UNDER_VOLTAGE = "cell_under_voltage"
-    PROTECTION_309_A = "protection_309_a"
-    PROTECTION_309_B = "protection_309_b"
-
-    @property
-    def blocks(self) -> Side:
-        return _ALARM_BLOCKS[self]
-
-
-_ALARM_BLOCKS: Mapping[Alarm, Side] = {
-    Alarm.LOW_CAPACITY: Side.NONE,
-    Alarm.MOS_OVER_TEMPERATURE: Side.BOTH,
-    Alarm.CHARGE_OVER_VOLTAGE: Side.CHARGE,
-    Alarm.DISCHARGE_UNDER_VOLTAGE: Side.DISCHARGE,
-    Alarm.BATTERY_OVER_TEMPERATURE: Side.BOTH,
-    Alarm.CHARGE_OVER_CURRENT: Side.CHARGE,
-    Alarm.DISCHARGE_OVER_CURRENT: Side.DISCHARGE,
-    # A large cell delta trips the BMS on both sides; treat it as a fault, not a warning.
-    Alarm.CELL_VOLTAGE_DIFFERENCE: Side.BOTH,
-    Alarm.BOX_OVER_TEMPERATURE: Side.BOTH,
-    Alarm.BATTERY_UNDER_TEMPERATURE: Side.CHARGE,
-    Alarm.CELL_OVER_VOLTAGE: Side.CHARGE,
-    Alarm.CELL_UNDER_VOLTAGE: Side.DISCHARGE,
-    # Meaning undocumented by JK: unknown protection, so block both.
-    Alarm.PROTECTION_309_A: Side.BOTH,
-    Alarm.PROTECTION_309_B: Side.BOTH,
-}
-
-
-def blocked_sides(alarms: Iterable[Alarm]) -> Side:
-    """The union of the sides that ``alarms`` forbid."""
-    side = Side.NONE
-    for alarm in alarms:
-        side |= alarm.blocks
-    return side
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Final
 
+from gateway.alarms import FAULT_GROUPS, active_fault_groups
 from gateway.model import Alarm, BatteryState, Limits, PackReading
 
 Value = float | int | bool | str
@@ -44,6 +45,10 @@ FLAG_VALUES: Final[Mapping[str, str]] = {
     "full_charge_request": "charge fully to recalibrate SOC",
     "comm_alarm": "BMS data is stale: communication lost",
     **{f"alarm_{alarm.value}": f"BMS alarm {alarm.value}" for alarm in Alarm},
+    **{
+        f"fault_{group.value}": f"any BMS alarm of the {group.value} group (gateway/alarms.py)"
+        for group in FAULT_GROUPS
+    },
 }
 VALUE_NAMES: Final = frozenset(NUMERIC_VALUES) | frozenset(FLAG_VALUES)
 
@@ -91,4 +96,7 @@ def published_values(
     }
     for alarm in Alarm:
         values[f"alarm_{alarm.value}"] = alarm in state.alarms
+    groups = active_fault_groups(state.alarms)
+    for group in FAULT_GROUPS:
+        values[f"fault_{group.value}"] = group in groups
     return values

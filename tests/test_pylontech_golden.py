@@ -43,10 +43,12 @@ def golden_values() -> dict[str, Value]:
         discharge_enable=False,
         force_charge=False,
         full_charge_request=True,
-        alarm_cell_over_voltage=True,
-        alarm_mos_over_temperature=True,
-        alarm_charge_over_current=True,
-        alarm_protection_309_b=True,
+        # As published for the alarms cell over-voltage, MOS over-temperature, charge over-current and
+        # 309_B (gateway/alarms.py sorts them into these groups).
+        fault_over_voltage=True,
+        fault_over_temperature=True,
+        fault_charge_over_current=True,
+        fault_system=True,
         comm_alarm=True,
     )
     return values
@@ -185,25 +187,19 @@ def test_saturation(profile: Profile, name: str, value: float, can_id: int, expe
 
 
 def test_every_flag_maps_to_the_spec_bit(profile: Profile) -> None:
-    """Each alarm alone sets exactly the bits the spec table names for it (byte, mask)."""
+    """Each fault group alone sets exactly the bits the spec table names for it (byte, mask)."""
     bits = {
-        "alarm_cell_over_voltage": [(0, 0x02), (2, 0x02)],
-        "alarm_charge_over_voltage": [(0, 0x02), (2, 0x02)],
-        "alarm_cell_under_voltage": [(0, 0x04), (2, 0x04)],
-        "alarm_discharge_under_voltage": [(0, 0x04), (2, 0x04)],
-        "alarm_battery_over_temperature": [(0, 0x08), (2, 0x08)],
-        "alarm_box_over_temperature": [(0, 0x08), (2, 0x08)],
-        "alarm_mos_over_temperature": [(0, 0x08), (2, 0x08)],
-        "alarm_battery_under_temperature": [(0, 0x10), (2, 0x10)],
-        "alarm_discharge_over_current": [(0, 0x80), (2, 0x80)],
-        "alarm_charge_over_current": [(1, 0x01), (3, 0x01)],
-        "alarm_protection_309_a": [(1, 0x08)],
-        "alarm_protection_309_b": [(1, 0x08)],
-        "alarm_cell_voltage_difference": [(1, 0x08)],
+        "fault_over_voltage": [(0, 0x02), (2, 0x02)],
+        "fault_under_voltage": [(0, 0x04), (2, 0x04)],
+        "fault_over_temperature": [(0, 0x08), (2, 0x08)],
+        "fault_under_temperature": [(0, 0x10), (2, 0x10)],
+        "fault_discharge_over_current": [(0, 0x80), (2, 0x80)],
+        "fault_charge_over_current": [(1, 0x01), (3, 0x01)],
+        "fault_system": [(1, 0x08)],
+        "fault_cell_imbalance": [(1, 0x08)],
         "comm_alarm": [(3, 0x08)],
-        "alarm_low_capacity": [],
     }
-    assert set(bits) | {"charge_enable", "discharge_enable", "force_charge", "full_charge_request"} == set(FLAG_VALUES)
+    assert set(bits) == {name for name in FLAG_VALUES if name.startswith("fault_")} | {"comm_alarm"}
     quiet = {name: (False if name in FLAG_VALUES else value) for name, value in golden_values().items()}
     for name, expected in bits.items():
         payload = bytearray(5)

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Final
 
+from gateway.alarms import WIRED_WARNING_BITS
 from gateway.errors import FrameError
 from gateway.model import Alarm, BatteryState, Chemistry, DeviceInfo, PackReading, ProtectionSettings
 from gateway.secret import Secret
@@ -215,24 +216,8 @@ TAGS: Final[Mapping[int, TagSpec]] = MappingProxyType(
 TAG_BY_NAME: Final[Mapping[str, int]] = MappingProxyType({s.name: s.tag for s in TAGS.values()})
 CELLS_NAME: Final = "cell_voltages_v"
 
-WARNING_BITS: Final[Mapping[int, Alarm]] = MappingProxyType(
-    {
-        0: Alarm.LOW_CAPACITY,
-        1: Alarm.MOS_OVER_TEMPERATURE,
-        2: Alarm.CHARGE_OVER_VOLTAGE,
-        3: Alarm.DISCHARGE_UNDER_VOLTAGE,
-        4: Alarm.BATTERY_OVER_TEMPERATURE,
-        5: Alarm.CHARGE_OVER_CURRENT,
-        6: Alarm.DISCHARGE_OVER_CURRENT,
-        7: Alarm.CELL_VOLTAGE_DIFFERENCE,
-        8: Alarm.BOX_OVER_TEMPERATURE,
-        9: Alarm.BATTERY_UNDER_TEMPERATURE,
-        10: Alarm.CELL_OVER_VOLTAGE,
-        11: Alarm.CELL_UNDER_VOLTAGE,
-        12: Alarm.PROTECTION_309_A,
-        13: Alarm.PROTECTION_309_B,
-    }
-)
+WARNING_BITS: Final = WIRED_WARNING_BITS
+"""Tag 0x8B bit → alarm, from the one alarm table."""
 STATUS_CHARGE_MOS: Final = 1 << 0
 STATUS_DISCHARGE_MOS: Final = 1 << 1
 STATUS_BALANCER: Final = 1 << 2
