@@ -13,7 +13,7 @@ from gateway.bms.driver import BmsDriver, driver_class
 from gateway.clock import Clock
 from gateway.config import BmsConfig, Config
 from gateway.effective import Effective, resolve
-from gateway.limits import LimitCaps
+from gateway.limits import LimitsSettings
 from gateway.profiles import Profile, load_profile
 from gateway.runtime import ControlLoop, LoopSettings, Poller, run_loop
 from gateway.transport.can_link import CanLink, CanSettings
@@ -25,6 +25,14 @@ def open_driver(bms: BmsConfig, clock: Clock) -> BmsDriver:
     """The BMS driver the config names (nothing is opened until the first read)."""
     factory = driver_class(bms.driver)
     return factory(port=bms.port, baudrate=bms.baudrate, timeout_s=bms.timeout_s, retries=bms.retries, clock=clock)
+
+
+def limits_settings(config: Config) -> LimitsSettings:
+    """The limits engine's tuning from the config."""
+    return LimitsSettings(
+        max_charge_current_a=config.limits.max_charge_current_a,
+        max_discharge_current_a=config.limits.max_discharge_current_a,
+    )
 
 
 def can_bus(**kwargs: Any) -> can.BusABC:
@@ -90,7 +98,7 @@ def build_gateway(config: Config, clock: Clock, *, profile: Profile | None = Non
             poll_interval_s=config.bms.poll_interval_s,
             bms_timeout_s=effective.bms_timeout_s.value,
             silence_after_s=effective.silence_after_s.value,
-            caps=LimitCaps(config.limits.max_charge_current_a, config.limits.max_discharge_current_a),
+            limits=limits_settings(config),
         ),
         heartbeat_age_s=(lambda: None) if heartbeat_id is None else (lambda: link.heartbeat_age_s(heartbeat_id)),
     )

@@ -316,6 +316,10 @@ class Limits:
     """Ask the inverter for a full charge (SOC recalibration)."""
     reasons: Mapping[str, LimitReason] = field(default_factory=dict)
     """For each limit field name, why it has its value."""
+    soc_pct: float | None = None
+    """SOC to report to the inverter, % (may be capped below the BMS's until float); None: the BMS's."""
+    charge_phase: str | None = None
+    """``bulk``, ``absorption`` or ``float``; None when no charge logic ran (fail-safe)."""
 
     def to_json(self) -> dict[str, Any]:
         out = _plain(self)

@@ -26,7 +26,7 @@ from typing import Protocol
 from gateway.bms.driver import BmsDriver
 from gateway.clock import Clock
 from gateway.errors import GatewayError
-from gateway.limits import LimitCaps, failsafe_limits, simple_limits
+from gateway.limits import LimitsEngine, LimitsSettings, failsafe_limits
 from gateway.model import Limits, PackReading
 from gateway.plausibility import implausibility
 from gateway.profiles import Profile
@@ -60,7 +60,8 @@ class LoopSettings:
     """A good reading older than this is stale, s."""
     silence_after_s: float
     """A good reading older than this silences the output, s."""
-    caps: LimitCaps
+    limits: LimitsSettings
+    """Tuning of the limits engine (the user's caps among them)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +104,8 @@ class ControlLoop:
         self._reading: PackReading | None = None
         self._limits: Limits | None = None
         self._limits_for: PackReading | None = None
+        self._engine = LimitsEngine(settings.limits, max_age_s=settings.bms_timeout_s)
+        self._warned: tuple[str, ...] = ()
         self._last_sent_limits: Limits | None = None
         self._last_error: str | None = None
         self._state = FailsafeState.WAITING
@@ -167,13 +170,15 @@ class ControlLoop:
         now = self._clock.monotonic()
         with self._lock:
             reading = self._reading
-        if reading is not None and self._state not in (FailsafeState.SILENT, FailsafeState.STOPPED):
+        # Only while the inverter is hearing us: never break a silence, never speak first.
+        sending = reading is not None and self._state in (FailsafeState.NORMAL, FailsafeState.STALE)
+        if sending and reading is not None:
             limits = failsafe_limits(self._limits, now, "gateway stopping")
             values = published_values(reading, limits, comm_alarm=True)
             for frame in self._profile.frames:
                 self._send(frame.can_id, frame.encode(values))
         if self._state is not FailsafeState.STOPPED:
-            log.info("stopped: last frames sent with zero current limits")
+            log.info("stopped: last frames sent with zero current limits" if sending else "stopped")
         self._state = FailsafeState.STOPPED
 
     def snapshot(self) -> Snapshot:
@@ -213,8 +218,16 @@ class ControlLoop:
 
     def _limits_now(self, state: FailsafeState, reading: PackReading, now: float, error: str | None) -> Limits:
         if self._limits_for is not reading:
-            self._limits = simple_limits(reading, self._settings.caps)
+            result = self._engine.update(reading, now)
+            self._limits = result.limits
             self._limits_for = reading
+            for event in result.events:
+                log.info("%s", event)
+            warnings = result.thresholds.warnings if result.thresholds else ()
+            for warning in warnings:
+                if warning not in self._warned:
+                    log.warning("settings: %s", warning)
+            self._warned = warnings
         assert self._limits is not None
         if state is FailsafeState.NORMAL:
             return self._limits

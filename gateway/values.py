@@ -75,7 +75,7 @@ def published_values(
         "charge_current_limit_a": limits.charge_current_limit_a,
         "discharge_current_limit_a": limits.discharge_current_limit_a,
         "discharge_voltage_limit_v": limits.discharge_voltage_limit_v,
-        "soc_pct": state.soc_pct,
+        "soc_pct": state.soc_pct if limits.soc_pct is None else limits.soc_pct,
         "soh_pct": state.soh_pct if state.soh_pct is not None else DEFAULT_SOH_PCT,
         "pack_voltage_v": state.pack_voltage_v,
         "current_a": state.current_a,

@@ -42,12 +42,12 @@ OUR_SUPPLEMENT_DBC = SHARED_DBC_DIR / "pylontech_lv_supplement_OURS.dbc"
 
 FRAME_IDS = (0x351, 0x355, 0x356, 0x359, 0x35C, 0x35E)
 # The simulated pack allows 150 A charge and 200 A discharge (gateway.sim.scenarios.base_settings).
-MAX_CHARGE_CAP_A = 100.0  # below the BMS's 150 A: the cap wins
-MAX_DISCHARGE_CAP_A = 250.0  # above the BMS's 200 A: the BMS wins
+MAX_CHARGE_CAP_A = 100.0  # below 0.9 × the BMS's 150 A = 135 A: the cap wins
+MAX_DISCHARGE_CAP_A = 250.0  # above 0.9 × the BMS's 200 A = 180 A: the BMS's share wins
 EXPECTED_CCL_A = 100.0
-EXPECTED_DCL_A = 200.0
-EXPECTED_CVL_V = 57.6  # 16 × (3.65 − 0.05)
-EXPECTED_DVL_V = 44.0  # 16 × (2.7 + 0.05)
+EXPECTED_DCL_A = 180.0  # 0.9 × 200 A
+EXPECTED_CVL_V = 55.2  # LiFePO4 bulk: 16 × min(3.45, OVP 3.65 − 0.10) = 16 × 3.45
+EXPECTED_DVL_V = 44.8  # discharge cut-off: 16 × (UVP 2.70 + 0.10)
 STARTUP_S = 30.0
 """Longest wait for the subprocess's first frames (imports take about 1 s on an idle machine)."""
 
@@ -127,13 +127,13 @@ def complete_sets(heard: list[Heard]) -> list[dict[int, Heard]]:
     return [s for s in sets if sorted(s) == list(FRAME_IDS)]
 
 
-def write_config(path: Path, bms_port: Path, can_channel: Path) -> None:
+def write_config(path: Path, bms_port: Path, can_channel: Path, poll_interval_s: float = 1.0) -> None:
     path.write_text(
         f"""\
 bms:
   driver: jk-uart
   port: "{bms_port}"
-  poll_interval_s: 1.0
+  poll_interval_s: {poll_interval_s}
   timeout_s: 0.5
 inverter:
   profile: pylontech-can
@@ -156,18 +156,21 @@ logging:
 
 
 @contextlib.contextmanager
-def running_chain(tmp_path: Path) -> Iterator[Chain]:
+def running_chain(
+    tmp_path: Path, scenario_name: str = "normal-charge", time_scale: float = 1.0, poll_interval_s: float = 1.0
+) -> Iterator[Chain]:
+    """``time_scale`` > 1 plays the scenario faster than real time."""
     served: list[tuple[float, PackReading]] = []
     served_lock = threading.Lock()
-    normal_charge = SCENARIOS["normal-charge"]
+    base = SCENARIOS[scenario_name]
 
     def recorded_step(t_s: float) -> Step:
-        step = normal_charge.step(t_s)
+        step = base.step(t_s * time_scale)
         with served_lock:
             served.append((time.monotonic(), step.reading))
         return step
 
-    scenario = Scenario("normal-charge (recorded)", normal_charge.description, recorded_step)
+    scenario = Scenario(f"{scenario_name} (recorded)", base.description, recorded_step)
     config_path = tmp_path / "gateway.yaml"
     stderr_path = tmp_path / "gateway.stderr"
     env = dict(os.environ)
@@ -182,7 +185,7 @@ def running_chain(tmp_path: Path) -> Iterator[Chain]:
         bus = can.Bus(interface="slcan", channel=str(can_cable.a_path), sleep_after_open=0, ignore_config=True)
         process: subprocess.Popen[bytes] | None = None
         try:
-            write_config(config_path, bms_cable.b_path, can_cable.b_path)
+            write_config(config_path, bms_cable.b_path, can_cable.b_path, poll_interval_s)
             with stderr_path.open("wb") as stderr:
                 process = subprocess.Popen(
                     [sys.executable, "-m", "gateway", "run", "-c", str(config_path)],
@@ -301,3 +304,32 @@ def test_missing_shared_dbc_skips_locally_and_fails_in_ci(tmp_path: Path, monkey
     monkeypatch.setenv("CI", "true")
     with pytest.raises(pytest.fail.Exception, match="CI=true"):
         load_dbc(missing)
+
+
+def test_ccl_tapers_on_the_bus_as_a_cell_rises_towards_ovp(tmp_path: Path) -> None:
+    """The cell-ovp scenario, 4× faster: cell 7 climbs 3.40 → 3.75 V. The limits engine tapers CCL from the
+    knee (3.40 V) to 0 A at the cut-off (3.55 V, midway between bulk 3.45 V and OVP 3.65 V), before the BMS
+    trips at 3.65 V; the bus shows the falling steps, not a jump from 100 A to 0."""
+
+    def ccls(heard: list[Heard]) -> list[float]:
+        # 0x351 bytes 2-3: CCL, signed 16-bit little-endian, 0.1 A.
+        return [int.from_bytes(f.data[2:4], "little", signed=True) / 10 for f in heard if f.can_id == 0x351]
+
+    def cut_off_seen(heard: list[Heard]) -> bool:
+        values = ccls(heard)
+        return 0.0 in values
+
+    with running_chain(tmp_path, "cell-ovp", time_scale=4.0, poll_interval_s=0.25) as chain:
+        chain.listen_until(cut_off_seen, within_s=STARTUP_S)
+        zero_at = next(f.at_s for f in chain.heard if f.can_id == 0x351 and ccls([f]) == [0.0])
+        served = chain.served_before(zero_at)
+
+    values = ccls(chain.heard)
+    falling = values[: values.index(0.0) + 1]
+    # The scenario starts with cell 7 at 3.40 V, at the knee: the first limits are near the 100 A cap.
+    assert falling[0] > 0.8 * EXPECTED_CCL_A, falling
+    taper = sorted(set(falling) - {0.0, falling[0]})
+    assert len(taper) >= 5, f"CCL went to 0 A without a taper: {falling}"
+    assert falling == sorted(falling, reverse=True), f"not monotonic while the cell rises: {falling}"
+    # 0 A reached the bus before the cell reached the BMS's OVP (3.65 V): the BMS never had to trip.
+    assert max(r.state.max_cell_v for r in served) < 3.65

@@ -19,7 +19,7 @@ from jk_frames import REPLY_BY_ID
 from gateway.bms import jk_nw
 from gateway.clock import FakeClock
 from gateway.errors import LinkTimeout
-from gateway.limits import LimitCaps
+from gateway.limits import LimitsSettings
 from gateway.model import PackReading
 from gateway.profiles import load_profile
 from gateway.runtime import ControlLoop, FailsafeState, LoopSettings, Poller
@@ -32,13 +32,13 @@ POLL_S = 1.0
 BMS_TIMEOUT_S = 5.0
 SILENCE_AFTER_S = 15.0
 START_S = 1000.0
-# The simulated pack allows 150 A charge and 200 A discharge: the user's cap wins on the charge side and the
-# BMS's own maximum on the discharge side, so both branches of min(user cap, BMS max) are exercised.
-CAPS = LimitCaps(max_charge_current_a=100.0, max_discharge_current_a=250.0)
+# The simulated pack allows 150 A charge and 200 A discharge: the user's cap wins on the charge side and
+# 0.9 × the BMS's own maximum on the discharge side, so both branches of the ceiling are exercised.
+CAPS = LimitsSettings(max_charge_current_a=100.0, max_discharge_current_a=250.0)
 EXPECTED_CCL_A = 100.0
-EXPECTED_DCL_A = 200.0
-EXPECTED_CVL_V = 57.6  # 16 × (3.65 − 0.05)
-EXPECTED_DVL_V = 44.0  # 16 × (2.7 + 0.05)
+EXPECTED_DCL_A = 180.0  # 0.9 × the BMS's 200 A, below the 250 A cap
+EXPECTED_CVL_V = 55.2  # LiFePO4 bulk: 16 × min(3.45, OVP 3.65 − 0.10)
+EXPECTED_DVL_V = 44.8  # discharge cut-off: 16 × (UVP 2.70 + 0.10)
 EPS_S = 1e-6
 
 
@@ -113,12 +113,12 @@ class RecordingSink:
 class Rig:
     """Loop, poller, fake driver and recording sink on one fake clock; ``run_until`` plays run_loop's part."""
 
-    def __init__(self, caps: LimitCaps = CAPS) -> None:
+    def __init__(self, caps: LimitsSettings = CAPS) -> None:
         self.clock = FakeClock(start_s=START_S)
         self.sink = RecordingSink(self.clock)
         self.driver = FakeDriver(self.clock)
         settings = LoopSettings(
-            poll_interval_s=POLL_S, bms_timeout_s=BMS_TIMEOUT_S, silence_after_s=SILENCE_AFTER_S, caps=caps
+            poll_interval_s=POLL_S, bms_timeout_s=BMS_TIMEOUT_S, silence_after_s=SILENCE_AFTER_S, limits=caps
         )
         self.loop = ControlLoop(PROFILE, self.sink, self.clock, settings)
         self.poller = Poller(self.driver, self.loop, self.clock, POLL_S)
@@ -346,11 +346,12 @@ def test_charge_mos_off_mid_period_sends_ccl_zero_at_that_tick(rig: Rig) -> None
 
 
 def test_user_cap_and_bms_max_pick_the_lower_one() -> None:
-    """CCL = min(user cap, BMS max): here the BMS's 150 A charge max is below the user's 300 A cap."""
-    rig = Rig(LimitCaps(max_charge_current_a=300.0, max_discharge_current_a=20.0))
+    """CCL = min(user cap, 0.9 × BMS max): here 0.9 × the BMS's 150 A charge max = 135 A is below the user's
+    300 A cap."""
+    rig = Rig(LimitsSettings(max_charge_current_a=300.0, max_discharge_current_a=20.0))
     rig.run_until(0.5)
     limits = rig.sink.of(0x351)[0].values
-    assert (limits["charge_current_limit"], limits["discharge_current_limit"]) == (150.0, 20.0)
+    assert (limits["charge_current_limit"], limits["discharge_current_limit"]) == (135.0, 20.0)
 
 
 # --- an implausible reading is a failed poll -----------------------------------------------------------------

@@ -20,7 +20,7 @@ from pathlib import Path
 import can
 
 from gateway.app import build_gateway
-from gateway.cli.render import render_cells
+from gateway.cli.render import render_cells, render_limits
 from gateway.clock import SystemClock
 from gateway.config import load_config
 from gateway.runtime import Snapshot
@@ -87,10 +87,7 @@ def render(snapshot: Snapshot, heard: dict[str, Value], heard_age_s: float | Non
     )
     limits = snapshot.limits
     if limits is not None:
-        for key in ("charge_current_limit_a", "discharge_current_limit_a"):
-            reason = limits.reasons.get(key)
-            if reason:
-                lines.append(f"          {key.split('_')[0]}: {reason.reason}")
+        lines += ["", "LIMITS    why:", render_limits(limits, indent="          ")]
     age = "–" if snapshot.reading_age_s is None else f"{snapshot.reading_age_s:.1f} s"
     heartbeat = "–" if snapshot.heartbeat_age_s is None else f"{snapshot.heartbeat_age_s:.1f} s"
     lines += [

@@ -6,10 +6,11 @@ import argparse
 import json
 import logging
 
-from gateway.app import open_driver
+from gateway.app import limits_settings, open_driver
 from gateway.cli.common import add_config_argument, load
-from gateway.cli.render import render_reading
+from gateway.cli.render import render_limits, render_reading, render_thresholds
 from gateway.clock import SystemClock
+from gateway.limits import compute_limits
 from gateway.plausibility import implausibility
 
 
@@ -30,14 +31,24 @@ def run(args: argparse.Namespace) -> int:
         readings = driver.read()
     finally:
         driver.close()
+    tuning = limits_settings(config)
     for reading in readings:
         problem = implausibility(reading)
+        # What the gateway would send for this one reading, as at start-up (no history).
+        result = compute_limits(reading, tuning, None, reading.measured_at_s, max_age_s=config.failsafe.bms_timeout_s)
         if args.json:
             out = reading.to_json()
             out["implausible"] = problem
+            out["limits"] = result.limits.to_json()
+            out["thresholds"] = None if result.thresholds is None else result.thresholds.to_json()
             print(json.dumps(out, indent=2, ensure_ascii=False))
         else:
             print(render_reading(reading))
             if problem:
                 print(f"IMPLAUSIBLE (the gateway would not use this reading): {problem}")
+            print("limits (what the inverter would be told):")
+            print(render_limits(result.limits))
+            if result.thresholds is not None:
+                print("thresholds:")
+                print(render_thresholds(result.thresholds))
     return 0

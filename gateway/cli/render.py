@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from gateway.model import PackReading
+from gateway.limits import Thresholds
+from gateway.model import Limits, PackReading
 
 
 def _num(value: float | None, fmt: str, unit: str) -> str:
@@ -68,3 +69,70 @@ def render_reading(reading: PackReading) -> str:
 
 def _on(flag: bool) -> str:
     return "on" if flag else "off"
+
+
+LIMIT_ROWS: tuple[tuple[str, str, str, str], ...] = (
+    ("CVL", "charge_voltage_limit_v", ".2f", "V"),
+    ("CCL", "charge_current_limit_a", ".1f", "A"),
+    ("DCL", "discharge_current_limit_a", ".1f", "A"),
+    ("DVL", "discharge_voltage_limit_v", ".2f", "V"),
+)
+
+
+def render_limits(limits: Limits, indent: str = "  ") -> str:
+    """Each limit with the limiter that set it and why."""
+    lines = []
+    for label, key, fmt, unit in LIMIT_ROWS:
+        value: float = getattr(limits, key)
+        reason = limits.reasons.get(key)
+        why = f"{reason.limiter}: {reason.reason}" if reason else ""
+        lines.append(f"{indent}{label} {value:{fmt}} {unit}".ljust(len(indent) + 16) + why)
+    flags = (
+        f"charge {_yes(limits.charge_enable)}  discharge {_yes(limits.discharge_enable)}"
+        f"  force charge {_yes(limits.force_charge)}  full charge request {_yes(limits.full_charge_request)}"
+    )
+    soc = "" if limits.soc_pct is None else f"  SOC sent {limits.soc_pct:.0f} %"
+    phase = "" if limits.charge_phase is None else f"  phase {limits.charge_phase}"
+    lines.append(f"{indent}{flags}{soc}{phase}")
+    return "\n".join(lines)
+
+
+def render_thresholds(t: Thresholds, indent: str = "  ") -> str:
+    """The derived thresholds, per cell, with where each came from."""
+    o = t.origins
+
+    def row(label: str, text: str, origin_key: str) -> str:
+        return f"{indent}{label:<22}{text:<28}{o.get(origin_key, 'derived')}"
+
+    return "\n".join(
+        [
+            row("chemistry", t.chemistry.value, "chemistry"),
+            row("charge ceiling", f"{t.charge_ceiling_a:.1f} A", "charge_ceiling_a"),
+            row("discharge ceiling", f"{t.discharge_ceiling_a:.1f} A", "discharge_ceiling_a"),
+            row("bulk / float", f"{t.bulk_cell_v:.3f} / {t.float_cell_v:.3f} V", "bulk_cell_v"),
+            row("charge taper", f"{t.charge_knee_v:.3f} → 0 A at {t.charge_cutoff_v:.3f} V", "charge_cutoff_cell_v"),
+            row("charge resumes below", f"{t.charge_release_v:.3f} V", "charge_release_v"),
+            row(
+                "discharge taper",
+                f"{t.discharge_knee_v:.3f} → 0 A at {t.discharge_cutoff_v:.3f} V",
+                "discharge_cutoff_cell_v",
+            ),
+            row("discharge resumes above", f"{t.discharge_release_v:.3f} V", "discharge_release_v"),
+            row(
+                "charge window",
+                f"{t.charge_window.low_c:g} … {t.charge_window.high_c:g} °C",
+                "charge_window",
+            ),
+            row(
+                "discharge window",
+                f"{t.discharge_window.low_c:g} … {t.discharge_window.high_c:g} °C",
+                "discharge_window",
+            ),
+            row("MOS OTP / OTPR", f"{t.mos_otp_c:g} / {t.mos_otpr_c:g} °C", "mos_otp_c"),
+            *(f"{indent}WARNING: {w}" for w in t.warnings),
+        ]
+    )
+
+
+def _yes(flag: bool) -> str:
+    return "yes" if flag else "NO"

@@ -1,0 +1,115 @@
+"""Per-chemistry facts and defaults: the one place that states them.
+
+Used where a BMS protocol does not carry a setting (the JK-PB has no battery-type register, some firmware
+has no charge-temperature window), and as the base of the charge thresholds the limits engine derives.
+Every number is per cell unless the name says otherwise.
+
+Sources: cell datasheets (LiFePO4 3.65 V max charge, 2.5 V min; NMC 4.20 V; LTO 2.80 V), the JK BMS
+manual (MOS OTP 75 °C / OTPR 65 °C) and the peers' defaults in ``charge_logic.md`` (LiFePO4 bulk 3.45 V,
+float 3.375 V, discharge taper from 3.10 V).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Final
+
+from gateway.model import Chemistry
+
+
+@dataclass(frozen=True, slots=True)
+class ChemistryPreset:
+    """What the gateway assumes about one cell chemistry."""
+
+    chemistry: Chemistry
+    absolute_max_cell_v: float
+    """No cell of this chemistry may ever be charged above this, V (datasheet maximum)."""
+    absolute_min_cell_v: float
+    """No cell of this chemistry may ever be discharged below this, V."""
+    bulk_cell_v: float
+    """Preferred bulk/absorption voltage, V; lowered to OVP − :attr:`bulk_below_ovp_v` when OVP is low."""
+    bulk_below_ovp_v: float
+    """Least distance of the bulk voltage below cell OVP, V."""
+    float_cell_v: float
+    """Preferred float voltage, V; at most bulk − 0.05 V."""
+    charge_knee_below_bulk_v: float
+    """The charge current starts to taper this far below the bulk voltage, V."""
+    discharge_knee_cell_v: float
+    """The discharge current starts to taper when the lowest cell falls below this, V."""
+    discharge_cutoff_above_uvp_v: float
+    """The discharge current is 0 this far above cell UVP, V."""
+    charge_window_c: tuple[float, float]
+    """Charge UTP and OTP when the BMS does not report them, °C."""
+    charge_recovery_c: tuple[float, float]
+    """Charge UTPR and OTPR when the BMS does not report them, °C."""
+    discharge_window_c: tuple[float, float]
+    """Discharge UTP and OTP when the BMS does not report them, °C."""
+    discharge_recovery_c: tuple[float, float]
+    """Discharge UTPR and OTPR when the BMS does not report them, °C."""
+
+
+MOS_OTP_C: Final = 75.0
+"""MOS over-temperature protection when the BMS does not report it, °C (JK manual)."""
+MOS_OTPR_C: Final = 65.0
+"""MOS over-temperature recovery when the BMS does not report it, °C (JK manual)."""
+
+PRESETS: Final[Mapping[Chemistry, ChemistryPreset]] = MappingProxyType(
+    {
+        Chemistry.LIFEPO4: ChemistryPreset(
+            chemistry=Chemistry.LIFEPO4,
+            absolute_max_cell_v=3.65,
+            absolute_min_cell_v=2.50,
+            bulk_cell_v=3.45,
+            bulk_below_ovp_v=0.10,
+            float_cell_v=3.375,
+            charge_knee_below_bulk_v=0.05,
+            discharge_knee_cell_v=3.10,
+            discharge_cutoff_above_uvp_v=0.10,
+            charge_window_c=(0.0, 45.0),
+            charge_recovery_c=(5.0, 40.0),
+            discharge_window_c=(-20.0, 60.0),
+            discharge_recovery_c=(-15.0, 55.0),
+        ),
+        Chemistry.LI_ION: ChemistryPreset(
+            chemistry=Chemistry.LI_ION,
+            absolute_max_cell_v=4.25,
+            absolute_min_cell_v=2.80,
+            bulk_cell_v=4.10,
+            bulk_below_ovp_v=0.10,
+            float_cell_v=4.00,
+            charge_knee_below_bulk_v=0.05,
+            discharge_knee_cell_v=3.50,
+            discharge_cutoff_above_uvp_v=0.20,
+            charge_window_c=(0.0, 45.0),
+            charge_recovery_c=(5.0, 40.0),
+            discharge_window_c=(-20.0, 60.0),
+            discharge_recovery_c=(-15.0, 55.0),
+        ),
+        Chemistry.LTO: ChemistryPreset(
+            chemistry=Chemistry.LTO,
+            absolute_max_cell_v=2.85,
+            absolute_min_cell_v=1.50,
+            bulk_cell_v=2.70,
+            bulk_below_ovp_v=0.10,
+            float_cell_v=2.60,
+            charge_knee_below_bulk_v=0.05,
+            discharge_knee_cell_v=2.10,
+            discharge_cutoff_above_uvp_v=0.10,
+            charge_window_c=(-20.0, 55.0),
+            charge_recovery_c=(-15.0, 50.0),
+            discharge_window_c=(-30.0, 60.0),
+            discharge_recovery_c=(-25.0, 55.0),
+        ),
+    }
+)
+
+
+def infer_chemistry(cell_ovp_v: float) -> Chemistry:
+    """The chemistry a cell OVP setting implies, for BMS protocols without a battery-type setting."""
+    if cell_ovp_v <= 3.0:
+        return Chemistry.LTO
+    if cell_ovp_v <= 3.9:
+        return Chemistry.LIFEPO4
+    return Chemistry.LI_ION

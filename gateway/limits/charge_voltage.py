@@ -1,0 +1,144 @@
+"""The charge voltage limit (pure): bulk → absorption → float, re-bulk, and a per-cell over-voltage trim.
+
+* **Bulk**: CVL = cells × bulk. Absorption starts once the pack reaches it (sum of cells within 10 mV per
+  cell of it) or the highest cell reaches the bulk voltage.
+* **Absorption**: CVL stays at bulk; a timer runs while the cells are balanced (delta at most
+  ``absorption_max_delta_v``); after ``absorption_s`` of it, or ``absorption_timeout_s`` in all, float.
+* **Float**: CVL falls slowly (``float_ramp_v_per_s``) to cells × float. Back to bulk when the SOC falls
+  below ``rebulk_soc_pct`` or the cell delta reaches ``rebulk_delta_v``.
+* **Over-voltage trim** (bulk and absorption): when cells run above the bulk voltage while others lag (the
+  balancer has not caught up), CVL = sum of cells − the sum of their excess, so the inverter stops pushing
+  the runner up; clamped to [float, bulk] for the pack. Decreases act at once (beyond a dead-band); increases
+  wait ``cvl_hold_s`` and ramp at ``cvl_ramp_v_per_s``.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from gateway.limits.settings import LimitsSettings
+from gateway.limits.thresholds import Thresholds
+from gateway.model import BatteryState
+
+REACHED_TOLERANCE_V = 0.010
+"""Per cell: the pack counts as at bulk this close below it, V."""
+ABSORPTION_LEAVE_V = 0.030
+"""Per cell: absorption pauses its timer while the pack is this far below bulk, V."""
+
+
+class ChargePhase(enum.StrEnum):
+    BULK = "bulk"
+    ABSORPTION = "absorption"
+    FLOAT = "float"
+
+
+@dataclass(frozen=True, slots=True)
+class VoltageState:
+    phase: ChargePhase
+    phase_since_s: float
+    balanced_s: float
+    """Time spent balanced in this absorption, s."""
+    output_v: float
+    """The pack CVL now, V."""
+    hold_until_s: float
+    updated_at_s: float
+    last_float_s: float
+    """When float was last reached (or the engine started), s."""
+
+
+@dataclass(frozen=True, slots=True)
+class VoltageResult:
+    state: VoltageState
+    limiter: str
+    reason: str
+    events: tuple[str, ...]
+
+
+def start_voltage(t: Thresholds, now_s: float) -> VoltageState:
+    return VoltageState(ChargePhase.BULK, now_s, 0.0, t.bulk_pack_v, now_s, now_s, now_s)
+
+
+def _next_phase(
+    previous: VoltageState, state: BatteryState, t: Thresholds, tuning: LimitsSettings, now_s: float, dt: float
+) -> tuple[ChargePhase, float, str | None]:
+    """(phase, balanced time, event) after this reading."""
+    cells = state.cell_voltages_v
+    n = t.cell_count
+    pack = sum(cells)
+    delta = max(cells) - min(cells)
+    phase, balanced = previous.phase, previous.balanced_s
+    if phase is ChargePhase.BULK:
+        if pack >= n * (t.bulk_cell_v - REACHED_TOLERANCE_V) or max(cells) >= t.bulk_cell_v:
+            return ChargePhase.ABSORPTION, 0.0, f"charge: absorption at {pack:.2f} V (cell delta {delta * 1000:.0f} mV)"
+        return phase, 0.0, None
+    if phase is ChargePhase.ABSORPTION:
+        if state.soc_pct < tuning.rebulk_soc_pct:
+            return ChargePhase.BULK, 0.0, f"charge: back to bulk, SOC {state.soc_pct:g} % during absorption"
+        at_bulk = pack >= n * (t.bulk_cell_v - ABSORPTION_LEAVE_V)
+        if at_bulk and delta <= tuning.absorption_max_delta_v:
+            balanced += dt
+        if balanced >= tuning.absorption_s:
+            return ChargePhase.FLOAT, 0.0, f"charge: float after {balanced / 60:.0f} min balanced at bulk"
+        if now_s - previous.phase_since_s >= tuning.absorption_timeout_s:
+            return (
+                ChargePhase.FLOAT,
+                0.0,
+                f"charge: float after the {tuning.absorption_timeout_s / 60:.0f} min absorption limit, cells not "
+                f"balanced (delta {delta * 1000:.0f} mV)",
+            )
+        return phase, balanced, None
+    if state.soc_pct < tuning.rebulk_soc_pct:
+        return ChargePhase.BULK, 0.0, f"charge: re-bulk, SOC {state.soc_pct:g} % below {tuning.rebulk_soc_pct:g} %"
+    if delta >= tuning.rebulk_delta_v:
+        return ChargePhase.BULK, 0.0, f"charge: re-bulk, cell delta {delta * 1000:.0f} mV"
+    return phase, 0.0, None
+
+
+def step_voltage(
+    previous: VoltageState, state: BatteryState, t: Thresholds, tuning: LimitsSettings, now_s: float
+) -> VoltageResult:
+    """The CVL after this reading. ``state`` must have finite cell voltages."""
+    dt = max(0.0, now_s - previous.updated_at_s)
+    phase, balanced, event = _next_phase(previous, state, t, tuning, now_s, dt)
+    events = (event,) if event else ()
+    since = now_s if phase is not previous.phase else previous.phase_since_s
+    last_float = now_s if phase is ChargePhase.FLOAT else previous.last_float_s
+    out, hold_until = previous.output_v, previous.hold_until_s
+    bulk_pack, float_pack = t.bulk_pack_v, t.float_pack_v
+
+    if phase is ChargePhase.FLOAT:
+        # Down to float slowly: a sudden CVL far below the pack makes some inverters discharge hard.
+        out = max(float_pack, min(out, bulk_pack) - tuning.float_ramp_v_per_s * dt)
+        if out < float_pack + 1e-9:
+            out = float_pack
+        limiter, reason = "float", f"float {t.float_cell_v:.3f} V × {t.cell_count}"
+        if out > float_pack:
+            reason = f"float: falling to {float_pack:.2f} V at {tuning.float_ramp_v_per_s * 1000:g} mV/s"
+        return VoltageResult(
+            VoltageState(phase, since, balanced, out, hold_until, now_s, last_float), limiter, reason, events
+        )
+
+    cells = state.cell_voltages_v
+    excess = sum(v - t.bulk_cell_v for v in cells if v > t.bulk_cell_v)
+    target = bulk_pack
+    limiter, reason = phase.value, f"{phase.value} {t.bulk_cell_v:.3f} V × {t.cell_count}"
+    if excess > 0 and max(cells) - min(cells) > tuning.absorption_max_delta_v:
+        target = min(bulk_pack, max(float_pack, sum(cells) - excess))
+        runner = cells.index(max(cells)) + 1
+        limiter = "cell_over_voltage"
+        reason = f"cell {runner} at {max(cells):.3f} V runs ahead of bulk {t.bulk_cell_v:.3f} V: CVL {target:.2f} V"
+    if target < out - tuning.cvl_deadband_v or out > bulk_pack:
+        out, hold_until = min(target, bulk_pack), now_s + tuning.cvl_hold_s
+    elif target > out and now_s >= hold_until:
+        out = min(target, out + tuning.cvl_ramp_v_per_s * dt)
+        if limiter != "cell_over_voltage" and out < target:
+            limiter, reason = (
+                "cvl_recovery",
+                f"rising back to {target:.2f} V at {tuning.cvl_ramp_v_per_s * 1000:g} mV/s",
+            )
+    elif target > out:
+        limiter, reason = "cvl_hold", f"held at {out:.2f} V for {hold_until - now_s:.0f} s after a runner cell"
+    return VoltageResult(
+        VoltageState(phase, since, balanced, out, hold_until, now_s, last_float), limiter, reason, events
+    )

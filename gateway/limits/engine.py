@@ -1,0 +1,282 @@
+"""The limits engine: (reading, tuning, previous memory, now) → (Limits, memory, events). Pure.
+
+Per side, the current limit is the lowest of the ceiling, the cell-voltage taper, the battery-temperature
+window and the MOS-temperature derating; an alarm blocking that side, its MOS being off, stale data or
+invalid values make it 0. The result then moves with the dynamics of :mod:`gateway.limits.dynamics` (hard
+zeros bypass them), and :mod:`gateway.limits.enforcement` decides what is advertised. The charge voltage comes
+from :mod:`gateway.limits.charge_voltage`. Every limit carries the limiter that set it and why.
+
+The memory is an immutable value: the caller keeps it between calls (see :class:`LimitsEngine`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+
+from gateway.limits import limiters
+from gateway.limits.charge_voltage import ChargePhase, VoltageState, start_voltage, step_voltage
+from gateway.limits.dynamics import RampState, step_ramp
+from gateway.limits.enforcement import EnforcementState, enforce
+from gateway.limits.limiters import Candidate
+from gateway.limits.settings import LimitsSettings
+from gateway.limits.thresholds import Thresholds, derive_thresholds
+from gateway.model import LimitReason, Limits, PackReading, Side
+
+FORCE_CHARGE_RELEASE_PCT = 5.0
+"""Force charge ends this far above where it started, %."""
+SECONDS_PER_DAY = 86400.0
+
+
+@dataclass(frozen=True, slots=True)
+class SideMemory:
+    ramp: RampState | None
+    """None at start: the first limit is taken as computed (a restart must not starve a running inverter)."""
+    enforcement: EnforcementState = field(default_factory=EnforcementState)
+    latches: tuple[tuple[str, str], ...] = ()
+    """(limiter, latch) pairs held after the last evaluation."""
+
+    def latch(self, limiter: str) -> str | None:
+        return dict(self.latches).get(limiter)
+
+
+@dataclass(frozen=True, slots=True)
+class EngineMemory:
+    charge: SideMemory
+    discharge: SideMemory
+    voltage: VoltageState
+    force_charge: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class EngineResult:
+    limits: Limits
+    memory: EngineMemory | None
+    """None when the reading could not be used (the next good reading starts afresh from 0 A)."""
+    thresholds: Thresholds | None
+    events: tuple[str, ...] = field(default=())
+
+
+def _zero_limits(reading: PackReading, now_s: float, why: str, last_cvl: float, last_dvl: float) -> Limits:
+    reason = LimitReason("invalid", why)
+    return Limits(
+        computed_at_s=reading.measured_at_s,
+        charge_voltage_limit_v=last_cvl,
+        charge_current_limit_a=0.0,
+        discharge_current_limit_a=0.0,
+        discharge_voltage_limit_v=last_dvl,
+        charge_enable=False,
+        discharge_enable=False,
+        reasons={
+            "charge_current_limit_a": reason,
+            "discharge_current_limit_a": reason,
+            "charge_enable": reason,
+            "discharge_enable": reason,
+        },
+        soc_pct=reading.state.soc_pct if math.isfinite(reading.state.soc_pct) else 0.0,
+    )
+
+
+def _unusable(reading: PackReading, now_s: float, max_age_s: float) -> str | None:
+    """Why nothing in ``reading`` can be trusted, or None."""
+    state, bms = reading.state, reading.settings
+    age = now_s - reading.measured_at_s
+    if not math.isfinite(age) or age > max_age_s:
+        return f"BMS data {age:.0f} s old"
+    cells = state.cell_voltages_v
+    if not cells or not all(math.isfinite(v) and v > 0 for v in cells):
+        return "no valid cell voltages"
+    if not (math.isfinite(state.soc_pct) and math.isfinite(state.current_a)):
+        return "SOC or current not a number"
+    for name in ("cell_ovp_v", "cell_uvp_v", "cell_ovpr_v", "cell_uvpr_v"):
+        if not math.isfinite(getattr(bms, name)) or getattr(bms, name) <= 0:
+            return f"BMS setting {name} invalid"
+    if not bms.cell_uvp_v < bms.cell_ovp_v:
+        return f"BMS settings: UVP {bms.cell_uvp_v:.3f} V not below OVP {bms.cell_ovp_v:.3f} V"
+    return None
+
+
+def _side(
+    side: Side,
+    reading: PackReading,
+    t: Thresholds,
+    tuning: LimitsSettings,
+    memory: SideMemory,
+    now_s: float,
+) -> tuple[float, bool, LimitReason, SideMemory, str | None]:
+    """(advertised limit A, enable, reason, memory, event) for one side."""
+    state = reading.state
+    word = "charge" if side is Side.CHARGE else "discharge"
+    ceiling_a = t.charge_ceiling_a if side is Side.CHARGE else t.discharge_ceiling_a
+    origin = t.origins.get(f"{word}_ceiling_a", "ceiling")
+    candidates: list[Candidate] = [limiters.ceiling(side, ceiling_a, origin)]
+    voltage = limiters.cell_voltage(side, state, t, ceiling_a, memory.latch("cell_voltage"))
+    temperature = limiters.battery_temperature(
+        side, state, t, ceiling_a, tuning.temperature_margin_c, memory.latch("temperature")
+    )
+    mos = limiters.mos_temperature(state, t, ceiling_a, memory.latch("mos_temperature"))
+    candidates += [voltage, temperature, mos]
+    latches = tuple((c.limiter, c.latch) for c in (voltage, temperature, mos) if c.latch is not None)
+    blocked = limiters.bms_blocks(side, state)
+    hard_zero = blocked is not None or any(c.current_a <= 0.0 for c in candidates)
+    # The lowest wins; among equals the first (the ceiling before the others) names the reason.
+    winner = blocked if blocked is not None else min(candidates, key=lambda c: c.current_a)
+    target = max(0.0, min(winner.current_a, ceiling_a))
+
+    if hard_zero:
+        ramp = RampState(0.0, now_s + tuning.current_hold_s, now_s)
+    elif memory.ramp is None:
+        ramp = RampState(target, now_s, now_s)
+    else:
+        ramp = step_ramp(
+            memory.ramp,
+            target,
+            now_s,
+            hold_s=tuning.current_hold_s,
+            ramp_a_per_s=tuning.current_ramp_a_per_s,
+            deadband_a=tuning.current_deadband_a,
+        )
+    limit_a = min(ramp.output_a, ceiling_a)
+    reason = LimitReason(winner.limiter, winner.reason)
+    if not hard_zero and limit_a < target - 1e-6:
+        reason = LimitReason("ramp", f"rising to {target:.1f} A ({winner.limiter}: {winner.reason})")
+        if now_s < ramp.hold_until_s:
+            reason = LimitReason(
+                "hold", f"held {ramp.hold_until_s - now_s:.0f} s before rising to {target:.1f} A ({winner.reason})"
+            )
+    elif not hard_zero and limit_a > target + 1e-6:
+        reason = LimitReason(winner.limiter, f"{winner.reason} (within the {tuning.current_deadband_a:g} A dead-band)")
+
+    measured = state.current_a if side is Side.CHARGE else -state.current_a
+    enforced = enforce(memory.enforcement, word, limit_a, measured, now_s, tuning)
+    advertised = enforced.advertised_a
+    if enforced.reason is not None and advertised < limit_a:
+        reason = LimitReason("enforcement", enforced.reason)
+    new_memory = SideMemory(ramp, enforced.state, latches)
+    return advertised, advertised > 0.0 and not enforced.blocked, reason, new_memory, enforced.event
+
+
+def compute_limits(
+    reading: PackReading,
+    tuning: LimitsSettings,
+    memory: EngineMemory | None,
+    now_s: float,
+    *,
+    max_age_s: float = 10.0,
+) -> EngineResult:
+    """Limits for ``reading`` at monotonic ``now_s``; ``memory`` from the previous call (None at start).
+
+    :param max_age_s: a reading older than this is stale: both currents 0.
+    """
+    cell_count = reading.settings.cell_count or reading.state.cell_count
+    problem = _unusable(reading, now_s, max_age_s)
+    last_cvl = memory.voltage.output_v if memory else 0.0
+    if problem is not None:
+        return EngineResult(_zero_limits(reading, now_s, problem, last_cvl, 0.0), None, None)
+    t = derive_thresholds(reading.settings, cell_count, tuning)
+    if memory is None:
+        memory = EngineMemory(SideMemory(None), SideMemory(None), start_voltage(t, now_s))
+    state = reading.state
+    events: list[str] = []
+
+    ccl, charge_enable, charge_reason, charge_memory, event = _side(
+        Side.CHARGE, reading, t, tuning, memory.charge, now_s
+    )
+    events += [event] if event else []
+    dcl, discharge_enable, discharge_reason, discharge_memory, event = _side(
+        Side.DISCHARGE, reading, t, tuning, memory.discharge, now_s
+    )
+    events += [event] if event else []
+
+    voltage = step_voltage(memory.voltage, state, t, tuning, now_s)
+    events += voltage.events
+    cvl = min(voltage.state.output_v, t.max_pack_cvl_v)
+    dvl = t.cell_count * t.discharge_cutoff_v
+
+    soc = state.soc_pct
+    soc_reason = LimitReason("bms", f"BMS SOC {soc:g} %")
+    floated = voltage.state.phase is ChargePhase.FLOAT
+    if tuning.soc_cap_pct is not None and not floated and soc > tuning.soc_cap_pct:
+        soc_reason = LimitReason("soc_cap", f"BMS SOC {soc:g} % shown as {tuning.soc_cap_pct:g} % until float")
+        soc = tuning.soc_cap_pct
+
+    force = memory.force_charge
+    if tuning.force_charge_soc_pct is None:
+        force = False
+    elif state.soc_pct <= tuning.force_charge_soc_pct:
+        force = True
+    elif state.soc_pct >= tuning.force_charge_soc_pct + FORCE_CHARGE_RELEASE_PCT:
+        force = False
+    if force != memory.force_charge:
+        events.append(f"force charge {'requested' if force else 'ended'} at SOC {state.soc_pct:g} %")
+    force_flag = force and charge_enable
+    since_float = now_s - voltage.state.last_float_s
+    full_request = (
+        tuning.full_charge_interval_days is not None
+        and not floated
+        and since_float >= tuning.full_charge_interval_days * SECONDS_PER_DAY
+    )
+
+    limits = Limits(
+        computed_at_s=reading.measured_at_s,
+        charge_voltage_limit_v=round(cvl, 3),
+        charge_current_limit_a=round(ccl, 2),
+        discharge_current_limit_a=round(dcl, 2),
+        discharge_voltage_limit_v=round(dvl, 3),
+        charge_enable=charge_enable,
+        discharge_enable=discharge_enable,
+        force_charge=force_flag,
+        full_charge_request=full_request,
+        reasons={
+            "charge_current_limit_a": charge_reason,
+            "discharge_current_limit_a": discharge_reason,
+            "charge_voltage_limit_v": LimitReason(voltage.limiter, voltage.reason),
+            "discharge_voltage_limit_v": LimitReason(
+                "cell_voltage", f"discharge cut-off {t.discharge_cutoff_v:.3f} V × {t.cell_count}"
+            ),
+            "charge_enable": charge_reason,
+            "discharge_enable": discharge_reason,
+            "soc_pct": soc_reason,
+            **(
+                {
+                    "force_charge": LimitReason(
+                        "soc", f"SOC {state.soc_pct:g} % at or below {tuning.force_charge_soc_pct:g} %"
+                    )
+                }
+                if force_flag
+                else {}
+            ),
+            **(
+                {
+                    "full_charge_request": LimitReason(
+                        "calibration", f"no float for {since_float / SECONDS_PER_DAY:.0f} days"
+                    )
+                }
+                if full_request
+                else {}
+            ),
+        },
+        soc_pct=soc,
+        charge_phase=voltage.state.phase.value,
+    )
+    new_memory = replace(
+        memory, charge=charge_memory, discharge=discharge_memory, voltage=voltage.state, force_charge=force
+    )
+    return EngineResult(limits, new_memory, t, tuple(events))
+
+
+class LimitsEngine:
+    """Keeps the engine's memory between readings; the thin stateful shell around :func:`compute_limits`."""
+
+    def __init__(self, tuning: LimitsSettings, *, max_age_s: float = 10.0) -> None:
+        self.tuning = tuning
+        self.max_age_s = max_age_s
+        self.memory: EngineMemory | None = None
+        self.thresholds: Thresholds | None = None
+
+    def update(self, reading: PackReading, now_s: float) -> EngineResult:
+        result = compute_limits(reading, self.tuning, self.memory, now_s, max_age_s=self.max_age_s)
+        self.memory = result.memory
+        if result.thresholds is not None:
+            self.thresholds = result.thresholds
+        return result
