@@ -11,6 +11,9 @@ unknown keys (suggesting the closest known one) and reports missing required key
 field with a parser; to add a section, add one dataclass and one field on its parent. A rule that spans keys
 goes in the section's :meth:`_Section._validate`.
 
+:attr:`Config.explicit_keys` records which dotted keys the file itself set, so that a value can be reported as
+coming from the config even when it equals the default.
+
 Values an inverter profile may also provide (``inverter.can.bitrate``, ``failsafe.silence_after_s``) stay
 ``None`` when the user did not set them, so the profile layer can apply "config wins over profile default".
 """
@@ -54,6 +57,7 @@ _SHOWN_CHARS: Final = 40
 _PARSE: Final = "config_parse"
 _SECTION: Final = "config_section"
 _EXTRA: Final = "config_extra"
+_WRITTEN: Final = "config_written"
 
 
 class _Invalid(Exception):
@@ -262,6 +266,8 @@ def _section_of(cls: type[_Section]) -> Mapping[str, object]:
 
 _EXTRA_KEYS: Final[Mapping[str, object]] = {_EXTRA: True}
 """Field metadata of the mapping that collects every undeclared key of its section (checked to be plain data)."""
+_WRITTEN_KEYS: Final[Mapping[str, object]] = {_WRITTEN: True}
+"""Field metadata of the set the walker fills with the dotted keys found in the file; not a key itself."""
 
 
 def _is_required(spec: dataclasses.Field[Any]) -> bool:
@@ -287,7 +293,11 @@ class _Section:
 
     def to_json(self) -> dict[str, Any]:
         """Plain dict of this section (nested sections as dicts, unset values as ``None``)."""
-        return {spec.name: _json_value(getattr(self, spec.name)) for spec in dataclasses.fields(self)}
+        return {
+            spec.name: _json_value(getattr(self, spec.name))
+            for spec in dataclasses.fields(self)
+            if _WRITTEN not in spec.metadata
+        }
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -382,6 +392,9 @@ class Config(_Section):
     limits: LimitsConfig = field(default_factory=LimitsConfig, metadata=_section_of(LimitsConfig))
     failsafe: FailsafeConfig = field(default_factory=FailsafeConfig, metadata=_section_of(FailsafeConfig))
     logging: LoggingConfig = field(default_factory=LoggingConfig, metadata=_section_of(LoggingConfig))
+    explicit_keys: frozenset[str] = field(default=frozenset(), metadata=_WRITTEN_KEYS, compare=False, repr=False)
+    """Dotted keys present in the file (``"failsafe"``, ``"failsafe.bms_timeout_s"``, also when ``null``);
+    filled by the parser, empty for a Config built in code. Not a key of the file."""
 
     def _validate(self, path: str) -> None:
         # A timeout no longer than one poll interval would call every reading stale before the next arrives.
@@ -404,19 +417,21 @@ def _unknown_key(name: str, known: Sequence[str]) -> str:
     return f"unknown key (known keys: {', '.join(known)})"
 
 
-def _parse_section(cls: type[_S], data: object, path: str) -> _S:
-    """Validate the mapping ``data`` (``None``: empty) found at dotted ``path`` into a ``cls``."""
+def _parse_section(cls: type[_S], data: object, path: str, written: set[str]) -> _S:
+    """Validate the mapping ``data`` (``None``: empty) found at dotted ``path`` into a ``cls``; add the
+    dotted keys found in ``data`` (at any depth) to ``written``."""
     if data is None:
         data = {}
     if not isinstance(data, Mapping):
         raise ConfigError(path, f"expected a mapping, got {_show(data)}")
     specs = dataclasses.fields(cls)
-    known = [spec.name for spec in specs if _EXTRA not in spec.metadata]
+    known = [spec.name for spec in specs if _EXTRA not in spec.metadata and _WRITTEN not in spec.metadata]
     extra_field = next((spec.name for spec in specs if _EXTRA in spec.metadata), None)
 
     extra: dict[str, object] = {}
     for key, value in data.items():
         if isinstance(key, str) and key in known:
+            written.add(_join(path, key))
             continue
         shown = key if isinstance(key, str) else _show(key)
         if extra_field is None:
@@ -424,16 +439,19 @@ def _parse_section(cls: type[_S], data: object, path: str) -> _S:
         if not isinstance(key, str) or not key.isidentifier():
             raise ConfigError(_join(path, shown), "expected an option name of letters, digits and underscores")
         extra[key] = _plain_data(value, _join(path, key))
+        written.add(_join(path, key))
 
     values: dict[str, Any] = {}
     for spec in specs:
         key = _join(path, spec.name)
         if spec.name == extra_field:
             values[spec.name] = MappingProxyType(extra)
+        elif _WRITTEN in spec.metadata:
+            continue  # filled below, once every section has been read
         elif _SECTION in spec.metadata:
             raw = data.get(spec.name)
             if raw is not None or spec.default is not None:  # an optional section stays None
-                values[spec.name] = _parse_section(spec.metadata[_SECTION], raw, key)
+                values[spec.name] = _parse_section(spec.metadata[_SECTION], raw, key, written)
         elif spec.name in data:
             parse: _Parser[object] = spec.metadata[_PARSE]
             try:
@@ -442,6 +460,9 @@ def _parse_section(cls: type[_S], data: object, path: str) -> _S:
                 raise ConfigError(key, str(invalid)) from None
         elif _is_required(spec):
             raise ConfigError(key, "missing")
+    for spec in specs:
+        if _WRITTEN in spec.metadata:
+            values[spec.name] = frozenset(written)
 
     section = cast(Callable[..., _S], cls)(**values)
     section._validate(path)
@@ -518,7 +539,7 @@ def parse_config(data: object, source: str = "<config>") -> Config:
         raise ConfigError("", f"config file {source} is empty")
     if not isinstance(data, Mapping):
         raise ConfigError("", f"config file {source}: expected a mapping of sections, got {_show(data)}")
-    return _parse_section(Config, data, "")
+    return _parse_section(Config, data, "", set())
 
 
 def load_config(path: Path) -> Config:

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from gateway.config import Config
-from gateway.errors import ConfigError
-from gateway.profiles import Profile
+from gateway.errors import ConfigError, ProfileNotFoundError
+from gateway.profiles import Profile, load_profile
 
 T = TypeVar("T")
 
@@ -39,7 +39,8 @@ class Effective:
             ("inverter.can.bitrate", self.can_bitrate.value, self.can_bitrate.origin),
             ("failsafe.bms_timeout_s", self.bms_timeout_s.value, self.bms_timeout_s.origin),
             ("failsafe.silence_after_s", self.silence_after_s.value, self.silence_after_s.origin),
-            ("heartbeat timeout_s", self.heartbeat_timeout_s.value, self.heartbeat_timeout_s.origin),
+            # Not a config key: the profile file's own key, always from the profile.
+            ("heartbeat.timeout_s", self.heartbeat_timeout_s.value, self.heartbeat_timeout_s.origin),
         ]
 
 
@@ -49,12 +50,28 @@ def _pick(config_value: T | None, profile_value: T, profile: Profile) -> Sourced
     return Sourced(profile_value, f"profile {profile.name}")
 
 
-def _config_origin(section: object, name: str) -> str:
-    """``"default"`` when the value is the schema's default, else ``"config"``."""
+def _config_origin(config: Config, section: object, key: str) -> str:
+    """``"config"`` when the user wrote dotted ``key`` (even if equal to the default), else ``"default"``."""
+    if key in config.explicit_keys:
+        return "config"
+    name = key.rsplit(".", 1)[-1]
     for spec in dataclasses.fields(section):  # type: ignore[arg-type]
         if spec.name == name:
+            # A Config built in code records no keys; a value other than the default was still chosen.
             return "default" if getattr(section, name) == spec.default else "config"
-    raise KeyError(name)
+    raise KeyError(key)
+
+
+def load_config_profile(config: Config) -> Profile:
+    """The profile ``inverter.profile`` names.
+
+    :raises ConfigError: on ``inverter.profile`` when no profile has that name or its file cannot be read.
+    :raises ProfileError: the profile itself is invalid (reported by file, frame and field).
+    """
+    try:
+        return load_profile(config.inverter.profile)
+    except ProfileNotFoundError as error:
+        raise ConfigError("inverter.profile", str(error)) from None
 
 
 def resolve(config: Config, profile: Profile) -> Effective:
@@ -63,7 +80,7 @@ def resolve(config: Config, profile: Profile) -> Effective:
     if profile.transport == "can" and can is None:
         raise ConfigError("inverter.can", f"missing: profile {profile.name} talks CAN, so say which adapter")
     bms_timeout = config.failsafe.bms_timeout_s
-    timeout_origin = _config_origin(config.failsafe, "bms_timeout_s")
+    timeout_origin = _config_origin(config, config.failsafe, "failsafe.bms_timeout_s")
     silence = _pick(config.failsafe.silence_after_s, profile.silence_after_s, profile)
     if silence.value <= bms_timeout:
         raise ConfigError(

@@ -7,6 +7,7 @@ prints that line and never a traceback.
 * :class:`LinkError`: a transport failed (port missing or vanished, timeout, write failed).
 * :class:`ConfigError`: a configuration file is missing, unreadable or invalid; names the key.
 * :class:`ProfileError`: an inverter profile is invalid; names the file, frame and field.
+* :class:`ProfileNotFoundError`: no built-in profile has that name, or the profile file cannot be read.
 """
 
 from __future__ import annotations
@@ -44,3 +45,11 @@ class ConfigError(GatewayError):
 
 class ProfileError(GatewayError):
     """An inverter profile failed validation; the message names file, frame and field."""
+
+
+class ProfileNotFoundError(ProfileError):
+    """No built-in profile has the given name, or the given profile file cannot be read.
+
+    Separate from an invalid profile so that whoever passed the name can say where it came from (the
+    config key), while a broken profile file is reported by file, frame and field.
+    """

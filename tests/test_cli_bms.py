@@ -32,7 +32,15 @@ REPO = Path(__file__).resolve().parent.parent
 EXAMPLE_CONFIG = REPO / "config" / "example.yaml"
 ERROR_PREFIX = "bms-gateway: error:"
 SUBPROCESS_TIMEOUT_S = 60
-PASSWORD = "123456"  # the factory password every real frame in tests/data carries
+PASSWORD = "123456"  # the factory password every real frame in tests/data carries, and the simulator's
+PASSWORD_FORMS = (PASSWORD, PASSWORD.encode().hex(), PASSWORD.encode().hex().upper(), PASSWORD.encode().hex(" "))
+"""The password as text and as the hex of its bytes (as a frame dump would show it)."""
+
+
+def assert_no_password(*texts: str) -> None:
+    for text in texts:
+        for form in PASSWORD_FORMS:
+            assert form not in text, (form, text)
 
 
 def run_cli(*args: str, timeout_s: float = SUBPROCESS_TIMEOUT_S) -> subprocess.CompletedProcess[str]:
@@ -60,12 +68,13 @@ def assert_one_error_line(stderr: str, *needles: str) -> str:
 @pytest.fixture(autouse=True)
 def restore_logging() -> Iterator[None]:
     """``main`` configures logging for a process; undo that for the tests that call it in-process."""
-    root, can_logger = logging.getLogger(), logging.getLogger("can")
-    levels = (root.level, can_logger.level)
+    loggers = [logging.getLogger(name) for name in ("", "can", "gateway.transport")]  # read sets the last
+    levels = [logger.level for logger in loggers]
+    root = loggers[0]
     handlers = list(root.handlers)
     yield
-    root.setLevel(levels[0])
-    can_logger.setLevel(levels[1])
+    for logger, level in zip(loggers, levels, strict=True):
+        logger.setLevel(level)
     for handler in root.handlers[:]:
         if handler not in handlers:
             root.removeHandler(handler)
@@ -118,7 +127,10 @@ def test_read_plan_covers_every_scenario() -> None:
 
 
 @pytest.mark.parametrize("scenario", sorted(SCENARIOS))
-def test_read_against_the_simulator(scenario: str, tmp_path: Path) -> None:
+def test_read_against_the_simulator(
+    scenario: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
     warm_t, read_t = READ_PLAN[scenario]
     step = SCENARIOS[scenario].step(read_t)
     assert SCENARIOS[scenario].step(warm_t).behaviour is Behaviour.ANSWER
@@ -132,10 +144,17 @@ def test_read_against_the_simulator(scenario: str, tmp_path: Path) -> None:
             clock.advance(read_t - warm_t)
             config = write_config(tmp_path / "config.yaml", gateway_config(str(modem.b_path), timeout_s=0.3, retries=0))
             result = run_cli("read", "-c", str(config), "--json")
+            # Once more in this process, logging everything, so that caplog sees what read logs.
+            verbose = gateway_config(str(modem.b_path), timeout_s=0.3, retries=0) | {"logging": {"level": "debug"}}
+            status = main(["read", "-c", str(write_config(tmp_path / "verbose.yaml", verbose)), "--json"])
         finally:
             simulator.stop()
 
     assert "Traceback" not in result.stderr
+    assert status == result.returncode
+    out, err = capsys.readouterr()
+    assert_no_password(result.stdout, result.stderr, out, err, caplog.text)
+    assert_no_password(*(str(record.args) for record in caplog.records))
     if step.behaviour is Behaviour.ANSWER:
         assert result.returncode == 0, result.stderr
         out = json.loads(result.stdout)
@@ -153,7 +172,6 @@ def test_read_against_the_simulator(scenario: str, tmp_path: Path) -> None:
         assert settings["cell_ovp_v"] == pytest.approx(expected.settings.cell_ovp_v)
         assert settings["cell_uvp_v"] == pytest.approx(expected.settings.cell_uvp_v)
         assert out["implausible"] is None
-        assert PASSWORD not in result.stdout
         if scenario == "cold":
             assert "battery_under_temperature" in state["alarms"]
             assert state["charge_mos_on"] is False
@@ -208,6 +226,18 @@ def test_check_accepts_the_example_config_and_shows_origins(capsys: pytest.Captu
     silence = rows["failsafe.silence_after_s"].split()
     assert float(silence[1]) == profile.silence_after_s  # the example leaves it to the profile
     assert rows["failsafe.silence_after_s"].endswith("from profile pylontech-can")
+    # The example writes the default value 10 out: it is still the config's value.
+    assert rows["failsafe.bms_timeout_s"].split()[1:] == ["10.0", "from", "config"]
+    assert rows["heartbeat.timeout_s"].endswith("from profile pylontech-can")
+
+
+def test_check_shows_default_for_keys_the_config_leaves_out(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = write_config(tmp_path / "config.yaml", gateway_config("/dev/ttyUSB0"))
+    assert main(["check", "-c", str(config)]) == 0
+    rows = effective_lines(capsys.readouterr().out)
+    assert rows["failsafe.bms_timeout_s"].endswith("from default")
+    assert rows["inverter.can.bitrate"].endswith("from profile pylontech-can")
+    assert rows["failsafe.silence_after_s"].endswith("from profile pylontech-can")
 
 
 def test_check_json_reports_config_values_over_profile_defaults(
@@ -253,7 +283,14 @@ def _bad_configs(tmp_path: Path) -> dict[str, tuple[Path, tuple[str, ...]]]:
             variant("timeout", {"failsafe": {"bms_timeout_s": 1000}}),
             ("failsafe.silence_after_s",),
         ),
-        "unknown-profile": (variant("profile", {"inverter": {"profile": "no-such-profile"}}), ("no-such-profile",)),
+        "unknown-profile": (
+            variant("profile", {"inverter": {"profile": "no-such-profile"}}),
+            ("inverter.profile: unknown profile 'no-such-profile' (built-in: pylontech-can)",),
+        ),
+        "missing-profile-file": (
+            variant("profile-file", {"inverter": {"profile": str(tmp_path / "gone.yaml")}}),
+            (f"inverter.profile: {tmp_path / 'gone.yaml'}: cannot read: No such file or directory",),
+        ),
     }
 
 
@@ -265,6 +302,7 @@ BAD_CONFIG_NAMES = [
     "silence-not-after-timeout",
     "timeout-beyond-profile-silence",
     "unknown-profile",
+    "missing-profile-file",
 ]
 
 
@@ -275,6 +313,27 @@ def test_check_rejects_a_bad_config_in_one_line(name: str, tmp_path: Path, capsy
     out, err = capsys.readouterr()
     assert out == ""
     assert_one_error_line(err, *needles)
+
+
+@pytest.mark.parametrize("command", ["read", "run"])
+@pytest.mark.parametrize("name", ["unknown-profile", "missing-profile-file"])
+def test_other_commands_name_the_profile_key(
+    command: str, name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``read`` and ``run`` reject the profile before they open the BMS port or the CAN bus."""
+    config, needles = _bad_configs(tmp_path)[name]
+    assert main([command, "-c", str(config)]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert_one_error_line(err, *needles)
+
+
+def test_run_with_an_unknown_profile_as_a_process(tmp_path: Path) -> None:
+    config, needles = _bad_configs(tmp_path)["unknown-profile"]
+    result = run_cli("run", "-c", str(config))
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert_one_error_line(result.stderr, *needles)
 
 
 def test_check_bad_config_as_a_process(tmp_path: Path) -> None:
@@ -403,3 +462,11 @@ def test_simulate_serves_a_pty_a_driver_can_read() -> None:
         for stream in (process.stdout, process.stderr):
             if stream is not None:
                 stream.close()
+
+
+def test_simulate_on_a_port_that_cannot_be_opened_is_one_error_line() -> None:
+    port = "/dev/nonexist/x"
+    result = run_cli("simulate", "jk-uart", "--port", port, "--duration", "5")
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert_one_error_line(result.stderr, f"cannot open serial port {port}: No such file or directory")

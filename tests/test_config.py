@@ -26,7 +26,9 @@ from gateway.config import (
     load_config,
     parse_config,
 )
+from gateway.effective import resolve
 from gateway.errors import ConfigError
+from gateway.profiles import load_profile
 
 CONFIG_DIR: Final = Path(__file__).resolve().parent.parent / "config"
 MINIMAL: Final = "bms:\n  port: /dev/ttyUSB0\ninverter:\n  profile: pylontech-can\n"
@@ -72,7 +74,7 @@ def test_demo_loads() -> None:
 def _schema_keys(cls: type[Any], path: str = "") -> list[str]:
     keys: list[str] = []
     for spec in dataclasses.fields(cls):
-        if spec.name == "extra":
+        if not {"config_parse", "config_section"} & spec.metadata.keys():  # extra options, explicit_keys
             continue
         key = f"{path}.{spec.name}" if path else spec.name
         keys.append(key)
@@ -541,3 +543,69 @@ def test_bms_timeout_must_exceed_poll_interval() -> None:
     with pytest.raises(ConfigError) as caught:
         parse_config(data)
     assert str(caught.value) == "failsafe.bms_timeout_s: must be greater than bms.poll_interval_s (2)"
+
+
+# --- which keys the file set -------------------------------------------------------------------------------
+
+
+def test_explicit_keys_are_the_keys_the_file_wrote() -> None:
+    config = parse_config(
+        {
+            "bms": {"port": "p"},
+            "inverter": {"profile": "x", "can": {"interface": "virtual", "channel": "c", "fd": True}},
+            "failsafe": {"bms_timeout_s": 10, "silence_after_s": None},  # the default, and null: still written
+        }
+    )
+    assert config.explicit_keys == {
+        "bms",
+        "bms.port",
+        "inverter",
+        "inverter.profile",
+        "inverter.can",
+        "inverter.can.interface",
+        "inverter.can.channel",
+        "inverter.can.fd",
+        "failsafe",
+        "failsafe.bms_timeout_s",
+        "failsafe.silence_after_s",
+    }
+    assert config.failsafe == FailsafeConfig()  # the values are the defaults all the same
+
+
+def test_explicit_keys_are_not_a_key_of_the_file() -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config({"bms": {"port": "p"}, "inverter": {"profile": "x"}, "explicit_keys": ["bms.baudrate"]})
+    assert str(caught.value) == "explicit_keys: unknown key (known keys: bms, inverter, limits, failsafe, logging)"
+    config = parse_config({"bms": {"port": "p"}, "inverter": {"profile": "x"}})
+    assert "explicit_keys" not in config.to_json()
+    assert "explicit_keys" not in repr(config)
+
+
+def _origins(data: dict[str, Any]) -> dict[str, str]:
+    effective = resolve(parse_config(data), load_profile("pylontech-can"))
+    return {key: origin for key, _, origin in effective.rows()}
+
+
+def test_origin_is_config_when_the_file_sets_the_default_value() -> None:
+    can = {"interface": "virtual", "channel": "c"}
+    written = _origins(
+        {
+            "bms": {"port": "p"},
+            "inverter": {"profile": "pylontech-can", "can": {**can, "bitrate": 500000}},
+            "failsafe": {"bms_timeout_s": 10.0},  # equal to the default
+        }
+    )
+    assert written == {
+        "inverter.can.bitrate": "config",  # equal to the profile's bitrate
+        "failsafe.bms_timeout_s": "config",
+        "failsafe.silence_after_s": "profile pylontech-can",
+        "heartbeat.timeout_s": "profile pylontech-can",
+    }
+    left_out = _origins({"bms": {"port": "p"}, "inverter": {"profile": "pylontech-can", "can": can}})
+    assert left_out["failsafe.bms_timeout_s"] == "default"
+    assert left_out["inverter.can.bitrate"] == "profile pylontech-can"
+    # A Config built in code has no file; a value other than the default was still chosen by someone.
+    parsed = parse_config({"bms": {"port": "p"}, "inverter": {"profile": "x", "can": can}})
+    coded = dataclasses.replace(parsed, failsafe=FailsafeConfig(bms_timeout_s=12.0), explicit_keys=frozenset())
+    effective = resolve(coded, load_profile("pylontech-can"))
+    assert effective.bms_timeout_s.origin == "config"

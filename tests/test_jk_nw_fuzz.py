@@ -1,6 +1,7 @@
 """Fuzzing the JK NW decoder: whatever arrives, it returns a reply or raises FrameError, nothing else.
 
-Mutated frames get a fresh length field and checksum, so the fuzz reaches the tag walker and the model
+The mutation fuzz starts from real frames and from frames the simulator sends for every scenario. Mutated
+frames get a fresh length field and checksum, so the fuzz reaches the tag walker and the model
 mapping instead of stopping at the envelope. Set ``JK_FUZZ_EXAMPLES`` to run more (or fewer) examples.
 """
 
@@ -11,12 +12,15 @@ from typing import Final
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from jk_frames import REPLIES, payload_of, sum16, wrap
+from jk_frames import REPLIES, REQUESTS, payload_of, sum16, wrap
 
 from gateway.bms import jk_nw
 from gateway.bms.jk_nw import JkNwReply, decode_reply, encode_reply, to_reading
+from gateway.clock import FakeClock
 from gateway.errors import FrameError
 from gateway.model import PackReading
+from gateway.sim.jk_uart import JkUartSimulator
+from gateway.sim.scenarios import SCENARIOS
 
 EXAMPLES: Final = int(os.environ.get("JK_FUZZ_EXAMPLES", "300"))
 FUZZ: Final = settings(
@@ -26,6 +30,38 @@ FUZZ: Final = settings(
 )
 
 REAL_FRAMES: Final = [reply.frame for reply in REPLIES]
+SIM_TIMES_S: Final = (3.5, 15.5, 55.5, 100.5, 159.5)
+"""Scenario times to take simulated frames at: spread over every scenario's cycle."""
+
+
+def _simulated_frames() -> dict[str, list[bytes]]:
+    """Per scenario, the good replies the simulator sends to a real read-all request at :data:`SIM_TIMES_S`
+    (times when it stays silent or corrupts its reply give none)."""
+    frames: dict[str, list[bytes]] = {}
+    for name, scenario in SCENARIOS.items():
+        clock = FakeClock()
+        simulator = JkUartSimulator(scenario, clock, port="unused")  # never started: respond() only
+        elapsed_s = 0.0
+        for at_s in SIM_TIMES_S:
+            clock.advance(at_s - elapsed_s)
+            elapsed_s = at_s
+            answer = simulator.respond(REQUESTS[0].frame)
+            if answer is not None and decode_or_none(answer) is not None:
+                frames.setdefault(name, []).append(answer)
+    return frames
+
+
+def decode_or_none(frame: bytes) -> JkNwReply | None:
+    try:
+        return decode_reply(frame)
+    except FrameError:
+        return None
+
+
+SIM_FRAMES_BY_SCENARIO: Final = _simulated_frames()
+# Scenarios built on another (silent, corrupt) repeat its frames: keep each once.
+SIM_FRAMES: Final = list(dict.fromkeys(frame for frames in SIM_FRAMES_BY_SCENARIO.values() for frame in frames))
+SEED_FRAMES: Final = REAL_FRAMES + SIM_FRAMES
 KNOWN_TAGS: Final = sorted(jk_nw.TAGS)
 UNKNOWN_TAGS: Final = [t for t in range(256) if t not in jk_nw.TAGS and t != jk_nw.CELLS_TAG]
 
@@ -50,8 +86,9 @@ def _decode_or_frame_error(frame: bytes) -> JkNwReply | None:
 
 @st.composite
 def mutated_payloads(draw: st.DrawFn) -> tuple[bytes, bytes]:
-    """A real frame and its payload after 1 to 6 random flips, replacements, insertions and deletions."""
-    frame = draw(st.sampled_from(REAL_FRAMES))
+    """A real or simulated frame and its payload after 1 to 6 random flips, replacements, insertions and
+    deletions."""
+    frame = draw(st.sampled_from(SEED_FRAMES))
     payload = bytearray(payload_of(frame))
     for _ in range(draw(st.integers(1, 6))):
         op = draw(st.sampled_from(("flip", "replace", "insert", "delete")))
@@ -69,9 +106,17 @@ def mutated_payloads(draw: st.DrawFn) -> tuple[bytes, bytes]:
     return frame, bytes(payload)
 
 
+def test_every_scenario_gives_simulated_seed_frames() -> None:
+    assert set(SIM_FRAMES_BY_SCENARIO) == set(SCENARIOS)
+    for frames in SIM_FRAMES_BY_SCENARIO.values():
+        assert len(set(frames)) == len(frames) > 1  # different moments, different frames
+    for frame in SIM_FRAMES:
+        assert to_reading(decode_reply(frame), 0.0, "sim").settings.cell_count == 16
+
+
 @FUZZ
 @given(mutated_payloads())
-def test_mutated_real_frames(case: tuple[bytes, bytes]) -> None:
+def test_mutated_seed_frames(case: tuple[bytes, bytes]) -> None:
     original, payload = case
     _decode_or_frame_error(wrap(payload, header_from=original))
 
@@ -101,14 +146,15 @@ def _layout(payload: bytes) -> tuple[list[int], dict[int, int]]:
     return positions, tags
 
 
-LAYOUTS: Final = [_layout(payload_of(frame)) for frame in REAL_FRAMES]
+LAYOUTS: Final = [_layout(payload_of(frame)) for frame in SEED_FRAMES]
 
 
 @st.composite
 def value_mutations(draw: st.DrawFn) -> tuple[int, bytes]:
-    """A real frame with random values in place of some of its value bytes (its tag structure kept)."""
-    index = draw(st.integers(0, len(REAL_FRAMES) - 1))
-    frame = REAL_FRAMES[index]
+    """A real or simulated frame with random values in place of some of its value bytes (its tag structure
+    kept)."""
+    index = draw(st.integers(0, len(SEED_FRAMES) - 1))
+    frame = SEED_FRAMES[index]
     payload = bytearray(payload_of(frame))
     for at in draw(st.lists(st.sampled_from(LAYOUTS[index][0]), min_size=1, max_size=12)):
         payload[at] = draw(st.integers(0, 255))
@@ -117,7 +163,7 @@ def value_mutations(draw: st.DrawFn) -> tuple[int, bytes]:
 
 @FUZZ
 @given(value_mutations())
-def test_any_values_in_a_real_layout_decode_and_reencode(case: tuple[int, bytes]) -> None:
+def test_any_values_in_a_seed_layout_decode_and_reencode(case: tuple[int, bytes]) -> None:
     index, frame = case
     reply = decode_reply(frame)
     reading = to_reading(reply, 0.0, "fuzz")

@@ -5,9 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from gateway.cli.common import add_config_argument, load
+from gateway.cli.common import add_config_argument, load_with_profile
 from gateway.effective import resolve
-from gateway.profiles import load_profile
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -18,8 +17,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 
 def run(args: argparse.Namespace) -> int:
-    config = load(args)
-    profile = load_profile(config.inverter.profile)
+    config, profile = load_with_profile(args)
     effective = resolve(config, profile)
     if args.json:
         out = {

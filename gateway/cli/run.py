@@ -8,7 +8,7 @@ import threading
 from types import FrameType
 
 from gateway.app import build_gateway
-from gateway.cli.common import add_config_argument, load
+from gateway.cli.common import add_config_argument, load_with_profile
 from gateway.clock import SystemClock
 
 
@@ -19,8 +19,8 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 
 def run(args: argparse.Namespace) -> int:
-    config = load(args)
-    gateway = build_gateway(config, SystemClock())
+    config, profile = load_with_profile(args)
+    gateway = build_gateway(config, SystemClock(), profile=profile)
     stop = threading.Event()
 
     def request_stop(signum: int, frame: FrameType | None) -> None:

@@ -34,6 +34,7 @@ def run(args: argparse.Namespace) -> int:
         baudrate=args.baudrate,
         reply_delay_s=args.reply_delay,
     )
+    simulator.open()  # a port that cannot be opened is an error now, not a silent retry loop
     print(simulator.path, flush=True)
     print(f"simulating a JK BMS ({args.scenario}) on {simulator.path}; Ctrl-C to stop", file=sys.stderr)
     simulator.start()

@@ -17,7 +17,7 @@ from typing import Any, Final
 
 import yaml
 
-from gateway.errors import ProfileError
+from gateway.errors import ProfileError, ProfileNotFoundError
 from gateway.profiles.codec import CanFrameCodec, compile_frame
 from gateway.profiles.schema import HeartbeatSpec, parse_profile
 from gateway.values import Value
@@ -162,7 +162,8 @@ def load_profile(name_or_path: str) -> Profile:
     A string that ends in ``.yaml``/``.yml`` or contains a path separator is a path; anything else is a
     built-in name.
 
-    :raises ProfileError: unknown name, unreadable file, or an invalid profile.
+    :raises ProfileNotFoundError: unknown name, or a file that cannot be read.
+    :raises ProfileError: an invalid profile.
     """
     looks_like_path = name_or_path.endswith(_SUFFIXES) or "/" in name_or_path or "\\" in name_or_path
     if not looks_like_path:
@@ -172,11 +173,11 @@ def load_profile(name_or_path: str) -> Profile:
         names = builtin_profile_names()
         hint = difflib.get_close_matches(name_or_path, names, n=1)
         more = f"did you mean '{hint[0]}'?" if hint else "built-in: " + (", ".join(names) or "none")
-        raise ProfileError(f"unknown profile '{name_or_path}' ({more})")
+        raise ProfileNotFoundError(f"unknown profile '{name_or_path}' ({more})")
     try:
         text = Path(name_or_path).read_text(encoding="utf-8")
     except UnicodeDecodeError:
         raise ProfileError(f"{name_or_path}: not UTF-8 text") from None
     except OSError as error:
-        raise ProfileError(f"{name_or_path}: cannot read: {error.strerror or error}") from None
+        raise ProfileNotFoundError(f"{name_or_path}: cannot read: {error.strerror or error}") from None
     return load_profile_text(text, name_or_path)

@@ -20,7 +20,7 @@ import serial
 
 from gateway.bms import jk_nw
 from gateway.clock import Clock
-from gateway.errors import FrameError
+from gateway.errors import FrameError, LinkError
 from gateway.sim.scenarios import Behaviour, Scenario
 from gateway.transport.serial_link import SerialPort, open_serial_port
 
@@ -100,6 +100,21 @@ class JkUartSimulator:
 
     # --- serving -------------------------------------------------------------------------------------------
 
+    def open(self) -> None:
+        """Open the given port now (nothing to do for a pseudo-terminal).
+
+        :meth:`serve` alone would keep retrying a port that does not exist, which suits a cable that
+        vanishes for a while but hides a mistyped path; call this first to fail at once instead.
+
+        :raises LinkError: naming the port and the cause.
+        """
+        if self._master_fd is not None or self._serial is not None:
+            return
+        try:
+            self._serial = open_serial_port(self.path, baudrate=self._baudrate, timeout=0.1)
+        except (serial.SerialException, OSError, ValueError) as exc:  # ValueError: a bad setting
+            raise LinkError(f"cannot open serial port {self.path}: {_cause(exc)}") from None
+
     def start(self) -> None:
         """Serve in a daemon thread until :meth:`stop`."""
         self._thread = threading.Thread(target=self.serve, name="jk-uart-sim", daemon=True)
@@ -177,6 +192,14 @@ class JkUartSimulator:
         if port is not None:
             with contextlib.suppress(serial.SerialException, OSError):
                 port.close()
+
+
+def _cause(exc: Exception) -> str:
+    """A short cause: pyserial repeats the port in its message, so prefer the plain errno text."""
+    if isinstance(exc, OSError) and exc.errno:
+        return os.strerror(exc.errno)
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0]
 
 
 def _split_requests(buffer: bytearray) -> list[bytes]:

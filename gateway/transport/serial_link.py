@@ -181,9 +181,10 @@ class SerialLink:
             buffer += chunk
 
     def _lost(self, message: str) -> LinkError:
-        # One warning per episode: "lost" is typically followed by "cannot open" until the port is back.
+        # One line per episode: "lost" is typically followed by "cannot open" until the port is back. INFO, not
+        # WARNING: the LinkError goes up to the caller (the runtime warns about it), so one failure is one warning.
         if self._lost_reason is None:
-            log.warning("serial: %s", message)
+            log.info("serial: %s", message)
         elif self._lost_reason != message:
             log.debug("serial: %s", message)
         self._lost_reason = message
