@@ -14,6 +14,7 @@ from gateway.clock import Clock
 from gateway.config import BmsConfig, Config
 from gateway.effective import Effective, resolve
 from gateway.limits import LimitsSettings
+from gateway.model import Chemistry
 from gateway.profiles import Profile, load_profile
 from gateway.runtime import ControlLoop, LoopSettings, Poller, run_loop
 from gateway.transport.can_link import CanLink, CanSettings
@@ -29,10 +30,11 @@ def open_driver(bms: BmsConfig, clock: Clock) -> BmsDriver:
 
 def limits_settings(config: Config) -> LimitsSettings:
     """The limits engine's tuning from the config."""
-    return LimitsSettings(
-        max_charge_current_a=config.limits.max_charge_current_a,
-        max_discharge_current_a=config.limits.max_discharge_current_a,
-    )
+    values: dict[str, Any] = {}
+    for section in (config.limits, config.charging):
+        values.update({name: getattr(section, name) for name in section.__slots__})
+    chemistry = values.pop("chemistry")
+    return LimitsSettings(**values, chemistry=None if chemistry is None else Chemistry(chemistry))
 
 
 def can_bus(**kwargs: Any) -> can.BusABC:

@@ -36,6 +36,8 @@ import yaml.nodes
 import yaml.reader
 
 from gateway.errors import ConfigError
+from gateway.limits.settings import LimitsSettings
+from gateway.model import Chemistry
 
 _T = TypeVar("_T")
 _S = TypeVar("_S", bound="_Section")
@@ -347,14 +349,84 @@ class InverterConfig(_Section):
     """CAN bus settings; ``None`` when absent (CAN profiles require it, checked by the profile layer)."""
 
 
+_TUNING: Final = LimitsSettings()
+"""The limits engine's defaults: the config refers to them instead of restating them."""
+CHEMISTRIES: Final = tuple(c.value for c in Chemistry)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LimitsConfig(_Section):
-    """``limits``: the user's caps, applied on top of the BMS's own limits."""
+    """``limits``: the user's caps on top of the BMS's own limits, and how current limits move."""
 
-    max_charge_current_a: float = _setting(_number(at_least=0), 100.0)
+    max_charge_current_a: float = _setting(_number(at_least=0), _TUNING.max_charge_current_a)
     """Highest charge current ever requested from the inverter, A."""
-    max_discharge_current_a: float = _setting(_number(at_least=0), 100.0)
+    max_discharge_current_a: float = _setting(_number(at_least=0), _TUNING.max_discharge_current_a)
     """Highest discharge current ever allowed to the inverter, A."""
+    bms_current_fraction: float = _setting(_number(above=0, at_most=1), _TUNING.bms_current_fraction)
+    """Fraction of the BMS's max charge / discharge current the inverter may use."""
+    temperature_margin_c: float = _setting(_number(at_least=0, at_most=10), _TUNING.temperature_margin_c)
+    """Current is 0 this far inside the BMS's temperature windows, °C."""
+    current_hold_s: float = _setting(_number(at_least=0), _TUNING.current_hold_s)
+    """After a current limit fell, wait this long before raising it again, s."""
+    current_ramp_a_per_s: float = _setting(_number(above=0), _TUNING.current_ramp_a_per_s)
+    """Then raise it at this rate, A/s."""
+    current_deadband_a: float = _setting(_number(at_least=0), _TUNING.current_deadband_a)
+    """Smaller changes are not passed on, A."""
+    overshoot_margin_a: float = _setting(_number(at_least=0), _TUNING.overshoot_margin_a)
+    """Measured current may exceed the limit by this much before the gateway acts, A."""
+    overshoot_after_s: float = _setting(_number(above=0), _TUNING.overshoot_after_s)
+    """An excess lasting this long is acted on, s."""
+    overshoot_forgive_s: float = _setting(_number(above=0), _TUNING.overshoot_forgive_s)
+    """After this long of obedience the advertised limit returns to the true one, s."""
+
+
+_CELL_VOLTS: Final = _optional(_number(at_least=1.0, at_most=5.0))
+"""A per-cell voltage override, V, or ``None`` (derive it)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChargingConfig(_Section):
+    """``charging``: the charge voltage logic and the voltage thresholds (``null``: derived from the BMS).
+
+    Each key is the field of the same name in :class:`~gateway.limits.settings.LimitsSettings`, documented
+    (with its unit) there and in ``config/example.yaml``.
+    """
+
+    chemistry: str | None = _setting(_optional(_choice(CHEMISTRIES)), None)
+    """Overrides the BMS's battery type: one of :data:`CHEMISTRIES`; ``None``: the BMS's."""
+    bulk_cell_v: float | None = _setting(_CELL_VOLTS, None)
+    float_cell_v: float | None = _setting(_CELL_VOLTS, None)
+    charge_knee_cell_v: float | None = _setting(_CELL_VOLTS, None)
+    charge_cutoff_cell_v: float | None = _setting(_CELL_VOLTS, None)
+    discharge_knee_cell_v: float | None = _setting(_CELL_VOLTS, None)
+    discharge_cutoff_cell_v: float | None = _setting(_CELL_VOLTS, None)
+    absorption_s: float = _setting(_number(at_least=0), _TUNING.absorption_s)
+    absorption_timeout_s: float = _setting(_number(above=0), _TUNING.absorption_timeout_s)
+    absorption_max_delta_v: float = _setting(_number(above=0, at_most=0.5), _TUNING.absorption_max_delta_v)
+    rebulk_soc_pct: float = _setting(_number(at_least=0, at_most=100), _TUNING.rebulk_soc_pct)
+    rebulk_delta_v: float = _setting(_number(above=0, at_most=1), _TUNING.rebulk_delta_v)
+    float_ramp_v_per_s: float = _setting(_number(above=0), _TUNING.float_ramp_v_per_s)
+    cvl_hold_s: float = _setting(_number(at_least=0), _TUNING.cvl_hold_s)
+    cvl_ramp_v_per_s: float = _setting(_number(above=0), _TUNING.cvl_ramp_v_per_s)
+    cvl_deadband_v: float = _setting(_number(at_least=0, at_most=1), _TUNING.cvl_deadband_v)
+    soc_cap_pct: float | None = _setting(_optional(_number(above=0, at_most=100)), _TUNING.soc_cap_pct)
+    force_charge_soc_pct: float | None = _setting(
+        _optional(_number(at_least=0, at_most=50)), _TUNING.force_charge_soc_pct
+    )
+    full_charge_interval_days: float | None = _setting(_optional(_number(above=0)), _TUNING.full_charge_interval_days)
+
+    def _validate(self, path: str) -> None:
+        pairs = (
+            ("float_cell_v", "bulk_cell_v", "must not be above"),
+            ("charge_knee_cell_v", "charge_cutoff_cell_v", "must be below"),
+            ("discharge_cutoff_cell_v", "discharge_knee_cell_v", "must be below"),
+        )
+        for low, high, rule in pairs:
+            low_v, high_v = getattr(self, low), getattr(self, high)
+            if low_v is None or high_v is None:
+                continue
+            if low_v > high_v or (rule == "must be below" and low_v == high_v):
+                raise ConfigError(_join(path, low), f"{rule} {_join(path, high)} ({_show_number(high_v)})")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -390,6 +462,7 @@ class Config(_Section):
     bms: BmsConfig = field(metadata=_section_of(BmsConfig))
     inverter: InverterConfig = field(metadata=_section_of(InverterConfig))
     limits: LimitsConfig = field(default_factory=LimitsConfig, metadata=_section_of(LimitsConfig))
+    charging: ChargingConfig = field(default_factory=ChargingConfig, metadata=_section_of(ChargingConfig))
     failsafe: FailsafeConfig = field(default_factory=FailsafeConfig, metadata=_section_of(FailsafeConfig))
     logging: LoggingConfig = field(default_factory=LoggingConfig, metadata=_section_of(LoggingConfig))
     explicit_keys: frozenset[str] = field(default=frozenset(), metadata=_WRITTEN_KEYS, compare=False, repr=False)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import selectors
 import subprocess
 import sys
@@ -172,12 +173,26 @@ def test_read_against_the_simulator(
         assert settings["cell_ovp_v"] == pytest.approx(expected.settings.cell_ovp_v)
         assert settings["cell_uvp_v"] == pytest.approx(expected.settings.cell_uvp_v)
         assert out["implausible"] is None
+        limits = out["limits"]
+        assert set(limits["reasons"]) >= {
+            "charge_current_limit_a",
+            "discharge_current_limit_a",
+            "charge_voltage_limit_v",
+            "discharge_voltage_limit_v",
+        }
+        assert out["thresholds"]["bulk_cell_v"] == pytest.approx(3.45)  # LiFePO4, OVP 3.65: min(3.45, 3.55)
+        if scenario == "normal-charge":
+            assert limits["charge_current_limit_a"] > 0 and limits["charge_enable"] is True
         if scenario == "cold":
             assert "battery_under_temperature" in state["alarms"]
             assert state["charge_mos_on"] is False
+            assert limits["charge_current_limit_a"] == 0 and limits["charge_enable"] is False
+            assert limits["reasons"]["charge_current_limit_a"]["limiter"] == "alarm"
         if scenario == "cell-ovp":
             assert "cell_over_voltage" in state["alarms"]
             assert state["cell_voltages_v"][6] > settings["cell_ovp_v"]
+            assert limits["charge_current_limit_a"] == 0
+            assert "cell_over_voltage" in limits["reasons"]["charge_current_limit_a"]["reason"]
     elif step.behaviour is Behaviour.SILENT:
         assert result.returncode == 1
         assert result.stdout == ""
@@ -470,3 +485,16 @@ def test_simulate_on_a_port_that_cannot_be_opened_is_one_error_line() -> None:
     assert result.returncode == 1
     assert result.stdout == ""
     assert_one_error_line(result.stderr, f"cannot open serial port {port}: No such file or directory")
+
+
+def test_check_shows_the_thresholds_derived_for_a_simulated_bms(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check", "-c", str(EXAMPLE_CONFIG), "--scenario", "normal-charge"]) == 0
+    out = capsys.readouterr().out
+    # The simulated 16S LiFePO4 pack: OVP 3.65 V → bulk min(3.45, 3.55) = 3.45 V, cut-off (3.45 + 3.65) / 2.
+    assert "limit thresholds for sim (16 cells)" in out
+    assert re.search(r"bulk / float\s+3\.450 / 3\.375 V\s+default \(lifepo4\)", out), out
+    assert re.search(r"charge taper\s+3\.400 → 0 A at 3\.550 V", out), out
+    assert main(["check", "-c", str(EXAMPLE_CONFIG), "--scenario", "normal-charge", "--json"]) == 0
+    thresholds = json.loads(capsys.readouterr().out)["thresholds"]
+    assert thresholds["charge_cutoff_v"] == pytest.approx(3.55)
+    assert thresholds["origins"]["chemistry"] == "BMS"

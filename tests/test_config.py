@@ -28,6 +28,7 @@ from gateway.config import (
 )
 from gateway.effective import resolve
 from gateway.errors import ConfigError
+from gateway.model import Chemistry
 from gateway.profiles import load_profile
 
 CONFIG_DIR: Final = Path(__file__).resolve().parent.parent / "config"
@@ -346,13 +347,15 @@ MISTAKES: Final = [
     (
         "key unlike any",
         _file(limits="  speed: 1\n"),
-        "limits.speed: unknown key (known keys: max_charge_current_a, max_discharge_current_a)",
+        "limits.speed: unknown key (known keys: max_charge_current_a, max_discharge_current_a, bms_current_fraction, "
+        "temperature_margin_c, current_hold_s, current_ramp_a_per_s, current_deadband_a, overshoot_margin_a, "
+        "overshoot_after_s, overshoot_forgive_s)",
     ),
     ("section typo", MINIMAL + "loging:\n  level: info\n", "loging: unknown key (did you mean logging?)"),
     (
         "section unknown",
         MINIMAL + "mqtt: {}\n",
-        "mqtt: unknown key (known keys: bms, inverter, limits, failsafe, logging)",
+        "mqtt: unknown key (known keys: bms, inverter, limits, charging, failsafe, logging)",
     ),
     ("typo beats missing", _file(bms="  prot: /dev/ttyUSB0\n"), "bms.prot: unknown key (did you mean port?)"),
     # missing required keys
@@ -575,7 +578,10 @@ def test_explicit_keys_are_the_keys_the_file_wrote() -> None:
 def test_explicit_keys_are_not_a_key_of_the_file() -> None:
     with pytest.raises(ConfigError) as caught:
         parse_config({"bms": {"port": "p"}, "inverter": {"profile": "x"}, "explicit_keys": ["bms.baudrate"]})
-    assert str(caught.value) == "explicit_keys: unknown key (known keys: bms, inverter, limits, failsafe, logging)"
+    assert (
+        str(caught.value)
+        == "explicit_keys: unknown key (known keys: bms, inverter, limits, charging, failsafe, logging)"
+    )
     config = parse_config({"bms": {"port": "p"}, "inverter": {"profile": "x"}})
     assert "explicit_keys" not in config.to_json()
     assert "explicit_keys" not in repr(config)
@@ -609,3 +615,51 @@ def test_origin_is_config_when_the_file_sets_the_default_value() -> None:
     coded = dataclasses.replace(parsed, failsafe=FailsafeConfig(bms_timeout_s=12.0), explicit_keys=frozenset())
     effective = resolve(coded, load_profile("pylontech-can"))
     assert effective.bms_timeout_s.origin == "config"
+
+
+def test_every_limits_engine_setting_is_a_config_key() -> None:
+    """The config's limits and charging sections reach every tunable of the engine, and nothing else."""
+    from dataclasses import fields
+
+    from gateway.app import limits_settings
+    from gateway.config import ChargingConfig, LimitsConfig
+    from gateway.limits.settings import LimitsSettings
+
+    keys = {f.name for f in fields(LimitsConfig)} | {f.name for f in fields(ChargingConfig)}
+    assert keys == {f.name for f in fields(LimitsSettings)}
+    config = parse_config(
+        {
+            "bms": {"port": "/dev/null"},
+            "inverter": {"profile": "pylontech-can"},
+            "limits": {"bms_current_fraction": 0.5, "current_hold_s": 7},
+            "charging": {"chemistry": "lto", "bulk_cell_v": 2.65, "soc_cap_pct": None},
+        }
+    )
+    tuning = limits_settings(config)
+    assert (tuning.bms_current_fraction, tuning.current_hold_s) == (0.5, 7.0)
+    assert (tuning.chemistry, tuning.bulk_cell_v, tuning.soc_cap_pct) == (Chemistry.LTO, 2.65, None)
+    assert tuning.absorption_s == LimitsSettings().absorption_s
+
+
+@pytest.mark.parametrize(
+    ("charging", "message"),
+    [
+        (
+            {"float_cell_v": 3.5, "bulk_cell_v": 3.45},
+            "charging.float_cell_v: must not be above charging.bulk_cell_v (3.45)",
+        ),
+        (
+            {"charge_knee_cell_v": 3.55, "charge_cutoff_cell_v": 3.55},
+            "charging.charge_knee_cell_v: must be below charging.charge_cutoff_cell_v (3.55)",
+        ),
+        (
+            {"chemistry": "lipo"},
+            "charging.chemistry: expected one of lifepo4, li_ion, lto, got 'lipo' (did you mean lifepo4?)",
+        ),
+        ({"bulk_cell_v": 345}, "charging.bulk_cell_v: expected a number from 1 to 5, got 345"),
+    ],
+)
+def test_charging_mistakes_name_the_key(charging: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config({"bms": {"port": "/dev/null"}, "inverter": {"profile": "pylontech-can"}, "charging": charging})
+    assert str(info.value) == message

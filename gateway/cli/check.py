@@ -5,31 +5,70 @@ from __future__ import annotations
 import argparse
 import json
 
+from gateway.app import limits_settings, open_driver
 from gateway.cli.common import add_config_argument, load_with_profile
+from gateway.cli.render import render_thresholds
+from gateway.clock import SystemClock
+from gateway.config import Config
 from gateway.effective import resolve
+from gateway.limits import Thresholds, derive_thresholds
+from gateway.model import PackReading
+from gateway.sim.scenarios import SCENARIOS
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser("check", help="validate a config file (exit status 2 when invalid)")
     add_config_argument(parser)
     parser.add_argument("--json", action="store_true", help="print the validated config as JSON")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument(
+        "--bms", action="store_true", help="also poll the BMS once and show the limit thresholds derived from it"
+    )
+    source.add_argument(
+        "--scenario",
+        choices=sorted(SCENARIOS),
+        help="show the limit thresholds derived for a simulated BMS (no hardware needed)",
+    )
     parser.set_defaults(func=run)
+
+
+def _bms_reading(args: argparse.Namespace, config: Config) -> PackReading | None:
+    if args.scenario:
+        return SCENARIOS[args.scenario].step(0.0).reading
+    if not args.bms:
+        return None
+    driver = open_driver(config.bms, SystemClock())
+    try:
+        return driver.read()[0]
+    finally:
+        driver.close()
+
+
+def _thresholds(reading: PackReading, config: Config) -> Thresholds:
+    cells = reading.settings.cell_count or reading.state.cell_count
+    return derive_thresholds(reading.settings, cells, limits_settings(config))
 
 
 def run(args: argparse.Namespace) -> int:
     config, profile = load_with_profile(args)
     effective = resolve(config, profile)
+    reading = _bms_reading(args, config)
+    thresholds = None if reading is None else _thresholds(reading, config)
     if args.json:
         out = {
             "config": config.to_json(),
             "profile": {"name": profile.name, "path": profile.path},
             "effective": {key: {"value": value, "origin": origin} for key, value, origin in effective.rows()},
+            "thresholds": None if thresholds is None else thresholds.to_json(),
         }
-        print(json.dumps(out, indent=2))
+        print(json.dumps(out, indent=2, ensure_ascii=False))
         return 0
     print(f"{args.config}: OK")
     print(f"profile {profile.name} ({profile.path}): {', '.join(profile.inverters)}")
     width = max(len(key) for key, _, _ in effective.rows())
     for key, value, origin in effective.rows():
         print(f"  {key:<{width}}  {value!s:<8}  from {origin}")
+    if thresholds is not None and reading is not None:
+        print(f"limit thresholds for {reading.pack_id} ({thresholds.cell_count} cells), per cell:")
+        print(render_thresholds(thresholds))
     return 0

@@ -102,7 +102,7 @@ def render_thresholds(t: Thresholds, indent: str = "  ") -> str:
     o = t.origins
 
     def row(label: str, text: str, origin_key: str) -> str:
-        return f"{indent}{label:<22}{text:<28}{o.get(origin_key, 'derived')}"
+        return f"{indent}{label:<25}{text:<28}{o.get(origin_key, 'derived')}"
 
     return "\n".join(
         [
