@@ -152,6 +152,8 @@ class ControlLoop:
         state, age = self._decide(reading, now)
         if state is not self._state:
             self._log_transition(state, age, last_error)
+            if state is FailsafeState.NORMAL and self._state in (FailsafeState.STALE, FailsafeState.SILENT):
+                self._engine.resume()
             self._state = state
             if state in (FailsafeState.STALE, FailsafeState.NORMAL):
                 self._next_due.clear()  # a change of state goes out at once

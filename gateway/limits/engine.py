@@ -274,6 +274,16 @@ class LimitsEngine:
         self.memory: EngineMemory | None = None
         self.thresholds: Thresholds | None = None
 
+    def resume(self) -> None:
+        """After a fail-safe period (the inverter was told 0 A), take the next limits as computed instead of
+        ramping from 0: fresh data justifies them, and an off-grid inverter should not starve longer."""
+        if self.memory is not None:
+            self.memory = replace(
+                self.memory,
+                charge=replace(self.memory.charge, ramp=None),
+                discharge=replace(self.memory.discharge, ramp=None),
+            )
+
     def update(self, reading: PackReading, now_s: float) -> EngineResult:
         result = compute_limits(reading, self.tuning, self.memory, now_s, max_age_s=self.max_age_s)
         self.memory = result.memory
