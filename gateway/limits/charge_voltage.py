@@ -119,6 +119,10 @@ def step_voltage(
             VoltageState(phase, since, balanced, out, hold_until, now_s, last_float), limiter, reason, events
         )
 
+    if previous.phase is ChargePhase.FLOAT and phase is ChargePhase.BULK:
+        # Re-bulk happens with the pack well below bulk (SOC under the threshold): step straight up instead of
+        # a ramp that would change CVL on the wire every few seconds for minutes.
+        out, hold_until = bulk_pack, now_s
     cells = state.cell_voltages_v
     excess = sum(v - t.bulk_cell_v for v in cells if v > t.bulk_cell_v)
     target = bulk_pack

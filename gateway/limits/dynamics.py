@@ -19,6 +19,8 @@ class RampState:
     """No increase before this monotonic time, s."""
     updated_at_s: float
     """When :attr:`output_a` was last computed, s."""
+    rising: bool = False
+    """A ramp is under way: it runs to its target, the dead-band only decides whether one starts."""
 
 
 def step_ramp(
@@ -30,9 +32,10 @@ def step_ramp(
     if target_a <= 0.0:
         return RampState(0.0, now_s + hold_s if out > 0.0 else previous.hold_until_s, now_s)
     if target_a < out:
-        if out - target_a >= deadband_a:
-            return RampState(target_a, now_s + hold_s, now_s)
+        if out - target_a >= deadband_a or previous.rising:
+            return RampState(target_a, now_s + hold_s if out - target_a >= deadband_a else previous.hold_until_s, now_s)
         return RampState(out, previous.hold_until_s, now_s)
-    if target_a - out < deadband_a or now_s < previous.hold_until_s:
+    if target_a == out or now_s < previous.hold_until_s or (target_a - out < deadband_a and not previous.rising):
         return RampState(out, previous.hold_until_s, now_s)
-    return RampState(min(target_a, out + ramp_a_per_s * dt), previous.hold_until_s, now_s)
+    risen = min(target_a, out + ramp_a_per_s * dt)
+    return RampState(risen, previous.hold_until_s, now_s, rising=risen < target_a)

@@ -54,7 +54,12 @@ def enforce(
     over = measured_a > limit_a + margin
     event: str | None = None
     over_since = (previous.over_since_s if previous.over_since_s is not None else now_s) if over else None
-    obeyed_since = None if over else (previous.obeyed_since_s if previous.obeyed_since_s is not None else now_s)
+    # Forgiveness needs the inverter to keep within what it is *told*: one that still takes the true limit
+    # against a lowered advertisement is still overshooting, only compensated.
+    within_advertised = measured_a <= limit_a * factor + margin
+    obeyed_since = (
+        (previous.obeyed_since_s if previous.obeyed_since_s is not None else now_s) if within_advertised else None
+    )
 
     if over and over_since is not None and now_s - over_since >= after:
         if stage is Enforcement.OBEYED and limit_a > 0:

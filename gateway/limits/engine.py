@@ -139,10 +139,15 @@ def _side(
     limit_a = min(ramp.output_a, ceiling_a)
     reason = LimitReason(winner.limiter, winner.reason)
     if not hard_zero and limit_a < target - 1e-6:
-        reason = LimitReason("ramp", f"rising to {target:.1f} A ({winner.limiter}: {winner.reason})")
         if now_s < ramp.hold_until_s:
             reason = LimitReason(
                 "hold", f"held {ramp.hold_until_s - now_s:.0f} s before rising to {target:.1f} A ({winner.reason})"
+            )
+        elif ramp.rising:
+            reason = LimitReason("ramp", f"rising to {target:.1f} A ({winner.limiter}: {winner.reason})")
+        else:
+            reason = LimitReason(
+                winner.limiter, f"{winner.reason} (within the {tuning.current_deadband_a:g} A dead-band)"
             )
     elif not hard_zero and limit_a > target + 1e-6:
         reason = LimitReason(winner.limiter, f"{winner.reason} (within the {tuning.current_deadband_a:g} A dead-band)")

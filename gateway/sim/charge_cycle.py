@@ -1,0 +1,821 @@
+"""A charge cycle in compressed time: the limits engine between a simulated JK BMS and a simulated inverter.
+
+The issue's ``bms-gateway simulate charge-cycle``. A simulated clock advances in steps of ``dt_s`` (no
+sleeping: the engine is pure and takes the time). Each step:
+
+1. the pack (:mod:`gateway.sim.cell_model`: 16 LiFePO4 cells of slightly different capacity, one 1.5 %
+   smaller) carries the inverter's current; the simulated BMS protects it (cell OVP/UVP, over-current) and
+   balances it (active balancer at its max current);
+2. its reading goes through the real JK NW codec (encode a reply frame, decode it), so the engine sees mV
+   cell voltages, 10 mA current and an integer SOC as from a real BMS;
+3. :class:`~gateway.limits.engine.LimitsEngine` computes the limits;
+4. they go through the pylontech-can profile's 0x351 and 0x35C frames, so the inverter hears 0.1 V / 0.1 A;
+5. the inverter responds with a first-order lag: a CV charger towards CVL (at most CCL × ``overshoot``),
+   or a constant load (at most DCL × ``overshoot``) until it stops at DCL 0, discharge disabled or DVL.
+
+Schedule: charge from 20 % SOC through absorption to float, stay in float for ``float_hold_s``, then
+discharge until the inverter stops, rest ``rest_after_s``, end. ``max_s`` caps the simulated time.
+"""
+
+from __future__ import annotations
+
+import csv
+import enum
+import importlib
+import importlib.util
+import itertools
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import Final
+
+from gateway.bms import jk_nw
+from gateway.limits.engine import LimitsEngine
+from gateway.limits.settings import LimitsSettings
+from gateway.model import (
+    Alarm,
+    BatteryState,
+    Chemistry,
+    DeviceInfo,
+    LimitReason,
+    Limits,
+    PackReading,
+    ProtectionSettings,
+)
+from gateway.profiles import CanFrameCodec, load_profile
+from gateway.sim.cell_model import Balancing, PackModel, balance_decision, make_pack
+from gateway.sim.inverter import named_values
+from gateway.values import Value, published_values
+
+CELL_COUNT: Final = 16
+CAPACITY_AH: Final = 100.0
+TEMPERATURE_C: Final = 25.0
+PROFILE: Final = "pylontech-can"
+STEADY_SETTLE_S: Final = 120.0
+"""A steady window starts this long after the change that began it, s (the limits settle first)."""
+CHANGE_WINDOW_S: Final = 60.0
+"""Limit changes are counted in sliding windows of this length, s."""
+LIMIT_NAMES: Final = ("cvl_v", "ccl_a", "dcl_a")
+"""The advertised limits whose changes are counted, as heard on the wire."""
+
+
+def cycle_settings() -> ProtectionSettings:
+    """The issue's 16S LiFePO4 settings (OVP 3.65, OVPR 3.40, UVP 2.80, UVPR 3.00, charge 0…45 °C, 100 A
+    charge, 150 A discharge, balancer from 3.40 V at 5 mV and 2 A), completed like
+    :func:`gateway.sim.scenarios.base_settings`."""
+    return ProtectionSettings(
+        measured_at_s=0.0,
+        cell_count=CELL_COUNT,
+        capacity_ah=CAPACITY_AH,
+        battery_type=Chemistry.LIFEPO4,
+        cell_ovp_v=3.65,
+        cell_ovpr_v=3.40,
+        cell_uvp_v=2.80,
+        cell_uvpr_v=3.00,
+        max_charge_current_a=100.0,
+        max_discharge_current_a=150.0,
+        pack_ovp_v=58.4,
+        pack_uvp_v=44.8,
+        cell_ovp_delay_s=5.0,
+        cell_uvp_delay_s=5.0,
+        cell_delta_protect_v=0.3,
+        charge_ocp_delay_s=30.0,
+        charge_ocp_recovery_s=60.0,
+        discharge_ocp_delay_s=300.0,
+        discharge_ocp_recovery_s=60.0,
+        balance_start_v=3.40,
+        balance_trigger_v=0.005,
+        max_balance_current_a=2.0,
+        balancer_enabled=True,
+        charge_otp_c=45.0,
+        charge_utp_c=0.0,
+        charge_utpr_c=5.0,
+        discharge_otp_c=60.0,
+        discharge_utp_c=-20.0,
+        discharge_utpr_c=-10.0,
+        mos_otp_c=75.0,
+        mos_otpr_c=65.0,
+        box_otp_c=70.0,
+        box_otpr_c=60.0,
+        charge_mos_switch=True,
+        discharge_mos_switch=True,
+    )
+
+
+# --- the simulated BMS's protection ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class BmsTrip:
+    """The BMS opened a MOS: what the gateway exists to prevent."""
+
+    time_s: float
+    """Simulated time, s."""
+    kind: str
+    """``cell OVP``, ``cell UVP``, ``charge OCP`` or ``discharge OCP``."""
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class Protection:
+    """The simulated BMS's protection state."""
+
+    ovp: bool = False
+    """Cell OVP tripped: charge MOS open until the highest cell is below OVPR."""
+    uvp: bool = False
+    """Cell UVP tripped: discharge MOS open until the lowest cell is above UVPR."""
+    charge_ocp_until_s: float = -math.inf
+    discharge_ocp_until_s: float = -math.inf
+    charge_over_since_s: float | None = None
+    """Since when the charge current exceeds the BMS's max charge current, s."""
+    discharge_over_since_s: float | None = None
+
+    def charge_off(self, now_s: float) -> bool:
+        return self.ovp or now_s < self.charge_ocp_until_s
+
+    def discharge_off(self, now_s: float) -> bool:
+        return self.uvp or now_s < self.discharge_ocp_until_s
+
+    def alarms(self, now_s: float) -> frozenset[Alarm]:
+        active = {
+            Alarm.CELL_OVER_VOLTAGE: self.ovp,
+            Alarm.CELL_UNDER_VOLTAGE: self.uvp,
+            Alarm.CHARGE_OVER_CURRENT: now_s < self.charge_ocp_until_s,
+            Alarm.DISCHARGE_OVER_CURRENT: now_s < self.discharge_ocp_until_s,
+        }
+        return frozenset(alarm for alarm, on in active.items() if on)
+
+
+def protect(
+    previous: Protection, cells_v: Sequence[float], current_a: float, now_s: float, bms: ProtectionSettings
+) -> tuple[Protection, tuple[BmsTrip, ...]]:
+    """The BMS's protection after seeing ``cells_v`` (V) and ``current_a`` (A, + charging) at ``now_s``.
+
+    Cell OVP/UVP trip at once (stricter than a real JK's delay); over-current after the BMS's delay.
+    """
+    trips: list[BmsTrip] = []
+    highest, lowest = max(cells_v), min(cells_v)
+    ovp, uvp = previous.ovp, previous.uvp
+    if not ovp and highest >= bms.cell_ovp_v:
+        ovp = True
+        cell = cells_v.index(highest) + 1
+        trips.append(BmsTrip(now_s, "cell OVP", f"cell {cell} at {highest:.3f} V ≥ OVP {bms.cell_ovp_v:.3f} V"))
+    elif ovp and highest < bms.cell_ovpr_v:
+        ovp = False
+    if not uvp and lowest <= bms.cell_uvp_v:
+        uvp = True
+        cell = cells_v.index(lowest) + 1
+        trips.append(BmsTrip(now_s, "cell UVP", f"cell {cell} at {lowest:.3f} V ≤ UVP {bms.cell_uvp_v:.3f} V"))
+    elif uvp and lowest > bms.cell_uvpr_v:
+        uvp = False
+
+    def over_current(
+        word: str, amps: float, limit_a: float, delay_s: float | None, recovery_s: float | None, since: float | None
+    ) -> tuple[float | None, float | None]:
+        """(over since, tripped until) for one side."""
+        if amps <= limit_a:
+            return None, None
+        since = now_s if since is None else since
+        if now_s - since >= (delay_s or 0.0):
+            trips.append(BmsTrip(now_s, f"{word} OCP", f"{amps:.1f} A > {limit_a:.0f} A for {now_s - since:.0f} s"))
+            return None, now_s + (recovery_s or 60.0)
+        return since, None
+
+    charge_since, charge_until = over_current(
+        "charge",
+        current_a,
+        bms.max_charge_current_a,
+        bms.charge_ocp_delay_s,
+        bms.charge_ocp_recovery_s,
+        previous.charge_over_since_s,
+    )
+    discharge_since, discharge_until = over_current(
+        "discharge",
+        -current_a,
+        bms.max_discharge_current_a,
+        bms.discharge_ocp_delay_s,
+        bms.discharge_ocp_recovery_s,
+        previous.discharge_over_since_s,
+    )
+    state = Protection(
+        ovp=ovp,
+        uvp=uvp,
+        charge_ocp_until_s=charge_until if charge_until is not None else previous.charge_ocp_until_s,
+        discharge_ocp_until_s=discharge_until if discharge_until is not None else previous.discharge_ocp_until_s,
+        charge_over_since_s=charge_since,
+        discharge_over_since_s=discharge_since,
+    )
+    return state, tuple(trips)
+
+
+# --- the simulated inverter -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Heard:
+    """What the inverter heard on the bus: the limits after the 0x351 / 0x35C round trip."""
+
+    cvl_v: float
+    """Charge voltage limit, V (0.1 V steps)."""
+    ccl_a: float
+    """Charge current limit, A (0.1 A steps)."""
+    dcl_a: float
+    """Discharge current limit, A (0.1 A steps)."""
+    dvl_v: float
+    """Discharge voltage limit, V (0.1 V steps)."""
+    charge_enable: bool
+    discharge_enable: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Inverter:
+    """A hybrid inverter following the battery's limits, perhaps loosely.
+
+    :param overshoot: it takes up to CCL × this (DCL × this): 1.0 obeys, 1.2 overshoots by 20 %.
+    :param response_s: time constant of its first-order response, s.
+    :param charge_power_w: PV/charger power available, W (enough to saturate the CCL).
+    :param load_a: the house load it draws from the battery in the discharge phase, A.
+    """
+
+    overshoot: float = 1.0
+    response_s: float = 1.5
+    charge_power_w: float = 10_000.0
+    load_a: float = 60.0
+
+    def charge_target_a(self, heard: Heard, pack_ocv_v: float, pack_resistance_ohm: float, terminal_v: float) -> float:
+        """Charge current it aims for, A: a CV charger regulating the pack (open-circuit ``pack_ocv_v``, V, and
+        ``pack_resistance_ohm``, Ω) towards CVL."""
+        if not heard.charge_enable or heard.ccl_a <= 0:
+            return 0.0
+        # The current that would put the terminals exactly at CVL: an ideal CV loop.
+        cv_a = max(0.0, (heard.cvl_v - pack_ocv_v) / pack_resistance_ohm)
+        power_a = self.charge_power_w / max(terminal_v, 1.0)
+        return min(cv_a, heard.ccl_a * self.overshoot, power_a)
+
+    def discharge_target_a(self, heard: Heard, terminal_v: float) -> float:
+        """Discharge current it aims for, A (≥ 0); 0 means it stops."""
+        if not heard.discharge_enable or heard.dcl_a <= 0 or terminal_v <= heard.dvl_v:
+            return 0.0
+        return min(self.load_a, heard.dcl_a * self.overshoot)
+
+    def respond(self, current_a: float, target_a: float, dt_s: float) -> float:
+        """Current after ``dt_s`` of moving from ``current_a`` towards ``target_a`` (both A, + charging)."""
+        return target_a + (current_a - target_a) * math.exp(-dt_s / self.response_s)
+
+
+# --- the run --------------------------------------------------------------------------------------------------
+
+
+class Stage(enum.StrEnum):
+    CHARGE = "charge"
+    FLOAT = "float"
+    DISCHARGE = "discharge"
+    REST = "rest"
+
+
+@dataclass(frozen=True, slots=True)
+class TraceRow:
+    """One step of the cycle. Limits are as the inverter heard them; ``true_*`` is the engine's own limit
+    before enforcement compensated an overshooting inverter."""
+
+    time_s: float
+    stage: Stage
+    cell_voltages_v: tuple[float, ...]
+    """As the BMS measured them (mV-quantised by the wire), V."""
+    pack_v: float
+    current_a: float
+    """As the BMS measured it, A (+ charging)."""
+    soc_pct: float
+    """The pack's capacity-weighted SOC to 0.001 % (the BMS sends it rounded to 1 %), %."""
+    cvl_v: float
+    ccl_a: float
+    dcl_a: float
+    dvl_v: float
+    charge_enable: bool
+    discharge_enable: bool
+    charge_phase: str | None
+    cvl_limiter: str
+    ccl_limiter: str
+    ccl_reason: str
+    dcl_limiter: str
+    true_ccl_a: float
+    true_dcl_a: float
+    balance_a: float
+    """Balancer current, A (0: resting)."""
+    charge_mos_on: bool
+    discharge_mos_on: bool
+
+
+@dataclass(frozen=True, slots=True)
+class CycleSummary:
+    overshoot: float
+    reached_float: bool
+    float_at_s: float | None
+    """When the engine entered float, s."""
+    absorption_at_s: float | None
+    bms_trips: tuple[BmsTrip, ...]
+    max_cell_v: float
+    max_cell_at_s: float
+    min_cell_v: float
+    min_cell_at_s: float
+    steady_windows: Mapping[str, tuple[float, float]]
+    """Window name → (start, end), s: spans where the inverter's inputs are steady."""
+    changes_per_min: Mapping[str, Mapping[str, int]]
+    """Window name → limit (:data:`LIMIT_NAMES`) → the most changes on the wire in any minute of it."""
+    max_changes_per_min: Mapping[str, int]
+    """Limit → the most changes on the wire in any minute of the whole cycle (transitions included)."""
+    max_over_ccl_s: float
+    """Longest time the measured charge current stayed above the true CCL + the overshoot margin, s."""
+    max_over_dcl_s: float
+    enforcement_events: int
+    end_reason: str
+    end_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class CycleResult:
+    rows: tuple[TraceRow, ...]
+    events: tuple[tuple[float, str], ...]
+    """(time s, engine event)."""
+    summary: CycleSummary
+    wall_s: float
+    """Real time the simulation took, s."""
+
+    def write_csv(self, path: str | Path) -> None:
+        """Write the trace to ``path`` as CSV with a header row."""
+        write_csv(self.rows, path)
+
+    def write_plot(self, path: str | Path) -> bool:
+        """Write a PNG of the trace to ``path``; False when matplotlib is not installed."""
+        return write_plot(self, path)
+
+
+@dataclass(frozen=True, slots=True)
+class _Codecs:
+    limits: CanFrameCodec
+    requests: CanFrameCodec
+
+
+def _codecs() -> _Codecs:
+    profile = load_profile(PROFILE)
+    return _Codecs(profile.frame(0x351), profile.frame(0x35C))
+
+
+def _reading(
+    now_s: float,
+    cells_v: Sequence[float],
+    current_a: float,
+    soc_pct: float,
+    protection: Protection,
+    balancing: Balancing | None,
+    settings: ProtectionSettings,
+) -> PackReading:
+    state = BatteryState(
+        measured_at_s=now_s,
+        cell_voltages_v=tuple(round(v, 3) for v in cells_v),
+        pack_voltage_v=round(sum(cells_v), 2),
+        current_a=round(current_a, 2),
+        soc_pct=min(100.0, max(0.0, soc_pct)),
+        cycle_count=3,
+        cycle_capacity_ah=300.0,
+        mos_temperature_c=TEMPERATURE_C + 3.0 + 0.03 * abs(current_a),
+        battery_temperatures_c=(TEMPERATURE_C, TEMPERATURE_C - 1.0),
+        charge_mos_on=not protection.charge_off(now_s),
+        discharge_mos_on=not protection.discharge_off(now_s),
+        balancer_on=balancing is not None,
+        balance_current_a=balancing.current_a if balancing is not None else 0.0,
+        alarms=protection.alarms(now_s),
+        runtime_s=3_600_000.0 + now_s,
+    )
+    return PackReading("sim-cycle", state, settings, DeviceInfo(model="bms-gateway cycle sim"))
+
+
+def over_the_wire(reading: PackReading, now_s: float) -> PackReading:
+    """``reading`` after a JK NW reply frame round trip: what the gateway would read, stamped ``now_s``."""
+    frame = jk_nw.encode_reply(jk_nw.from_reading(reading))
+    return jk_nw.to_reading(jk_nw.decode_reply(frame), now_s, reading.pack_id)
+
+
+def _heard(codecs: _Codecs, reading: PackReading, limits: Limits) -> Heard:
+    values = published_values(reading, limits)
+    heard: dict[str, Value] = {
+        **named_values(codecs.limits, codecs.limits.encode(values)),
+        **named_values(codecs.requests, codecs.requests.encode(values)),
+    }
+    return Heard(
+        cvl_v=float(heard["charge_voltage_limit_v"]),
+        ccl_a=float(heard["charge_current_limit_a"]),
+        dcl_a=float(heard["discharge_current_limit_a"]),
+        dvl_v=float(heard["discharge_voltage_limit_v"]),
+        charge_enable=bool(heard["charge_enable"]),
+        discharge_enable=bool(heard["discharge_enable"]),
+    )
+
+
+def _true_limits_a(engine: LimitsEngine) -> tuple[float, float]:
+    """(charge, discharge) limit of the engine before enforcement, A (0 without a usable reading)."""
+    memory, t = engine.memory, engine.thresholds
+    if memory is None or t is None:
+        return 0.0, 0.0
+    charge = memory.charge.ramp.output_a if memory.charge.ramp is not None else 0.0
+    discharge = memory.discharge.ramp.output_a if memory.discharge.ramp is not None else 0.0
+    return min(charge, t.charge_ceiling_a), min(discharge, t.discharge_ceiling_a)
+
+
+def run_charge_cycle(
+    *,
+    overshoot: float = 1.0,
+    inverter: Inverter | None = None,
+    pack: PackModel | None = None,
+    settings: ProtectionSettings | None = None,
+    tuning: LimitsSettings | None = None,
+    dt_s: float = 1.0,
+    float_hold_s: float = 1200.0,
+    rest_after_s: float = 60.0,
+    max_s: float = 8 * 3600.0,
+) -> CycleResult:
+    """Run one charge cycle; see the module docstring.
+
+    :param overshoot: the inverter takes up to its limits × this (ignored when ``inverter`` is given).
+    :param pack: the cells (default: :func:`~gateway.sim.cell_model.make_pack` at 20 % SOC).
+    :param settings: the BMS's settings (default: :func:`cycle_settings`).
+    :param tuning: the engine's tunables (default: :class:`LimitsSettings` defaults).
+    :param dt_s: simulated time step, s.
+    :param float_hold_s: time to stay in float before the load starts, s.
+    :param rest_after_s: simulated time after the inverter stopped discharging, s.
+    :param max_s: cap on the simulated time, s.
+    """
+    started = time.perf_counter()
+    inverter = inverter or Inverter(overshoot=overshoot)
+    model = pack or make_pack(cell_count=CELL_COUNT, capacity_ah=CAPACITY_AH)
+    bms = settings or cycle_settings()
+    tuning = tuning or LimitsSettings()
+    engine = LimitsEngine(tuning)
+    codecs = _codecs()
+    resistance_ohm = model.resistance_ohm
+
+    rows: list[TraceRow] = []
+    events: list[tuple[float, str]] = []
+    trips: list[BmsTrip] = []
+    protection = Protection()
+    stage = Stage.CHARGE
+    current_a = 0.0
+    float_at: float | None = None
+    absorption_at: float | None = None
+    stopped_at: float | None = None
+    end_reason = f"time cap {max_s / 3600:g} h"
+    now_s = 0.0
+    over_since: dict[str, float | None] = {"charge": None, "discharge": None}
+    longest_over: dict[str, float] = {"charge": 0.0, "discharge": 0.0}
+
+    while now_s <= max_s:
+        # The MOS the BMS opened blocks that direction at once, whatever the inverter wants.
+        if protection.charge_off(now_s):
+            current_a = min(current_a, 0.0)
+        if protection.discharge_off(now_s):
+            current_a = max(current_a, 0.0)
+        ocvs_v = model.cell_ocvs_v()
+        cells_v = model.cell_voltages_v(current_a, ocvs_v)
+        protection, new_trips = protect(protection, cells_v, current_a, now_s, bms)
+        if new_trips:
+            trips += new_trips
+            events += [(now_s, f"BMS trip: {t.kind}: {t.detail}") for t in new_trips]
+        balancing = balance_decision(
+            cells_v,
+            start_v=bms.balance_start_v or math.inf,
+            trigger_v=bms.balance_trigger_v or 0.0,
+            max_current_a=(bms.max_balance_current_a or 0.0) if bms.balancer_enabled else 0.0,
+        )
+        soc_pct = model.soc_pct
+        sent = _reading(now_s, cells_v, current_a, soc_pct, protection, balancing, bms)
+        reading = over_the_wire(sent, now_s)
+        result = engine.update(reading, now_s)
+        events += [(now_s, e) for e in result.events]
+        limits = result.limits
+        heard = _heard(codecs, reading, limits)
+        true_ccl, true_dcl = _true_limits_a(engine)
+
+        measured = reading.state.current_a
+        for word, amps, limit in (("charge", measured, true_ccl), ("discharge", -measured, true_dcl)):
+            if amps > limit + tuning.overshoot_margin_a:
+                since = over_since[word]
+                since = now_s if since is None else since
+                over_since[word] = since
+                longest_over[word] = max(longest_over[word], now_s - since + dt_s)
+            else:
+                over_since[word] = None
+
+        phase = limits.charge_phase
+        if absorption_at is None and phase == "absorption":
+            absorption_at = now_s
+        if stage is Stage.CHARGE and phase == "float":
+            stage, float_at = Stage.FLOAT, now_s
+        elif stage is Stage.FLOAT and float_at is not None and now_s - float_at >= float_hold_s:
+            stage = Stage.DISCHARGE
+
+        reasons = limits.reasons
+        ccl_reason = reasons.get("charge_current_limit_a")
+        rows.append(
+            TraceRow(
+                time_s=now_s,
+                stage=stage,
+                cell_voltages_v=reading.state.cell_voltages_v,
+                pack_v=reading.state.pack_voltage_v,
+                current_a=measured,
+                soc_pct=round(soc_pct, 3),
+                cvl_v=heard.cvl_v,
+                ccl_a=heard.ccl_a,
+                dcl_a=heard.dcl_a,
+                dvl_v=heard.dvl_v,
+                charge_enable=heard.charge_enable,
+                discharge_enable=heard.discharge_enable,
+                charge_phase=phase,
+                cvl_limiter=_limiter(reasons, "charge_voltage_limit_v"),
+                ccl_limiter=ccl_reason.limiter if ccl_reason else "",
+                ccl_reason=ccl_reason.reason if ccl_reason else "",
+                dcl_limiter=_limiter(reasons, "discharge_current_limit_a"),
+                true_ccl_a=round(true_ccl, 2),
+                true_dcl_a=round(true_dcl, 2),
+                balance_a=balancing.current_a if balancing is not None else 0.0,
+                charge_mos_on=reading.state.charge_mos_on,
+                discharge_mos_on=reading.state.discharge_mos_on,
+            )
+        )
+
+        terminal_v = sum(cells_v)
+        if stage in (Stage.CHARGE, Stage.FLOAT):
+            target = inverter.charge_target_a(heard, sum(ocvs_v), resistance_ohm, terminal_v)
+        elif stage is Stage.DISCHARGE:
+            target = -inverter.discharge_target_a(heard, terminal_v)
+            if target == 0.0:
+                stage, stopped_at = Stage.REST, now_s
+                end_reason = _stop_reason(heard, cells_v)
+        else:
+            target = 0.0
+        if stopped_at is not None and now_s - stopped_at >= rest_after_s:
+            break
+
+        model = model.step(current_a, dt_s, balancing)
+        current_a = inverter.respond(current_a, target, dt_s)
+        now_s += dt_s
+
+    summary = _summarise(
+        rows,
+        events,
+        trips,
+        inverter.overshoot,
+        float_at,
+        absorption_at,
+        longest_over,
+        end_reason,
+        engine,
+    )
+    return CycleResult(tuple(rows), tuple(events), summary, time.perf_counter() - started)
+
+
+def _limiter(reasons: Mapping[str, LimitReason], name: str) -> str:
+    reason = reasons.get(name)
+    return reason.limiter if reason is not None else ""
+
+
+def _stop_reason(heard: Heard, cells_v: Sequence[float]) -> str:
+    lowest = f"lowest cell {min(cells_v):.3f} V"
+    if heard.dcl_a <= 0:
+        return f"DCL 0 A, {lowest}"
+    if not heard.discharge_enable:
+        return f"discharge disabled, {lowest}"
+    return f"pack {sum(cells_v):.2f} V at DVL {heard.dvl_v:.1f} V, {lowest}"
+
+
+# --- the summary ----------------------------------------------------------------------------------------------
+
+
+def max_changes_per_window(times_s: Sequence[float], window_s: float = CHANGE_WINDOW_S) -> int:
+    """The most of the ascending ``times_s`` (s) that fall within any ``window_s`` (s) long span."""
+    best, start = 0, 0
+    for end, t in enumerate(times_s):
+        while t - times_s[start] >= window_s:
+            start += 1
+        best = max(best, end - start + 1)
+    return best
+
+
+def change_times_s(rows: Sequence[TraceRow], name: str) -> list[float]:
+    """When the heard limit ``name`` (a :data:`LIMIT_NAMES` entry) changed, s."""
+    out: list[float] = []
+    for before, after in itertools.pairwise(rows):
+        if getattr(before, name) != getattr(after, name):
+            out.append(after.time_s)
+    return out
+
+
+def steady_windows(rows: Sequence[TraceRow], engine: LimitsEngine) -> dict[str, tuple[float, float]]:
+    """Spans where the inverter's inputs are steady: constant-current bulk, float without load, steady load."""
+    t = engine.thresholds
+    windows: dict[str, tuple[float, float]] = {}
+    if t is None or not rows:
+        return windows
+    # Bulk at constant current: from start (after settling) until the highest cell nears the taper knee.
+    bulk_end = next(
+        (r.time_s for r in rows if r.charge_phase != "bulk" or max(r.cell_voltages_v) >= t.charge_knee_v - 0.01),
+        rows[-1].time_s,
+    )
+    if bulk_end > STEADY_SETTLE_S:
+        windows["bulk"] = (STEADY_SETTLE_S, bulk_end)
+    # Float: from when the CVL has come down to float until the load starts.
+    float_v = round(t.float_pack_v, 1)
+    float_rows = [r for r in rows if r.stage is Stage.FLOAT]
+    settled = next((r.time_s for r in float_rows if abs(r.cvl_v - float_v) < 0.05), None)
+    if settled is not None and float_rows[-1].time_s > settled + STEADY_SETTLE_S:
+        windows["float"] = (settled + STEADY_SETTLE_S, float_rows[-1].time_s)
+    # Discharge at a steady load: after settling until the lowest cell nears the discharge taper knee.
+    discharge_rows = [r for r in rows if r.stage is Stage.DISCHARGE]
+    if discharge_rows:
+        start = discharge_rows[0].time_s + STEADY_SETTLE_S
+        end = next(
+            (r.time_s for r in discharge_rows if min(r.cell_voltages_v) <= t.discharge_knee_v + 0.02),
+            discharge_rows[-1].time_s,
+        )
+        if end > start:
+            windows["discharge"] = (start, end)
+    return windows
+
+
+def _summarise(
+    rows: Sequence[TraceRow],
+    events: Sequence[tuple[float, str]],
+    trips: Sequence[BmsTrip],
+    overshoot: float,
+    float_at: float | None,
+    absorption_at: float | None,
+    longest_over: Mapping[str, float],
+    end_reason: str,
+    engine: LimitsEngine,
+) -> CycleSummary:
+    highest = max(rows, key=lambda r: max(r.cell_voltages_v))
+    lowest = min(rows, key=lambda r: min(r.cell_voltages_v))
+    windows = steady_windows(rows, engine)
+    changes = {name: change_times_s(rows, name) for name in LIMIT_NAMES}
+    per_window: dict[str, Mapping[str, int]] = {}
+    for window, (start, end) in windows.items():
+        per_window[window] = MappingProxyType(
+            {name: max_changes_per_window([t for t in times if start <= t <= end]) for name, times in changes.items()}
+        )
+    return CycleSummary(
+        overshoot=overshoot,
+        reached_float=float_at is not None,
+        float_at_s=float_at,
+        absorption_at_s=absorption_at,
+        bms_trips=tuple(trips),
+        max_cell_v=max(highest.cell_voltages_v),
+        max_cell_at_s=highest.time_s,
+        min_cell_v=min(lowest.cell_voltages_v),
+        min_cell_at_s=lowest.time_s,
+        steady_windows=MappingProxyType(windows),
+        changes_per_min=MappingProxyType(per_window),
+        max_changes_per_min=MappingProxyType({n: max_changes_per_window(t) for n, t in changes.items()}),
+        max_over_ccl_s=longest_over["charge"],
+        max_over_dcl_s=longest_over["discharge"],
+        enforcement_events=sum(1 for _, e in events if e.startswith("enforce:")),
+        end_reason=end_reason,
+        end_s=rows[-1].time_s if rows else 0.0,
+    )
+
+
+def format_summary(summary: CycleSummary) -> str:
+    """A few human lines about one cycle."""
+    lines = [
+        f"inverter overshoot × {summary.overshoot:g}",
+        f"absorption at {_minutes(summary.absorption_at_s)}, float at {_minutes(summary.float_at_s)}, "
+        f"end at {_minutes(summary.end_s)} ({summary.end_reason})",
+        f"BMS trips: {len(summary.bms_trips)}"
+        + "".join(f"\n  {t.time_s:.0f} s {t.kind}: {t.detail}" for t in summary.bms_trips),
+        f"cells {summary.min_cell_v:.3f} V (at {_minutes(summary.min_cell_at_s)}) … "
+        f"{summary.max_cell_v:.3f} V (at {_minutes(summary.max_cell_at_s)})",
+        f"over CCL + margin at most {summary.max_over_ccl_s:.0f} s, over DCL + margin at most "
+        f"{summary.max_over_dcl_s:.0f} s, {summary.enforcement_events} enforcement events",
+    ]
+    for window, (start, end) in summary.steady_windows.items():
+        counts = ", ".join(f"{n} {c}" for n, c in summary.changes_per_min[window].items())
+        lines.append(f"steady {window} {_minutes(start)}–{_minutes(end)}: most changes per minute: {counts}")
+    counts = ", ".join(f"{n} {c}" for n, c in summary.max_changes_per_min.items())
+    lines.append(f"whole cycle, most changes per minute: {counts}")
+    return "\n".join(lines)
+
+
+def _minutes(time_s: float | None) -> str:
+    return "never" if time_s is None else f"{time_s / 60:.1f} min"
+
+
+# --- output ---------------------------------------------------------------------------------------------------
+
+
+def csv_header(cell_count: int) -> list[str]:
+    return [
+        "time_s",
+        "stage",
+        *(f"cell_{i + 1:02d}_v" for i in range(cell_count)),
+        "pack_v",
+        "current_a",
+        "soc_pct",
+        "cvl_v",
+        "ccl_a",
+        "dcl_a",
+        "dvl_v",
+        "charge_enable",
+        "discharge_enable",
+        "charge_phase",
+        "cvl_limiter",
+        "ccl_limiter",
+        "ccl_reason",
+        "dcl_limiter",
+        "true_ccl_a",
+        "true_dcl_a",
+        "balance_a",
+        "charge_mos_on",
+        "discharge_mos_on",
+    ]
+
+
+def write_csv(rows: Sequence[TraceRow], path: str | Path) -> None:
+    """Write ``rows`` to ``path`` as CSV with a header row."""
+    cell_count = len(rows[0].cell_voltages_v) if rows else CELL_COUNT
+    with Path(path).open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(csv_header(cell_count))
+        for r in rows:
+            writer.writerow(
+                [
+                    f"{r.time_s:g}",
+                    r.stage.value,
+                    *(f"{v:.3f}" for v in r.cell_voltages_v),
+                    f"{r.pack_v:.2f}",
+                    f"{r.current_a:.2f}",
+                    f"{r.soc_pct:.3f}",
+                    f"{r.cvl_v:g}",
+                    f"{r.ccl_a:g}",
+                    f"{r.dcl_a:g}",
+                    f"{r.dvl_v:g}",
+                    int(r.charge_enable),
+                    int(r.discharge_enable),
+                    r.charge_phase or "",
+                    r.cvl_limiter,
+                    r.ccl_limiter,
+                    r.ccl_reason,
+                    r.dcl_limiter,
+                    f"{r.true_ccl_a:g}",
+                    f"{r.true_dcl_a:g}",
+                    f"{r.balance_a:g}",
+                    int(r.charge_mos_on),
+                    int(r.discharge_mos_on),
+                ]
+            )
+
+
+def plotting_available() -> bool:
+    """Whether the optional plotting extra (matplotlib) is installed."""
+    return importlib.util.find_spec("matplotlib") is not None
+
+
+def write_plot(result: CycleResult, path: str | Path) -> bool:
+    """Write a PNG of cells, CVL, CCL, DCL and current to ``path``; False (and nothing written) when
+    matplotlib, the optional plotting extra, is not installed."""
+    if not plotting_available():
+        return False
+    # Imported here, untyped: matplotlib is optional (not even a dependency of the type check) and slow.
+    importlib.import_module("matplotlib").use("Agg")
+    plt = importlib.import_module("matplotlib.pyplot")
+
+    rows = result.rows
+    minutes = [r.time_s / 60 for r in rows]
+    fig, (cells_ax, pack_ax, current_ax) = plt.subplots(3, 1, sharex=True, figsize=(12, 10))
+    for i in range(len(rows[0].cell_voltages_v)):
+        cells_ax.plot(minutes, [r.cell_voltages_v[i] for r in rows], linewidth=0.7)
+    settings = cycle_settings()
+    for level, label in ((settings.cell_ovp_v, "OVP"), (settings.cell_uvp_v, "UVP")):
+        cells_ax.axhline(level, color="red", linestyle="--", linewidth=0.8)
+        cells_ax.annotate(label, (minutes[0], level), color="red", fontsize=8)
+    cells_ax.set_ylabel("cell V")
+    cells_ax.set_title(f"charge cycle, inverter overshoot × {result.summary.overshoot:g}")
+    pack_ax.plot(minutes, [r.pack_v for r in rows], label="pack V")
+    pack_ax.plot(minutes, [r.cvl_v for r in rows], label="CVL")
+    pack_ax.plot(minutes, [r.dvl_v for r in rows], label="DVL")
+    pack_ax.set_ylabel("V")
+    pack_ax.legend(loc="lower right")
+    current_ax.plot(minutes, [r.current_a for r in rows], label="current A")
+    current_ax.plot(minutes, [r.ccl_a for r in rows], label="CCL (advertised)")
+    current_ax.plot(minutes, [-r.dcl_a for r in rows], label="−DCL (advertised)")
+    current_ax.plot(minutes, [r.true_ccl_a for r in rows], label="CCL (engine)", linestyle=":")
+    soc_ax = current_ax.twinx()
+    soc_ax.plot(minutes, [r.soc_pct for r in rows], color="grey", linewidth=0.8, label="SOC %")
+    soc_ax.set_ylabel("SOC %")
+    current_ax.set_ylabel("A")
+    current_ax.set_xlabel("min")
+    current_ax.legend(loc="lower left")
+    fig.tight_layout()
+    fig.savefig(Path(path), dpi=100)
+    plt.close(fig)
+    return True
