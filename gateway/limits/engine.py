@@ -45,6 +45,8 @@ class EngineMemory:
     charge: SideMemory
     discharge: SideMemory
     voltage: VoltageState
+    discharge_voltage_v: float = 0.0
+    """The DVL last published, V."""
     force_charge: bool = False
 
 
@@ -75,6 +77,26 @@ def _zero_limits(reading: PackReading, now_s: float, why: str, last_cvl: float, 
         },
         soc_pct=reading.state.soc_pct if math.isfinite(reading.state.soc_pct) else 0.0,
     )
+
+
+def _down(value: float, digits: int) -> float:
+    scale = 10.0**digits
+    return math.floor(value * scale + 1e-9) / scale
+
+
+def _up(value: float, digits: int) -> float:
+    scale = 10.0**digits
+    return math.ceil(value * scale - 1e-9) / scale
+
+
+def _voltages_from_settings(reading: PackReading, cell_count: int, tuning: LimitsSettings) -> tuple[float, float]:
+    """(CVL, DVL) from the settings alone, V, when they are usable; else (0, 0)."""
+    bms = reading.settings
+    volts = (bms.cell_ovp_v, bms.cell_uvp_v, bms.cell_ovpr_v, bms.cell_uvpr_v)
+    if cell_count <= 0 or not all(math.isfinite(v) and v > 0 for v in volts) or not bms.cell_uvp_v < bms.cell_ovp_v:
+        return 0.0, 0.0
+    t = derive_thresholds(bms, cell_count, tuning)
+    return min(t.bulk_pack_v, t.max_pack_cvl_v), t.cell_count * t.discharge_cutoff_v
 
 
 def _unusable(reading: PackReading, now_s: float, max_age_s: float) -> str | None:
@@ -175,9 +197,17 @@ def compute_limits(
     """
     cell_count = reading.settings.cell_count or reading.state.cell_count
     problem = _unusable(reading, now_s, max_age_s)
-    last_cvl = memory.voltage.output_v if memory else 0.0
     if problem is not None:
-        return EngineResult(_zero_limits(reading, now_s, problem, last_cvl, 0.0), None, None)
+        # Currents 0; voltage limits as before (they derive from settings), latches and phase kept so that one
+        # bad reading cannot reopen a cut-off. The ramps restart: the inverter was just told 0 A.
+        if memory is not None:
+            cvl, dvl = memory.voltage.output_v, memory.discharge_voltage_v
+            memory = replace(
+                memory, charge=replace(memory.charge, ramp=None), discharge=replace(memory.discharge, ramp=None)
+            )
+        else:
+            cvl, dvl = _voltages_from_settings(reading, cell_count, tuning)
+        return EngineResult(_zero_limits(reading, now_s, problem, _down(cvl, 3), _up(dvl, 3)), memory, None)
     t = derive_thresholds(reading.settings, cell_count, tuning)
     if memory is None:
         memory = EngineMemory(SideMemory(None), SideMemory(None), start_voltage(t, now_s))
@@ -222,12 +252,17 @@ def compute_limits(
         and since_float >= tuning.full_charge_interval_days * SECONDS_PER_DAY
     )
 
+    # Published values round towards safety: currents and CVL down, DVL up; an enable follows the rounded limit.
+    ccl, dcl = _down(ccl, 2), _down(dcl, 2)
+    charge_enable = charge_enable and ccl > 0.0
+    discharge_enable = discharge_enable and dcl > 0.0
+    force_flag = force_flag and charge_enable
     limits = Limits(
         computed_at_s=reading.measured_at_s,
-        charge_voltage_limit_v=round(cvl, 3),
-        charge_current_limit_a=round(ccl, 2),
-        discharge_current_limit_a=round(dcl, 2),
-        discharge_voltage_limit_v=round(dvl, 3),
+        charge_voltage_limit_v=_down(cvl, 3),
+        charge_current_limit_a=ccl,
+        discharge_current_limit_a=dcl,
+        discharge_voltage_limit_v=_up(dvl, 3),
         charge_enable=charge_enable,
         discharge_enable=discharge_enable,
         force_charge=force_flag,
@@ -265,7 +300,12 @@ def compute_limits(
         charge_phase=voltage.state.phase.value,
     )
     new_memory = replace(
-        memory, charge=charge_memory, discharge=discharge_memory, voltage=voltage.state, force_charge=force
+        memory,
+        charge=charge_memory,
+        discharge=discharge_memory,
+        voltage=voltage.state,
+        discharge_voltage_v=limits.discharge_voltage_limit_v,
+        force_charge=force,
     )
     return EngineResult(limits, new_memory, t, tuple(events))
 
