@@ -110,8 +110,6 @@ def test_steady_windows_are_long_enough(cycle: CycleResult) -> None:
     assert lengths_min["bulk"] >= 20 and lengths_min["float"] >= 5 and lengths_min["discharge"] >= 30
 
 
-
-
 @pytest.mark.parametrize(
     ("window", "limit"),
     [
@@ -237,3 +235,15 @@ def test_changes_are_counted_in_sliding_minutes() -> None:
     assert max_changes_per_window([]) == 0
     assert max_changes_per_window([0.0, 30.0, 61.0, 90.0, 100.0]) == 3
     assert max_changes_per_window([0.0, 60.0, 120.0]) == 1
+
+
+def test_simulate_charge_cycle_command_writes_the_trace(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from gateway.cli import main
+
+    trace = tmp_path / "cycle.csv"
+    assert main(["simulate", "charge-cycle", "--csv", str(trace)]) == 0
+    out = capsys.readouterr().out
+    assert "BMS trips: 0" in out
+    assert "float after" in out
+    header = trace.read_text(encoding="utf-8").splitlines()[0].split(",")
+    assert header[:3] == ["time_s", "stage", "cell_01_v"] and "ccl_a" in header
