@@ -273,30 +273,35 @@ def test_sequence_safety(data: st.DataObject, case: Case, steps: list[float]) ->
 
 @st.composite
 def healthy_cases(draw: st.DrawFn) -> Case:
-    """Plausible LiFePO4 settings whose windows hold 25 °C comfortably, and caps of at least 5 A."""
+    """Plausible, safe LiFePO4 settings (recoveries inside their trips, OVP within the LiFePO4 maximum: the
+    settings audit finds nothing unsafe) whose windows hold 25 °C comfortably, and caps of at least 5 A."""
     n = draw(st.integers(1, 32))
-    ovp = draw(st.floats(3.55, 3.75))
+    ovp = draw(st.floats(3.55, 3.65))
     uvp = draw(st.floats(2.5, 3.0))
     mos_otp = draw(optional(st.floats(70.0, 100.0)))
+    charge_utp = draw(st.floats(-10.0, 5.0))
+    charge_otp = draw(st.floats(40.0, 60.0))
+    discharge_utp = draw(st.floats(-30.0, 0.0))
+    discharge_otp = draw(st.floats(45.0, 80.0))
     bms = ProtectionSettings(
         measured_at_s=0.0,
         cell_count=n,
         capacity_ah=draw(optional(st.floats(10.0, 1000.0))),
         battery_type=draw(st.sampled_from([None, Chemistry.LIFEPO4])),
         cell_ovp_v=ovp,
-        cell_ovpr_v=draw(st.floats(3.35, ovp)),
+        cell_ovpr_v=draw(st.floats(3.35, ovp - 0.01)),
         cell_uvp_v=uvp,
-        cell_uvpr_v=draw(st.floats(uvp, 3.2)),
+        cell_uvpr_v=draw(st.floats(uvp + 0.01, 3.2)),
         max_charge_current_a=draw(st.floats(10.0, 500.0)),
         max_discharge_current_a=draw(st.floats(10.0, 500.0)),
-        charge_utp_c=draw(optional(st.floats(-10.0, 5.0))),
-        charge_utpr_c=draw(optional(st.floats(-5.0, 10.0))),
-        charge_otp_c=draw(optional(st.floats(40.0, 60.0))),
-        charge_otpr_c=draw(optional(st.floats(35.0, 55.0))),
-        discharge_utp_c=draw(optional(st.floats(-30.0, 0.0))),
-        discharge_utpr_c=draw(optional(st.floats(-25.0, 5.0))),
-        discharge_otp_c=draw(optional(st.floats(45.0, 80.0))),
-        discharge_otpr_c=draw(optional(st.floats(40.0, 75.0))),
+        charge_utp_c=draw(optional(st.just(charge_utp))),
+        charge_utpr_c=draw(optional(st.floats(charge_utp + 0.5, 10.0))),
+        charge_otp_c=draw(optional(st.just(charge_otp))),
+        charge_otpr_c=draw(optional(st.floats(35.0, charge_otp - 0.5))),
+        discharge_utp_c=draw(optional(st.just(discharge_utp))),
+        discharge_utpr_c=draw(optional(st.floats(discharge_utp + 0.5, 5.0))),
+        discharge_otp_c=draw(optional(st.just(discharge_otp))),
+        discharge_otpr_c=draw(optional(st.floats(40.0, discharge_otp - 0.5))),
         mos_otp_c=mos_otp,
         mos_otpr_c=None if mos_otp is None else draw(st.floats(55.0, mos_otp - 5.0)),
     )

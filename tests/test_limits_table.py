@@ -219,12 +219,25 @@ def test_chemistry_resolution(
 
 
 def test_lifepo4_type_with_li_ion_ovp_is_clamped_with_a_warning() -> None:
-    # Without the override, the BMS's lifepo4 type wins: OVP 4.20 is above the LiFePO4 maximum 3.65.
+    # The type (lifepo4) contradicts OVP 4.20 (li_ion): the more cautious chemistry wins, LiFePO4 (bulk 3.45 V
+    # against 4.10 V); OVP 4.20 is above the LiFePO4 maximum 3.65 V: an unsafe setting, so the ceilings halve.
     t = derive_thresholds(li_ion_settings(battery_type=Chemistry.LIFEPO4), 14, TUNING)
     assert t.chemistry is Chemistry.LIFEPO4
     assert t.cell_ovp_v == 3.65
     assert t.bulk_cell_v == pytest.approx(3.45)
-    assert any("above the lifepo4 maximum 3.65 V" in w for w in t.warnings)
+    assert any("error: ovp_absolute: cell OVP above the lifepo4 maximum" in w for w in t.warnings)
+    assert any("warning: battery_type:" in w for w in t.warnings)
+    unsafe = derive_thresholds(li_ion_settings(), 14, TUNING)
+    assert t.charge_ceiling_a == pytest.approx(unsafe.charge_ceiling_a * 0.5)
+
+
+def test_li_ion_type_with_lifepo4_ovp_charges_as_lifepo4() -> None:
+    # Real frame C: a 16S LiFePO4 pack (OVP 3.65 V) whose battery-type setting says Li-ion. Charging it as Li-ion
+    # would aim at bulk min(4.10, 3.65 − 0.10) = 3.55 V; as LiFePO4 at min(3.45, 3.55) = 3.45 V: the lower wins.
+    t = derive_thresholds(lifepo4_settings(battery_type=Chemistry.LI_ION), 16, TUNING)
+    assert t.chemistry is Chemistry.LIFEPO4
+    assert t.bulk_cell_v == pytest.approx(3.45)
+    assert not any(w.startswith("error") for w in t.warnings)
 
 
 # --- cell voltage: charge taper ---------------------------------------------------------------------------------
@@ -705,7 +718,7 @@ def test_over_voltage_trim_holds_then_ramps_back() -> None:
 def test_balance_start_warning(balance_start: float | None, warned: bool) -> None:
     result = once(reading(settings=lifepo4_settings(balance_start_v=balance_start)))
     assert result.thresholds is not None
-    expected = "bulk 3.450 V is below the BMS's balance start 3.500 V: the balancer would never run"
+    expected = "warning: balance_start: the gateway's bulk voltage 3.450 V is below the balance start voltage"
     assert any(w.startswith(expected) for w in result.thresholds.warnings) is warned
 
 

@@ -10,6 +10,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from gateway.audit import UNSAFE_CEILING_FRACTION, Finding, Severity, audit_settings, is_unsafe
 from gateway.chemistry import MOS_OTP_C, MOS_OTPR_C, PRESETS, infer_chemistry
 from gateway.limits.settings import LimitsSettings
 from gateway.model import Chemistry, ProtectionSettings
@@ -59,7 +60,9 @@ class Thresholds:
     origins: Mapping[str, str] = field(default_factory=dict)
     """Threshold name → where its value came from."""
     warnings: tuple[str, ...] = ()
-    """Problems with the settings that the user should fix; none stops the gateway."""
+    """Problems with the settings that the user should fix, one line each; none stops the gateway."""
+    findings: tuple[Finding, ...] = ()
+    """The whole settings audit (:mod:`gateway.audit`), information included."""
 
     @property
     def bulk_pack_v(self) -> float:
@@ -90,7 +93,7 @@ class Thresholds:
             elif isinstance(value, Mapping):
                 value = dict(value)
             elif isinstance(value, tuple):
-                value = list(value)
+                value = [v.to_json() if isinstance(v, Finding) else v for v in value]
             out[name] = value
         return out
 
@@ -99,33 +102,36 @@ def _finite(value: float | None) -> float | None:
     return value if value is not None and math.isfinite(value) else None
 
 
+def _preset_bulk(chemistry: Chemistry, cell_ovp_v: float) -> float:
+    preset = PRESETS[chemistry]
+    return min(preset.bulk_cell_v, min(cell_ovp_v, preset.absolute_max_cell_v) - preset.bulk_below_ovp_v)
+
+
 def derive_thresholds(bms: ProtectionSettings, cell_count: int, tuning: LimitsSettings) -> Thresholds:
     """Thresholds for a pack with ``bms`` settings and ``cell_count`` cells, tuned by ``tuning``."""
     origins: dict[str, str] = {}
     warnings: list[str] = []
 
+    inferred = infer_chemistry(bms.cell_ovp_v)
     if tuning.chemistry is not None:
         chemistry, origins["chemistry"] = tuning.chemistry, "config"
-    elif bms.battery_type is not None:
+    elif bms.battery_type is not None and bms.battery_type == inferred:
         chemistry, origins["chemistry"] = bms.battery_type, "BMS"
+    elif bms.battery_type is not None:
+        # The battery type contradicts the OVP setting (a LiFePO4 pack left on "Li-ion", or the reverse): one of
+        # them is wrong, and only the chemistry with the lower bulk voltage is safe either way.
+        chemistry = min((bms.battery_type, inferred), key=lambda c: _preset_bulk(c, bms.cell_ovp_v))
+        origins["chemistry"] = f"the more cautious of BMS type {bms.battery_type.value} and cell OVP"
     else:
-        chemistry, origins["chemistry"] = infer_chemistry(bms.cell_ovp_v), "derived from cell OVP"
+        chemistry, origins["chemistry"] = inferred, "derived from cell OVP"
     preset = PRESETS[chemistry]
     default = f"default ({chemistry.value})"
 
     ovp, uvp = bms.cell_ovp_v, bms.cell_uvp_v
-    if ovp > preset.absolute_max_cell_v:
-        warnings.append(
-            f"cell OVP {ovp:.3f} V is above the {chemistry.value} maximum {preset.absolute_max_cell_v:.2f} V: "
-            f"the gateway charges as if OVP were {preset.absolute_max_cell_v:.2f} V"
-        )
-        ovp = preset.absolute_max_cell_v
-    if uvp < preset.absolute_min_cell_v:
-        warnings.append(
-            f"cell UVP {uvp:.3f} V is below the {chemistry.value} minimum {preset.absolute_min_cell_v:.2f} V: "
-            f"the gateway discharges as if UVP were {preset.absolute_min_cell_v:.2f} V"
-        )
-        uvp = preset.absolute_min_cell_v
+    # Beyond the chemistry's absolute limits the gateway works as if the BMS were set to them (the audit
+    # reports the setting as an error and the ceilings drop).
+    ovp = min(ovp, preset.absolute_max_cell_v)
+    uvp = max(uvp, preset.absolute_min_cell_v)
 
     def pick(name: str, configured: float | None, derived: float, how: str) -> float:
         if configured is not None:
@@ -211,12 +217,13 @@ def derive_thresholds(bms: ProtectionSettings, cell_count: int, tuning: LimitsSe
     origins["mos_otp_c"] = "BMS" if mos_otp is not None else "default (JK manual)"
     origins["mos_otpr_c"] = "BMS" if mos_otpr is not None else "default (JK manual)"
 
-    balance_start = _finite(bms.balance_start_v)
-    if balance_start is not None and bulk < balance_start:
-        warnings.append(
-            f"bulk {bulk:.3f} V is below the BMS's balance start {balance_start:.3f} V: the balancer would never run "
-            "(lower the balance start voltage or raise charging.bulk_cell_v)"
-        )
+    findings = audit_settings(bms, reported_cells=cell_count, bulk_cell_v=bulk, chemistry=chemistry)
+    warnings += [f.line() for f in findings if f.severity is not Severity.INFO]
+    if is_unsafe(findings):
+        charge_ceiling *= UNSAFE_CEILING_FRACTION
+        discharge_ceiling *= UNSAFE_CEILING_FRACTION
+        for name in ("charge_ceiling_a", "discharge_ceiling_a"):
+            origins[name] += f", × {UNSAFE_CEILING_FRACTION:g}: unsafe BMS settings"
 
     def r(value: float) -> float:
         return round(value, 4)
@@ -242,4 +249,5 @@ def derive_thresholds(bms: ProtectionSettings, cell_count: int, tuning: LimitsSe
         mos_otpr_c=mos_otpr if mos_otpr is not None else MOS_OTPR_C,
         origins=origins,
         warnings=tuple(warnings),
+        findings=findings,
     )
