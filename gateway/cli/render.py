@@ -129,7 +129,7 @@ def render_thresholds(t: Thresholds, indent: str = "  ") -> str:
                 "discharge_window",
             ),
             row("MOS OTP / OTPR", f"{t.mos_otp_c:g} / {t.mos_otpr_c:g} °C", "mos_otp_c"),
-            *(f"{indent}WARNING: {w}" for w in t.warnings),
+            *(f"{indent}audit {f.line()}" for f in t.findings),
         ]
     )
 
