@@ -11,7 +11,7 @@ import can
 
 from gateway.bms.driver import BmsDriver, driver_class
 from gateway.clock import Clock
-from gateway.config import BmsConfig, Config
+from gateway.config import ADDRESSED_BMS_DRIVERS, BmsConfig, Config
 from gateway.effective import Effective, resolve
 from gateway.limits import LimitsSettings
 from gateway.model import Chemistry
@@ -25,7 +25,10 @@ log = logging.getLogger(__name__)
 def open_driver(bms: BmsConfig, clock: Clock) -> BmsDriver:
     """The BMS driver the config names (nothing is opened until the first read)."""
     factory = driver_class(bms.driver)
-    return factory(port=bms.port, baudrate=bms.baudrate, timeout_s=bms.timeout_s, retries=bms.retries, clock=clock)
+    options = {"addresses": bms.addresses} if bms.driver in ADDRESSED_BMS_DRIVERS else {}
+    return factory(
+        port=bms.port, baudrate=bms.baudrate, timeout_s=bms.timeout_s, retries=bms.retries, clock=clock, **options
+    )
 
 
 def limits_settings(config: Config) -> LimitsSettings:
@@ -81,6 +84,12 @@ def build_gateway(config: Config, clock: Clock, *, profile: Profile | None = Non
     can_config = config.inverter.can
     assert can_config is not None  # resolve() insists on it for CAN profiles
     heartbeat_id = profile.heartbeat.can_id if profile.heartbeat else None
+    loop: ControlLoop | None = None
+
+    def on_receive(can_id: int) -> None:
+        if loop is not None:  # frames only arrive once the gateway runs, long after the loop exists
+            loop.on_frame(can_id)
+
     link = CanLink(
         CanSettings(
             interface=can_config.interface,
@@ -89,8 +98,11 @@ def build_gateway(config: Config, clock: Clock, *, profile: Profile | None = Non
             extra=can_config.extra,
         ),
         clock,
-        listen_ids=() if heartbeat_id is None else (heartbeat_id,),
+        listen_ids=profile.listen_ids,
         bus_factory=can_bus,
+        # Only frames that carry named values need decoding; the rest matter by their arrival alone.
+        decoders={frame.can_id: frame.decode_values for frame in profile.inverter_frames if frame.spec.fields},
+        on_receive=on_receive,
     )
     loop = ControlLoop(
         profile,
@@ -102,7 +114,8 @@ def build_gateway(config: Config, clock: Clock, *, profile: Profile | None = Non
             silence_after_s=effective.silence_after_s.value,
             limits=limits_settings(config),
         ),
-        heartbeat_age_s=(lambda: None) if heartbeat_id is None else (lambda: link.heartbeat_age_s(heartbeat_id)),
+        heartbeat_age_s=None if heartbeat_id is None else (lambda: link.heartbeat_age_s(heartbeat_id)),
+        inverter_values=link.received_values,
     )
     driver = open_driver(config.bms, clock)
     poller = Poller(driver, loop, clock, config.bms.poll_interval_s)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import difflib
+import ipaddress
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -38,6 +39,7 @@ import yaml.reader
 from gateway.errors import ConfigError
 from gateway.limits.settings import LimitsSettings
 from gateway.model import Chemistry
+from gateway.secret import REDACTED, Secret
 
 _T = TypeVar("_T")
 _S = TypeVar("_S", bound="_Section")
@@ -45,8 +47,13 @@ _S = TypeVar("_S", bound="_Section")
 _Parser = Callable[[object], _T]
 """Turns one raw YAML value into a typed value, or raises :class:`_Invalid` saying what is wrong."""
 
-KNOWN_BMS_DRIVERS: Final = frozenset({"jk-uart"})
+KNOWN_BMS_DRIVERS: Final = frozenset({"jk-uart", "jk-modbus"})
 """Names accepted for ``bms.driver``; the one place to add a driver."""
+ADDRESSED_BMS_DRIVERS: Final = frozenset({"jk-modbus"})
+"""Drivers that poll several unit addresses on one bus: the only ones that take ``bms.addresses``."""
+DEFAULT_BMS_ADDRESSES: Final = (1,)
+MODBUS_UNITS: Final = (1, 247)
+"""Lowest and highest Modbus unit address."""
 LOG_LEVELS: Final = ("debug", "info", "warning", "error")
 """Names accepted for ``logging.level``, most verbose first."""
 
@@ -209,6 +216,32 @@ def _number(
     return parse
 
 
+def _unit_addresses(value: object) -> tuple[int, ...]:
+    """A non-empty list of distinct Modbus unit addresses (integers 1–247), in polling order."""
+    low, high = MODBUS_UNITS
+    wanted = f"a non-empty list of distinct integers from {low} to {high}"
+    if not isinstance(value, list) or not value:
+        raise _Invalid(f"expected {wanted}, got {_show(value)}")
+    for item in value:
+        if isinstance(item, bool) or not isinstance(item, int) or not low <= item <= high:
+            raise _Invalid(f"expected {wanted}, got {_show(item)} in the list")
+    duplicates = sorted({item for item in value if value.count(item) > 1})
+    if duplicates:
+        raise _Invalid(f"expected {wanted}, got {duplicates[0]} more than once")
+    return tuple(value)
+
+
+def _integer_from(low: int, high: int) -> _Parser[int]:
+    """An integer from ``low`` to ``high``."""
+
+    def parse(value: object) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise _Invalid(f"expected an integer from {low} to {high}, got {_show(value)}")
+        return value
+
+    return parse
+
+
 def _optional(parse: _Parser[_T]) -> _Parser[_T | None]:
     """``parse``, or ``None`` for YAML ``null``."""
 
@@ -323,6 +356,16 @@ class BmsConfig(_Section):
     """How long to wait for one reply, s (above 0, at most 10)."""
     retries: int = _setting(_integer(0), 1)
     """Extra attempts per poll after a failed request."""
+    addresses: tuple[int, ...] = _setting(_unit_addresses, DEFAULT_BMS_ADDRESSES)
+    """Modbus unit addresses of the packs on the bus (JK-PB DIP switches), polled in this order; only for the
+    drivers in :data:`ADDRESSED_BMS_DRIVERS`."""
+
+    def _validate(self, path: str) -> None:
+        if self.driver not in ADDRESSED_BMS_DRIVERS and self.addresses != DEFAULT_BMS_ADDRESSES:
+            raise ConfigError(
+                _join(path, "addresses"),
+                f"only for driver {', '.join(sorted(ADDRESSED_BMS_DRIVERS))} (driver is {self.driver})",
+            )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -339,6 +382,57 @@ class CanConfig(_Section):
     """Any other keys of the section, passed to ``can.Bus(...)`` unchanged."""
 
 
+_OUTPUT_ADDRESS: Final = _integer_from(1, 254)
+"""An RS485 output's address: a Pylontech pack address or a Modbus unit (each profile narrows the range)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SerialPortConfig(_Section):
+    """``inverter.serial``, ``extra_outputs[].serial``: an RS485 port on which the gateway answers polls."""
+
+    port: str = _setting(_text)
+    """Serial port: a device path or any pyserial URL."""
+    baudrate: int | None = _setting(_optional(_integer(1)), None)
+    """Serial speed, bit/s; ``None``: the profile's (9600 for every built-in RS485 profile)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TcpConfig(_Section):
+    """``extra_outputs[].tcp``: where a Modbus TCP output listens."""
+
+    host: str = _setting(_text, "127.0.0.1")
+    """Address to bind; the default keeps the output on this machine."""
+    port: int = _setting(_integer_from(1, 65535), 5020)
+    """TCP port (502, Modbus's own, needs root or CAP_NET_BIND_SERVICE)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ExtraOutputConfig(_Section):
+    """One item of ``extra_outputs``: a read-only output beside the inverter's."""
+
+    profile: str = _setting(_text)
+    """An RS485 profile that does not steer an inverter (``modbus-battery``), by name or path."""
+    serial: SerialPortConfig | None = field(default=None, metadata=_section_of(SerialPortConfig))
+    tcp: TcpConfig | None = field(default=None, metadata=_section_of(TcpConfig))
+    address: int | None = _setting(_optional(_OUTPUT_ADDRESS), None)
+    """The Modbus unit (or Pylontech address); ``None``: the profile's default."""
+
+    def _validate(self, path: str) -> None:
+        if (self.serial is None) == (self.tcp is None):
+            raise ConfigError(path, "give exactly one of serial and tcp")
+
+
+def _extra_outputs(value: object) -> tuple[ExtraOutputConfig, ...]:
+    """``extra_outputs``: a list of output sections (``null``: none); each item's keys report their index."""
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise _Invalid(f"expected a list of outputs, got {_show(value)}")
+    return tuple(
+        _parse_section(ExtraOutputConfig, item, f"extra_outputs[{index}]", set()) for index, item in enumerate(value)
+    )
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class InverterConfig(_Section):
     """``inverter``: what to speak to the inverter, and over what."""
@@ -347,6 +441,10 @@ class InverterConfig(_Section):
     """A built-in profile name (``pylontech-can``) or a path to a profile file; resolved by the profile layer."""
     can: CanConfig | None = field(default=None, metadata=_section_of(CanConfig))
     """CAN bus settings; ``None`` when absent (CAN profiles require it, checked by the profile layer)."""
+    serial: SerialPortConfig | None = field(default=None, metadata=_section_of(SerialPortConfig))
+    """The RS485 port for RS485 profiles; ``None`` when absent (they require it, checked when assembled)."""
+    address: int | None = _setting(_optional(_OUTPUT_ADDRESS), None)
+    """RS485 profiles: the Pylontech pack address or the Modbus unit; ``None``: the profile's default."""
 
 
 _TUNING: Final = LimitsSettings()
@@ -455,16 +553,193 @@ class LoggingConfig(_Section):
     """Lowest level logged, one of :data:`LOG_LEVELS`."""
 
 
+# --- telemetry: MQTT, the status endpoint, the fail-safe relay (gateway/telemetry/) -----------------------
+
+
+def _flag(value: object) -> bool:
+    """YAML ``true`` or ``false``; nothing else (``yes``/``1`` are YAML 1.1 booleans or integers)."""
+    if not isinstance(value, bool):
+        raise _Invalid(f"expected true or false, got {_show(value)}")
+    return value
+
+
+def _secret(value: object) -> Secret:
+    """A non-empty string kept in a :class:`~gateway.secret.Secret`, so that it never reaches a log line."""
+    if not isinstance(value, str) or not value:
+        raise _Invalid("expected a non-empty string")  # the value itself is never shown
+    return Secret(value)
+
+
+def _topic_part(value: object) -> str:
+    """An MQTT topic prefix: no wildcards, no empty levels, no leading or trailing ``/``."""
+    text = _text(value)
+    if any(c in text for c in "+#\0") or text.startswith("/") or text.endswith("/") or "//" in text:
+        raise _Invalid(f"expected a topic without +, #, empty levels or a leading/trailing /, got {_show(text)}")
+    return text
+
+
+def _node_id(value: object) -> str:
+    """A Home Assistant node id: letters, digits, ``_`` and ``-`` (it becomes one topic level and unique ids)."""
+    text = _text(value)
+    if not all(c.isascii() and (c.isalnum() or c in "_-") for c in text):
+        raise _Invalid(f"expected letters, digits, _ and - only, got {_show(text)}")
+    return text
+
+
+def _port(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
+        raise _Invalid(f"expected a port number from 1 to 65535, got {_show(value)}")
+    return value
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (an address, or ``localhost``) only ever reaches this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name: whatever it resolves to later is not ours to trust
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MqttTlsConfig(_Section):
+    """``mqtt.tls``: TLS to the broker."""
+
+    enabled: bool = _setting(_flag, False)
+    ca_file: str | None = _setting(_optional(_text), None)
+    """CA certificates (PEM) that sign the broker's certificate; ``None``: the system's CAs."""
+    cert_file: str | None = _setting(_optional(_text), None)
+    """Client certificate (PEM), for brokers that authenticate clients by certificate."""
+    key_file: str | None = _setting(_optional(_text), None)
+    """The client certificate's private key (PEM)."""
+    insecure: bool = _setting(_flag, False)
+    """Skip the check that the broker's certificate names ``mqtt.host``: for a broker reached by IP address."""
+
+    def _validate(self, path: str) -> None:
+        if (self.cert_file is None) != (self.key_file is None):
+            missing, given = ("key_file", "cert_file") if self.key_file is None else ("cert_file", "key_file")
+            raise ConfigError(_join(path, missing), f"missing (needed with {_join(path, given)})")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MqttConfig(_Section):
+    """``mqtt``: publish state, limits and health to an MQTT broker, with Home Assistant discovery."""
+
+    enabled: bool = _setting(_flag, False)
+    host: str = _setting(_text, "localhost")
+    port: int = _setting(_port, 1883)
+    username: str | None = _setting(_optional(_text), None)
+    password: Secret | None = _setting(_optional(_secret), None)  # noqa: RUF009 (Secret is immutable)
+    """Never logged nor shown by ``check --json``."""
+    tls: MqttTlsConfig = field(default_factory=MqttTlsConfig, metadata=_section_of(MqttTlsConfig))
+    client_id: str | None = _setting(_optional(_text), None)
+    """MQTT client id; ``None``: ``bms-gateway-<node_id>``."""
+    topic_prefix: str = _setting(_topic_part, "bms-gateway")
+    """Topics are ``<topic_prefix>/<node_id>/...``."""
+    node_id: str | None = _setting(_optional(_node_id), None)
+    """Names this gateway in topics and Home Assistant unique ids; ``None``: the host name."""
+    discovery: bool = _setting(_flag, True)
+    """Publish Home Assistant MQTT discovery configs."""
+    discovery_prefix: str = _setting(_topic_part, "homeassistant")
+    min_interval_s: float = _setting(_number(at_least=0.5, at_most=3600), 5.0)
+    """No topic is published more often than this, s (a fail-safe change goes out within 1 s)."""
+    keepalive_s: int = _setting(_integer(5), 30)
+    """MQTT keepalive, s: a gateway cut off without a goodbye shows "offline" after about 1.5 × this."""
+
+    def _validate(self, path: str) -> None:
+        if self.password is not None and self.username is None:
+            raise ConfigError(_join(path, "password"), f"needs {_join(path, 'username')}")
+
+    def to_json(self) -> dict[str, Any]:
+        out = _Section.to_json(self)  # slots dataclasses lose zero-argument super()
+        out["password"] = None if self.password is None else REDACTED
+        return out
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StatusConfig(_Section):
+    """``status``: the HTTP endpoint with JSON status (``bms-gateway status`` reads it) and Prometheus metrics."""
+
+    enabled: bool = _setting(_flag, True)
+    bind: str = _setting(_text, "127.0.0.1")
+    """Address to listen on; anything but loopback needs :attr:`allow_remote`."""
+    port: int = _setting(_port, 9480)
+    allow_remote: bool = _setting(_flag, False)
+    """Allow a non-loopback :attr:`bind`: the endpoint has no authentication."""
+    metrics: bool = _setting(_flag, True)
+    """Serve ``/metrics`` (needs the ``metrics`` extra, prometheus-client)."""
+
+    def _validate(self, path: str) -> None:
+        self.check_bind(path)
+
+    def check_bind(self, path: str = "status") -> None:
+        """:raises ConfigError: :attr:`bind` reaches beyond this machine and :attr:`allow_remote` is false."""
+        if not is_loopback(self.bind) and not self.allow_remote:
+            raise ConfigError(
+                _join(path, "bind"),
+                f"{self.bind} is not a loopback address and the endpoint has no authentication: "
+                f"set {_join(path, 'allow_remote')}: true to serve beyond this machine",
+            )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RelayConfig(_Section):
+    """``relay``: a GPIO line driving a relay that disconnects the battery from the inverter in fail-safe."""
+
+    enabled: bool = _setting(_flag, False)
+    chip: str = _setting(_text, "/dev/gpiochip0")
+    """GPIO chip device (``gpioinfo`` lists them)."""
+    line: int | None = _setting(_optional(_integer(0)), None)
+    """Line offset on the chip (the BCM number on a Raspberry Pi); required when enabled."""
+    active_low: bool = _setting(_flag, False)
+    """The relay closes when the line is driven low (many relay boards)."""
+
+    def _validate(self, path: str) -> None:
+        if self.enabled and self.line is None:
+            raise ConfigError(_join(path, "line"), f"missing (needed when {_join(path, 'enabled')} is true)")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ControlConfig(_Section):
+    """``control``: opt-in writes of the BMS's charge, discharge and balancer switches (:mod:`gateway.control`).
+
+    Nothing is ever written to the BMS unless :attr:`enabled` is true and :attr:`password` is set.
+    """
+
+    enabled: bool = _setting(_flag, False)
+    password: Secret | None = _setting(_optional(_secret), None)  # noqa: RUF009 (Secret is immutable)
+    """The BMS's settings password, compared with the one the BMS reports before any write; never logged nor
+    shown by ``check --json``."""
+    min_interval_s: float = _setting(_number(at_least=1, at_most=3600), 10.0)
+    """Least time between two writes, s."""
+
+    def _validate(self, path: str) -> None:
+        if self.enabled and self.password is None:
+            raise ConfigError(_join(path, "password"), f"missing (needed when {_join(path, 'enabled')} is true)")
+
+    def to_json(self) -> dict[str, Any]:
+        out = _Section.to_json(self)  # slots dataclasses lose zero-argument super()
+        out["password"] = None if self.password is None else REDACTED
+        return out
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Config(_Section):
     """The whole configuration file."""
 
     bms: BmsConfig = field(metadata=_section_of(BmsConfig))
     inverter: InverterConfig = field(metadata=_section_of(InverterConfig))
+    extra_outputs: tuple[ExtraOutputConfig, ...] = _setting(_extra_outputs, ())
+    """Read-only outputs beside the inverter's (e.g. ``modbus-battery`` over TCP for an EMS)."""
     limits: LimitsConfig = field(default_factory=LimitsConfig, metadata=_section_of(LimitsConfig))
     charging: ChargingConfig = field(default_factory=ChargingConfig, metadata=_section_of(ChargingConfig))
     failsafe: FailsafeConfig = field(default_factory=FailsafeConfig, metadata=_section_of(FailsafeConfig))
     logging: LoggingConfig = field(default_factory=LoggingConfig, metadata=_section_of(LoggingConfig))
+    mqtt: MqttConfig = field(default_factory=MqttConfig, metadata=_section_of(MqttConfig))
+    status: StatusConfig = field(default_factory=StatusConfig, metadata=_section_of(StatusConfig))
+    relay: RelayConfig = field(default_factory=RelayConfig, metadata=_section_of(RelayConfig))
+    control: ControlConfig = field(default_factory=ControlConfig, metadata=_section_of(ControlConfig))
     explicit_keys: frozenset[str] = field(default=frozenset(), metadata=_WRITTEN_KEYS, compare=False, repr=False)
     """Dotted keys present in the file (``"failsafe"``, ``"failsafe.bms_timeout_s"``, also when ``null``);
     filled by the parser, empty for a Config built in code. Not a key of the file."""

@@ -8,6 +8,8 @@ prints that line and never a traceback.
 * :class:`ConfigError`: a configuration file is missing, unreadable or invalid; names the key.
 * :class:`ProfileError`: an inverter profile is invalid; names the file, frame and field.
 * :class:`ProfileNotFoundError`: no built-in profile has that name, or the profile file cannot be read.
+* :class:`ControlRefused`: an opt-in BMS write was refused before anything was written.
+* :class:`ControlNotVerified`: a BMS write was sent, but the BMS's read back does not show it.
 """
 
 from __future__ import annotations
@@ -53,3 +55,19 @@ class ProfileNotFoundError(ProfileError):
     Separate from an invalid profile so that whoever passed the name can say where it came from (the
     config key), while a broken profile file is reported by file, frame and field.
     """
+
+
+class ControlError(GatewayError):
+    """An opt-in BMS write (:mod:`gateway.control`) did not happen as asked; the message never holds a password."""
+
+
+class ControlRefused(ControlError):
+    """Refused before anything was written. ``reason`` is a short machine-readable kind, e.g. ``"rate limited"``."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        self.reason = reason
+        super().__init__(message)
+
+
+class ControlNotVerified(ControlError):
+    """The write frames went out, but reading the BMS back does not show the new setting."""

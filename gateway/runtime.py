@@ -10,16 +10,34 @@ Two threads, one clock:
 
 Fail-safe states (:class:`FailsafeState`): ``waiting`` until the first good reading (nothing is sent);
 ``normal``; ``stale`` once the newest good reading is older than ``bms_timeout_s`` (both currents 0, both
-enables cleared, the communication alarm raised); ``silent`` once it is older than ``silence_after_s`` (nothing
-is sent, for inverters that ignore 0 A). A fresh good reading returns to ``normal`` by itself.
+enables cleared, the communication alarm raised; a profile with ``failsafe: {stale: silence}`` goes silent
+instead); ``silent`` once it is older than ``silence_after_s`` (nothing is sent, for inverters that ignore 0 A).
+A fresh good reading returns to ``normal`` by itself.
+
+Sending (:meth:`ControlLoop.tick`):
+
+* **broadcast** profiles send each frame every ``period_s`` on a drift-free schedule; a change of state or a
+  falling limit sends at once; never is one id sent twice within its ``min_gap_s`` (a frame held back by the
+  gap goes out the moment the gap ends).
+* **request** profiles send nothing by themselves: each request frame (:meth:`ControlLoop.on_frame`, called by
+  the CAN link's reader) is answered with one whole set; requests that arrive before a frame of the answer went
+  out share that frame. While nothing may be sent (waiting, silent) requests are dropped, not answered later.
+
+Inverter supervision (:class:`InverterState`, profiles with a heartbeat): ``waiting`` until the first
+heartbeat, ``alive`` while the newest is at most ``timeout_s`` old, ``lost`` once it is older (or when none came
+within ``timeout_s`` of our first frame). Each change logs one line. With ``on_lost: stop`` nothing is sent
+while lost except one whole set every ``retry_after_s`` (the first at once when the output resumes after a
+silence), so that an inverter that waits for the battery to speak first is never waited for forever; the first
+heartbeat after that resumes normal sending at once.
 """
 
 from __future__ import annotations
 
 import enum
 import logging
+import math
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -29,7 +47,8 @@ from gateway.errors import GatewayError
 from gateway.limits import LimitsEngine, LimitsSettings, failsafe_limits
 from gateway.model import Limits, PackReading
 from gateway.plausibility import implausibility
-from gateway.profiles import Profile
+from gateway.profiles import OnLost, Profile, SendMode, StaleAction
+from gateway.profiles.codec import CanFrameCodec
 from gateway.values import Value, published_values
 
 log = logging.getLogger(__name__)
@@ -44,6 +63,29 @@ class FailsafeState(enum.StrEnum):
     STALE = "stale"
     SILENT = "silent"
     STOPPED = "stopped"
+
+
+_SENDING_STATES = (FailsafeState.NORMAL, FailsafeState.STALE)
+
+
+class InverterState(enum.StrEnum):
+    """What the gateway knows of the inverter, from the age of its heartbeat."""
+
+    UNSUPERVISED = "unsupervised"
+    """The profile expects no heartbeat (or no receiver is wired)."""
+    WAITING = "waiting"
+    """No heartbeat yet, and our first frame went out less than ``timeout_s`` ago (or none has)."""
+    ALIVE = "alive"
+    LOST = "lost"
+
+
+@dataclass(frozen=True, slots=True)
+class InverterValue:
+    """One value decoded from an inverter frame (SMA 0x305: the inverter's own measurements)."""
+
+    value: Value
+    age_s: float
+    """Seconds since the frame carrying it arrived."""
 
 
 class FrameSink(Protocol):
@@ -79,6 +121,14 @@ class Snapshot:
     send_failures: int
     sent: dict[int, bytes] = field(default_factory=dict)
     """The latest payload sent per CAN id."""
+    inverter_state: InverterState = InverterState.UNSUPERVISED
+    """Heartbeat supervision: waiting, alive or lost (unsupervised without a heartbeat)."""
+    inverter_values: dict[str, InverterValue] = field(default_factory=dict)
+    """The newest value of each named field of the inverter frames (names: ``INVERTER_VALUE_NAMES``)."""
+    requests_received: int = 0
+    """Request frames heard so far (request-mode profiles)."""
+    next_retry_in_s: float | None = None
+    """With ``on_lost: stop`` while the inverter is lost: seconds until the next retry set; else None."""
 
 
 class ControlLoop:
@@ -91,13 +141,19 @@ class ControlLoop:
         clock: Clock,
         settings: LoopSettings,
         *,
-        heartbeat_age_s: Callable[[], float | None] = lambda: None,
+        heartbeat_age_s: Callable[[], float | None] | None = None,
+        inverter_values: Callable[[], Mapping[str, tuple[Value, float]]] = dict,
     ) -> None:
+        """:param heartbeat_age_s: seconds since the inverter's newest heartbeat (None: never heard); without
+            it the inverter is not supervised.
+        :param inverter_values: the newest decoded inverter values with their monotonic arrival times, s.
+        """
         self._profile = profile
         self._sink = sink
         self._clock = clock
         self._settings = settings
         self._heartbeat_age_s = heartbeat_age_s
+        self._inverter_values = inverter_values
         self._lock = threading.Lock()
         self.wake = threading.Event()
         """Set when something arrived that the loop should act on now."""
@@ -110,6 +166,23 @@ class ControlLoop:
         self._last_error: str | None = None
         self._state = FailsafeState.WAITING
         self._next_due: dict[int, float] = {}
+        """Broadcast schedule: monotonic time each id is next due, s."""
+        self._last_sent_at: dict[int, float] = {}
+        """Monotonic time each id last went to the sink, s: enforces min_gap_s."""
+        self._wanted = 0
+        """One-shot sets asked for so far (requests, or retries while the inverter is lost)."""
+        self._done: dict[int, int] = {}
+        """Per id: the value of ``_wanted`` when the frame last went out as part of a one-shot set."""
+        self._requests = 0
+        """Request frames heard (guarded by ``_lock``: the link's reader thread counts them)."""
+        self._first_sent_s: float | None = None
+        self._inverter_state = (
+            InverterState.UNSUPERVISED
+            if heartbeat_age_s is None or profile.heartbeat is None
+            else InverterState.WAITING
+        )
+        self._lost_since_s: float | None = None
+        self._retry_due_s: float | None = None
         self._sent: dict[int, bytes] = {}
         self.frames_sent = 0
         self.send_failures = 0
@@ -142,43 +215,72 @@ class ControlLoop:
         if changed:
             log.warning("BMS: %s", message)
 
+    # --- inputs (CAN reader thread) ---------------------------------------------------------------------------
+
+    def on_frame(self, can_id: int) -> None:
+        """A listened-to frame arrived: count a request (request mode) and wake the loop to act on it now."""
+        if can_id == self._profile.request_id:
+            with self._lock:
+                self._requests += 1
+            self.wake.set()
+        elif self._profile.heartbeat is not None and can_id == self._profile.heartbeat.can_id:
+            self.wake.set()  # a lost inverter that answers again gets its frames at once
+
     # --- the loop -----------------------------------------------------------------------------------------
 
     def tick(self) -> float:
         """Act on the current state: send what is due. Returns the monotonic time of the next due action."""
         now = self._clock.monotonic()
         with self._lock:
-            reading, last_error = self._reading, self._last_error
+            reading, last_error, requests = self._reading, self._last_error, self._requests
         state, age = self._decide(reading, now)
         if state is not self._state:
             self._log_transition(state, age, last_error)
             if state is FailsafeState.NORMAL and self._state in (FailsafeState.STALE, FailsafeState.SILENT):
                 self._engine.resume()
             self._state = state
-            if state in (FailsafeState.STALE, FailsafeState.NORMAL):
+            if state in _SENDING_STATES:
                 self._next_due.clear()  # a change of state goes out at once
-        if state in (FailsafeState.WAITING, FailsafeState.SILENT, FailsafeState.STOPPED) or reading is None:
+        self._supervise(now)
+        if self._profile.mode is SendMode.REQUEST:
+            self._wanted = requests
+        if state not in _SENDING_STATES or reading is None:
+            self._drop_one_shots()  # nothing may go out: a request now is not answered later
             return now + IDLE_TICK_S
         limits = self._limits_now(state, reading, now, last_error)
-        if self._falls(limits):
-            self._next_due.clear()  # a falling limit goes out at once, not at the next period
+        falls = self._falls(limits)
         values = published_values(reading, limits, comm_alarm=state is FailsafeState.STALE)
-        next_due = self._send_due(values, now)
         self._last_sent_limits = limits
-        return min(next_due, now + IDLE_TICK_S)
+        if self._profile.mode is SendMode.REQUEST:
+            return self._send_one_shots(values, now)
+        if self._stopped_for_inverter():
+            return min(self._retry(now), self._send_one_shots(values, now))
+        self._drop_one_shots()
+        if falls:
+            self._next_due.clear()  # a falling limit goes out at once (min_gap_s permitting), not next period
+        return min(self._send_due(values, now), now + IDLE_TICK_S)
 
     def shutdown(self) -> None:
         """Send one last set with zero currents and enables cleared, then stop publishing."""
         now = self._clock.monotonic()
         with self._lock:
             reading = self._reading
-        # Only while the inverter is hearing us: never break a silence, never speak first.
-        sending = reading is not None and self._state in (FailsafeState.NORMAL, FailsafeState.STALE)
+        # Only while the inverter is hearing us: never break a silence, never speak first, never answer
+        # what was not asked (request mode).
+        sending = (
+            reading is not None
+            and self._state in _SENDING_STATES
+            and self._profile.mode is SendMode.BROADCAST
+            and not self._stopped_for_inverter()
+        )
         if sending and reading is not None:
             limits = failsafe_limits(self._limits, now, "gateway stopping")
             values = published_values(reading, limits, comm_alarm=True)
             for frame in self._profile.frames:
-                self._send(frame.can_id, frame.encode(values))
+                wait_s = self._last_sent_at.get(frame.can_id, -math.inf) + frame.min_gap_s - self._clock.monotonic()
+                if wait_s > 0:
+                    self._clock.sleep(wait_s)  # at most min_gap_s: even the last set keeps the minimum gap
+                self._send(frame, values, self._clock.monotonic())
         if self._state is not FailsafeState.STOPPED:
             log.info("stopped: last frames sent with zero current limits" if sending else "stopped")
         self._state = FailsafeState.STOPPED
@@ -186,7 +288,7 @@ class ControlLoop:
     def snapshot(self) -> Snapshot:
         now = self._clock.monotonic()
         with self._lock:
-            reading, last_error = self._reading, self._last_error
+            reading, last_error, requests = self._reading, self._last_error, self._requests
         return Snapshot(
             at_s=now,
             state=self._state,
@@ -194,15 +296,29 @@ class ControlLoop:
             limits=self._last_sent_limits,
             reading_age_s=None if reading is None else now - reading.measured_at_s,
             last_error=last_error,
-            heartbeat_age_s=self._heartbeat_age_s(),
+            heartbeat_age_s=None if self._heartbeat_age_s is None else self._heartbeat_age_s(),
             frames_sent=self.frames_sent,
             send_failures=self.send_failures,
             sent=dict(self._sent),
+            inverter_state=self._inverter_state,
+            inverter_values={
+                name: InverterValue(value, now - at_s) for name, (value, at_s) in self._inverter_values().items()
+            },
+            requests_received=requests,
+            next_retry_in_s=(
+                None
+                if self._retry_due_s is None or not self._stopped_for_inverter()
+                else max(0.0, self._retry_due_s - now)
+            ),
         )
 
     @property
     def state(self) -> FailsafeState:
         return self._state
+
+    @property
+    def inverter_state(self) -> InverterState:
+        return self._inverter_state
 
     # --- internals ----------------------------------------------------------------------------------------
 
@@ -214,7 +330,7 @@ class ControlLoop:
         age = now - reading.measured_at_s
         if age <= self._settings.bms_timeout_s:
             return FailsafeState.NORMAL, age
-        if age <= self._settings.silence_after_s:
+        if age <= self._settings.silence_after_s and self._profile.stale is StaleAction.ZEROS:
             return FailsafeState.STALE, age
         return FailsafeState.SILENT, age
 
@@ -248,26 +364,114 @@ class ControlLoop:
             or (last.discharge_enable and not limits.discharge_enable)
         )
 
+    def _ready_at(self, frame: CanFrameCodec) -> float:
+        """Earliest monotonic time this frame may go out again: its last send plus min_gap_s."""
+        return self._last_sent_at.get(frame.can_id, -math.inf) + frame.min_gap_s
+
     def _send_due(self, values: dict[str, Value], now: float) -> float:
+        """Broadcast: send every frame that is due and out of its min_gap_s; the next time one will be, s."""
         next_due = now + IDLE_TICK_S
         for frame in self._profile.frames:
             due = self._next_due.get(frame.can_id, now)
-            if due <= now:
-                self._send(frame.can_id, frame.encode(values))
-                # Drift-free: keep the schedule, unless we fell more than a period behind.
+            ready = max(due, self._ready_at(frame))
+            if ready <= now:
+                self._send(frame, values, now)
+                # Drift-free: keep the schedule, unless we fell more than a period behind (or went early).
                 due += frame.period_s
                 if due <= now:
                     due = now + frame.period_s
                 self._next_due[frame.can_id] = due
-            next_due = min(next_due, due)
+                ready = max(due, self._ready_at(frame))
+            next_due = min(next_due, ready)
         return next_due
 
-    def _send(self, can_id: int, data: bytes) -> None:
-        if self._sink.send(can_id, data):
+    def _send_one_shots(self, values: dict[str, Value], now: float) -> float:
+        """Send every frame owed to a request or retry (min_gap_s permitting); the next time one may go, s."""
+        next_due = now + IDLE_TICK_S
+        for frame in self._profile.frames:
+            if self._done.get(frame.can_id, 0) >= self._wanted:
+                continue
+            ready = self._ready_at(frame)
+            if ready <= now:
+                self._send(frame, values, now)
+                self._done[frame.can_id] = self._wanted
+            else:
+                next_due = min(next_due, ready)
+        return next_due
+
+    def _drop_one_shots(self) -> None:
+        self._done = {frame.can_id: self._wanted for frame in self._profile.frames}
+
+    def _send(self, frame: CanFrameCodec, values: dict[str, Value], now: float) -> None:
+        data = frame.encode(values)
+        self._last_sent_at[frame.can_id] = now  # an attempt counts: the gap protects the inverter either way
+        if self._sink.send(frame.can_id, data):
             self.frames_sent += 1
-            self._sent[can_id] = data
+            self._sent[frame.can_id] = data
+            if self._first_sent_s is None:
+                self._first_sent_s = now
         else:
             self.send_failures += 1
+
+    # --- inverter supervision -------------------------------------------------------------------------------
+
+    def _stopped_for_inverter(self) -> bool:
+        heartbeat = self._profile.heartbeat
+        return heartbeat is not None and heartbeat.on_lost is OnLost.STOP and self._inverter_state is InverterState.LOST
+
+    def _retry(self, now: float) -> float:
+        """While stopped for a lost inverter: ask for one whole set when a retry is due; the next retry time, s."""
+        heartbeat = self._profile.heartbeat
+        assert heartbeat is not None and heartbeat.retry_after_s is not None and self._retry_due_s is not None
+        if now >= self._retry_due_s:
+            self._wanted += 1
+            log.debug("inverter: retry: one whole set while heartbeat %#05x is lost", heartbeat.can_id)
+            self._retry_due_s += heartbeat.retry_after_s
+            if self._retry_due_s <= now:
+                self._retry_due_s = now + heartbeat.retry_after_s
+        return self._retry_due_s
+
+    def _supervise(self, now: float) -> None:
+        """Update :class:`InverterState` from the heartbeat age; log each change in one line."""
+        heartbeat = self._profile.heartbeat
+        if heartbeat is None or self._heartbeat_age_s is None:
+            return
+        age = self._heartbeat_age_s()
+        if age is not None:
+            state = InverterState.ALIVE if age <= heartbeat.timeout_s else InverterState.LOST
+        elif self._first_sent_s is not None and now - self._first_sent_s > heartbeat.timeout_s:
+            state = InverterState.LOST
+        else:
+            state = InverterState.WAITING
+        previous = self._inverter_state
+        if state is previous:
+            return
+        self._inverter_state = state
+        stop = heartbeat.on_lost is OnLost.STOP
+        hb = f"heartbeat {heartbeat.can_id:#05x}"
+        if state is InverterState.LOST:
+            self._lost_since_s = now
+            if stop:
+                assert heartbeat.retry_after_s is not None
+                self._retry_due_s = now + heartbeat.retry_after_s
+                action = f"sending stops, one whole set every {heartbeat.retry_after_s:g} s to retry"
+            else:
+                action = "frames keep going out"
+            why = (
+                f"no {hb} within {heartbeat.timeout_s:g} s of the first frame"
+                if age is None
+                else f"no {hb} for {heartbeat.timeout_s:g} s"
+            )
+            log.warning("inverter: %s: inverter lost; %s", why, action)
+        elif state is InverterState.ALIVE:
+            if previous is InverterState.LOST and self._lost_since_s is not None:
+                again = "; sending again" if stop else ""
+                log.info("inverter: %s back after %.0f s: inverter alive%s", hb, now - self._lost_since_s, again)
+                if stop:
+                    self._next_due.clear()  # resume at once (min_gap_s permitting)
+            else:
+                log.info("inverter: %s received: inverter alive", hb)
+            self._retry_due_s = None
 
     def _log_transition(self, state: FailsafeState, age: float | None, error: str | None) -> None:
         settings = self._settings
@@ -280,9 +484,12 @@ class ControlLoop:
                 error or "no new reading",
             )
         elif state is FailsafeState.SILENT:
+            silent_after_s = (
+                settings.bms_timeout_s if self._profile.stale is StaleAction.SILENCE else settings.silence_after_s
+            )
             log.warning(
                 "fail-safe: BMS data older than %g s: transmitting nothing until fresh data returns",
-                settings.silence_after_s,
+                silent_after_s,
             )
         elif state is FailsafeState.WAITING:
             log.info("waiting for the first good BMS reading; nothing is sent until then")

@@ -13,7 +13,7 @@ import can
 import pytest
 
 from gateway.clock import FakeClock
-from gateway.errors import LinkError
+from gateway.errors import FrameError, LinkError
 from gateway.transport.can_link import CanLink, CanSettings
 
 LOGGER = "gateway.transport.can_link"
@@ -446,3 +446,69 @@ def test_close_without_open_is_harmless(clock: FakeClock) -> None:
     link = fake_link(clock, Factory())
     link.close()
     assert not link.is_open
+
+
+# --- decoded values and the receive callback ------------------------------------------------------------------
+
+
+def voltage_decoder(data: bytes) -> dict[str, float]:
+    """A stand-in for a profile's inverter frame: u16 little-endian, 0.1 V per count, at least 2 bytes."""
+    if len(data) < 2:
+        raise FrameError("short frame", f"frame 0x305: {len(data)} bytes, fields need 2")
+    return {"inverter_voltage_v": int.from_bytes(data[:2], "little") / 10}
+
+
+def test_decoded_values_are_kept_with_their_arrival_time(
+    channel: str, clock: FakeClock, inverter: can.BusABC, caplog: pytest.LogCaptureFixture
+) -> None:
+    heard: list[int] = []
+    link = virtual_link(channel, clock, decoders={0x305: voltage_decoder}, listen_ids=[0x301], on_receive=heard.append)
+    caplog.set_level(logging.DEBUG, logger=LOGGER)
+    link.open()
+    try:
+        assert link.received_values() == {}
+        # 531 = 0x0213 -> 13 02 = 53.1 V
+        inverter.send(can.Message(arbitration_id=0x305, data=bytes.fromhex("1302"), is_extended_id=False))
+        assert wait_until(lambda: heard == [0x305])
+        assert link.received_values() == {"inverter_voltage_v": (53.1, 500.0)}
+        assert link.heartbeat_age_s(0x305) == 0.0, "a decoder's id is listened to as well"
+
+        clock.advance(2.0)
+        inverter.send(can.Message(arbitration_id=0x301, data=bytes(8), is_extended_id=False))  # no decoder
+        assert wait_until(lambda: heard == [0x305, 0x301])
+        assert link.received_values() == {"inverter_voltage_v": (53.1, 500.0)}
+
+        # Frames the decoder rejects: counted, one warning for the run of them, the old values kept.
+        for _ in range(3):
+            inverter.send(can.Message(arbitration_id=0x305, data=b"\x01", is_extended_id=False))
+        assert wait_until(lambda: link.decode_errors == 3)
+        assert warnings_of(caplog) == [
+            "CAN: frame 0x305 from the inverter not decoded: short frame: frame 0x305: 1 bytes, fields need 2"
+        ]
+        assert link.received_values() == {"inverter_voltage_v": (53.1, 500.0)}
+        assert link.last_received(0x305) == (502.0, b"\x01")
+        assert heard == [0x305, 0x301, 0x305, 0x305, 0x305], "a rejected frame still arrived"
+    finally:
+        link.close()
+
+
+def test_a_failing_receive_callback_does_not_stop_the_reader(
+    channel: str, clock: FakeClock, inverter: can.BusABC, caplog: pytest.LogCaptureFixture
+) -> None:
+    calls: list[int] = []
+
+    def broken(can_id: int) -> None:
+        calls.append(can_id)
+        raise RuntimeError("boom")
+
+    link = virtual_link(channel, clock, listen_ids=[0x301], on_receive=broken)
+    caplog.set_level(logging.DEBUG, logger=LOGGER)
+    link.open()
+    try:
+        for _ in range(2):
+            inverter.send(can.Message(arbitration_id=0x301, data=b"\x11", is_extended_id=False))
+        assert wait_until(lambda: len(calls) == 2)
+        assert "CAN: handling frame 0x301 failed: boom" in warnings_of(caplog)
+        assert "Traceback" not in caplog.text
+    finally:
+        link.close()

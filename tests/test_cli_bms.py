@@ -300,7 +300,8 @@ def _bad_configs(tmp_path: Path) -> dict[str, tuple[Path, tuple[str, ...]]]:
         ),
         "unknown-profile": (
             variant("profile", {"inverter": {"profile": "no-such-profile"}}),
-            ("inverter.profile: unknown profile 'no-such-profile' (built-in: pylontech-can)",),
+            # The message lists every built-in profile; pylontech-can is one of them.
+            ("inverter.profile: unknown profile 'no-such-profile' (built-in: ", "pylontech-can"),
         ),
         "missing-profile-file": (
             variant("profile-file", {"inverter": {"profile": str(tmp_path / "gone.yaml")}}),

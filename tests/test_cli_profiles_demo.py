@@ -3,6 +3,7 @@ pseudo-terminals, a CAN bus and threads, and must end on its own)."""
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -13,7 +14,7 @@ import pytest
 import yaml
 
 from gateway.cli import main
-from gateway.profiles import builtin_profile_names
+from gateway.profiles import builtin_profiles
 
 REPO: Final = Path(__file__).resolve().parent.parent
 DEMO_DURATION_S: Final = 3
@@ -25,16 +26,25 @@ def test_profiles_lists_pylontech_and_its_inverters(capsys: pytest.CaptureFixtur
     assert main(["profiles"]) == 0
     out, err = capsys.readouterr()
     assert err == ""
-    lines = out.splitlines()
-    assert len(lines) == len(builtin_profile_names())
-    (line,) = [line for line in lines if line.split()[0] == "pylontech-can"]
-    assert line.split()[1] == "can"
+    headers = [line for line in out.splitlines() if not line.startswith(" ")]
+    assert [h.split()[0] for h in headers] == [p.name for p in builtin_profiles()]
+    (header,) = [h for h in headers if h.split()[0] == "pylontech-can"]
+    assert "[can]" in header
+    block = out.split(header, 1)[1].split("\n\n")[0]
     # The inverters as the profile file itself lists them, not as the loader hands them over.
     spec = yaml.safe_load((REPO / "profiles" / "pylontech-can.yaml").read_text(encoding="utf-8"))
     assert spec["inverters"], "the profile lists no inverters"
     for inverter in spec["inverters"]:
-        assert inverter in line, inverter
-    assert "Deye" in line and "Sunsynk" in line
+        assert f"    {inverter}" in block, inverter
+
+
+def test_profiles_json_names_aliases(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["profiles", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    by_name = {p["name"]: p for p in listed}
+    assert by_name["pylontech-can"]["transport"] == "can"
+    for info in builtin_profiles():
+        assert by_name[info.name]["aliases"] == list(info.aliases)
 
 
 def test_demo_shows_the_bms_cells_and_what_the_inverter_hears() -> None:

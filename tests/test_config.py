@@ -159,7 +159,22 @@ def test_config_is_frozen() -> None:
 
 
 def test_known_drivers() -> None:
-    assert frozenset({"jk-uart"}) == KNOWN_BMS_DRIVERS
+    assert frozenset({"jk-uart", "jk-modbus"}) == KNOWN_BMS_DRIVERS
+
+
+def test_jk_modbus_takes_addresses_in_polling_order() -> None:
+    bms = {"driver": "jk-modbus", "port": "p", "addresses": [3, 1, 2]}
+    config = parse_config({"bms": bms, "inverter": {"profile": "x"}})
+    assert config.bms.addresses == (3, 1, 2)
+    assert "bms.addresses" in config.explicit_keys
+    default = parse_config({"bms": {"driver": "jk-modbus", "port": "p"}, "inverter": {"profile": "x"}})
+    assert default.bms.addresses == (1,)
+
+
+def test_jk_uart_accepts_the_default_address_written_out() -> None:
+    # example.yaml documents every key with its default, so `addresses: [1]` must pass with jk-uart.
+    config = parse_config({"bms": {"port": "p", "addresses": [1]}, "inverter": {"profile": "x"}})
+    assert config.bms.addresses == (1,)
 
 
 # --- CAN pass-through options -----------------------------------------------------------------------------
@@ -204,11 +219,15 @@ def test_to_json_is_plain_and_serialisable() -> None:
         "poll_interval_s": 1.0,
         "timeout_s": 0.5,
         "retries": 1,
+        "addresses": [1],
     }
     assert out["inverter"] == {
         "profile": "x",
         "can": {"interface": "virtual", "channel": "c", "bitrate": None, "extra": {"fd": True}},
+        "serial": None,
+        "address": None,
     }
+    assert out["extra_outputs"] == []
     assert out["failsafe"] == {"bms_timeout_s": 10.0, "silence_after_s": None}
     assert out["logging"] == {"level": "info"}
 
@@ -320,13 +339,54 @@ MISTAKES: Final = [
     # choices
     (
         "unknown driver",
-        _file(bms="  port: p\n  driver: jk-modbus\n"),
-        "bms.driver: expected one of jk-uart, got 'jk-modbus'",
+        _file(bms="  port: p\n  driver: daly\n"),
+        "bms.driver: expected one of jk-modbus, jk-uart, got 'daly'",
     ),
     (
         "driver typo",
         _file(bms="  port: p\n  driver: jk_uart\n"),
-        "bms.driver: expected one of jk-uart, got 'jk_uart' (did you mean jk-uart?)",
+        "bms.driver: expected one of jk-modbus, jk-uart, got 'jk_uart' (did you mean jk-uart?)",
+    ),
+    # bms.addresses
+    (
+        "addresses not a list",
+        _file(bms="  port: p\n  driver: jk-modbus\n  addresses: 1\n"),
+        "bms.addresses: expected a non-empty list of distinct integers from 1 to 247, got 1",
+    ),
+    (
+        "addresses empty",
+        _file(bms="  port: p\n  driver: jk-modbus\n  addresses: []\n"),
+        "bms.addresses: expected a non-empty list of distinct integers from 1 to 247, got a list",
+    ),
+    (
+        "address zero",
+        _file(bms="  port: p\n  driver: jk-modbus\n  addresses: [1, 0]\n"),
+        "bms.addresses: expected a non-empty list of distinct integers from 1 to 247, got 0 in the list",
+    ),
+    (
+        "address too high",
+        _file(bms="  port: p\n  driver: jk-modbus\n  addresses: [248]\n"),
+        "bms.addresses: expected a non-empty list of distinct integers from 1 to 247, got 248 in the list",
+    ),
+    (
+        "address text",
+        _file(bms="  port: p\n  driver: jk-modbus\n  addresses: ['2']\n"),
+        "bms.addresses: expected a non-empty list of distinct integers from 1 to 247, got '2' in the list",
+    ),
+    (
+        "address bool",
+        _file(bms="  port: p\n  driver: jk-modbus\n  addresses: [true]\n"),
+        "bms.addresses: expected a non-empty list of distinct integers from 1 to 247, got true in the list",
+    ),
+    (
+        "address twice",
+        _file(bms="  port: p\n  driver: jk-modbus\n  addresses: [1, 2, 1]\n"),
+        "bms.addresses: expected a non-empty list of distinct integers from 1 to 247, got 1 more than once",
+    ),
+    (
+        "addresses for jk-uart",
+        _file(bms="  port: p\n  addresses: [1, 2]\n"),
+        "bms.addresses: only for driver jk-modbus (driver is jk-uart)",
     ),
     (
         "level typo",
@@ -354,8 +414,9 @@ MISTAKES: Final = [
     ("section typo", MINIMAL + "loging:\n  level: info\n", "loging: unknown key (did you mean logging?)"),
     (
         "section unknown",
-        MINIMAL + "mqtt: {}\n",
-        "mqtt: unknown key (known keys: bms, inverter, limits, charging, failsafe, logging)",
+        MINIMAL + "influxdb: {}\n",
+        "influxdb: unknown key (known keys: bms, inverter, extra_outputs, limits, charging, failsafe, logging, mqtt, "
+        "status, relay, control)",
     ),
     ("typo beats missing", _file(bms="  prot: /dev/ttyUSB0\n"), "bms.prot: unknown key (did you mean port?)"),
     # missing required keys
@@ -580,7 +641,8 @@ def test_explicit_keys_are_not_a_key_of_the_file() -> None:
         parse_config({"bms": {"port": "p"}, "inverter": {"profile": "x"}, "explicit_keys": ["bms.baudrate"]})
     assert (
         str(caught.value)
-        == "explicit_keys: unknown key (known keys: bms, inverter, limits, charging, failsafe, logging)"
+        == "explicit_keys: unknown key (known keys: bms, inverter, extra_outputs, limits, charging, failsafe, logging, "
+        "mqtt, status, relay, control)"
     )
     config = parse_config({"bms": {"port": "p"}, "inverter": {"profile": "x"}})
     assert "explicit_keys" not in config.to_json()

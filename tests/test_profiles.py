@@ -69,8 +69,9 @@ INVALID: list[tuple[str, str, str]] = [
     (
         "unknown top key, no close match",
         HEADER + "frames: []\ncolour: red\n",
-        "{path}: unknown key 'colour' (valid: bitrate, byte_order, description, failsafe, frames, heartbeat,"
-        " inverter_frames, inverters, name, sources, transport)",
+        "{path}: unknown key 'colour' (valid: aliases, bitrate, byte_order, description, extends, failsafe, frames,"
+        " heartbeat, inverter_frames, inverters, min_gap_s, mode, name, period_s, remove_frames, request, sources,"
+        " transport)",
     ),
     (
         "unsupported transport",
@@ -93,9 +94,9 @@ INVALID: list[tuple[str, str, str]] = [
         "{path}: heartbeat: id 0x305 is not one of the inverter_frames",
     ),
     (
-        "heartbeat missing timeout",
-        HEADER + "heartbeat: {id: 0x305}\nframes: []\n",
-        "{path}: heartbeat: missing key 'timeout_s'",
+        "heartbeat missing id",
+        HEADER + "heartbeat: {timeout_s: 10}\nframes: []\n",
+        "{path}: heartbeat: missing key 'id'",
     ),
     (
         "frame without id",
@@ -138,12 +139,12 @@ INVALID: list[tuple[str, str, str]] = [
     (
         "field without what it carries",
         one_frame("{name: cvl, offset: 0, size: 2}"),
-        F + " 'cvl': needs exactly one of value, flags, text, constant (has none)",
+        F + " 'cvl': needs exactly one of value, flags, pair, text, constant, invalid (has none)",
     ),
     (
         "field carrying two things",
         one_frame("{name: cvl, offset: 0, size: 2, value: soc_pct, constant: 1}"),
-        F + " 'cvl': needs exactly one of value, flags, text, constant (has value and constant)",
+        F + " 'cvl': needs exactly one of value, flags, pair, text, constant, invalid (has value and constant)",
     ),
     (
         "key that does not apply",

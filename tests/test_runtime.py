@@ -9,9 +9,12 @@ simulated BMS's readings and the limit rules of the issue), never bytes from our
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import pytest
 from jk_frames import REPLY_BY_ID
@@ -21,11 +24,16 @@ from gateway.clock import FakeClock
 from gateway.errors import LinkTimeout
 from gateway.limits import LimitsSettings
 from gateway.model import PackReading
-from gateway.profiles import load_profile
-from gateway.runtime import ControlLoop, FailsafeState, LoopSettings, Poller
+from gateway.profiles import Profile, load_profile
+from gateway.runtime import ControlLoop, FailsafeState, InverterState, LoopSettings, Poller
 from gateway.sim.scenarios import SCENARIOS
 
 PROFILE = load_profile("pylontech-can")
+DATA = Path(__file__).resolve().parent / "data" / "profiles"
+SMA_LIKE = load_profile(str(DATA / "features-base.yaml"))
+"""Periods 0.5 s (0x35A: 1 s), min_gap_s 0.2 s, heartbeat 0x305 with on_lost stop."""
+REQUEST = load_profile(str(DATA / "request.yaml"))
+"""Request mode: each 0x301 is answered with 0x311 and 0x313."""
 FRAME_IDS = (0x351, 0x355, 0x356, 0x359, 0x35C, 0x35E)
 PERIOD_S = 1.0
 POLL_S = 1.0
@@ -89,21 +97,23 @@ class Sent:
     """Seconds since the rig started."""
     can_id: int
     data: bytes
+    profile: Profile = field(default=PROFILE, compare=False, repr=False)
 
     @property
     def values(self) -> dict[str, object]:
-        return dict(PROFILE.frame(self.can_id).decode(self.data))
+        return dict(self.profile.frame(self.can_id).decode(self.data))
 
 
 class RecordingSink:
     """Records every frame with the fake clock's time; always accepts."""
 
-    def __init__(self, clock: FakeClock) -> None:
+    def __init__(self, clock: FakeClock, profile: Profile = PROFILE) -> None:
         self._clock = clock
+        self._profile = profile
         self.frames: list[Sent] = []
 
     def send(self, can_id: int, data: bytes) -> bool:
-        self.frames.append(Sent(self._clock.monotonic() - START_S, can_id, bytes(data)))
+        self.frames.append(Sent(self._clock.monotonic() - START_S, can_id, bytes(data), self._profile))
         return True
 
     def of(self, can_id: int, after_s: float = -math.inf, before_s: float = math.inf) -> list[Sent]:
@@ -113,16 +123,29 @@ class RecordingSink:
 class Rig:
     """Loop, poller, fake driver and recording sink on one fake clock; ``run_until`` plays run_loop's part."""
 
-    def __init__(self, caps: LimitsSettings = CAPS) -> None:
+    def __init__(
+        self,
+        caps: LimitsSettings = CAPS,
+        *,
+        profile: Profile = PROFILE,
+        poll_s: float = POLL_S,
+        heartbeat_age_s: Callable[[FakeClock, RecordingSink], Callable[[], float | None]] | None = None,
+    ) -> None:
+        """:param heartbeat_age_s: builds the loop's heartbeat source from the clock and the sink (the inverter
+        side of a supervision test); None: the inverter is not supervised."""
         self.clock = FakeClock(start_s=START_S)
-        self.sink = RecordingSink(self.clock)
+        self.sink = RecordingSink(self.clock, profile)
         self.driver = FakeDriver(self.clock)
+        self.poll_s = poll_s
         settings = LoopSettings(
-            poll_interval_s=POLL_S, bms_timeout_s=BMS_TIMEOUT_S, silence_after_s=SILENCE_AFTER_S, limits=caps
+            poll_interval_s=poll_s, bms_timeout_s=BMS_TIMEOUT_S, silence_after_s=SILENCE_AFTER_S, limits=caps
         )
-        self.loop = ControlLoop(PROFILE, self.sink, self.clock, settings)
-        self.poller = Poller(self.driver, self.loop, self.clock, POLL_S)
+        source = None if heartbeat_age_s is None else heartbeat_age_s(self.clock, self.sink)
+        self.loop = ControlLoop(profile, self.sink, self.clock, settings, heartbeat_age_s=source)
+        self.poller = Poller(self.driver, self.loop, self.clock, poll_s)
         self.next_poll_s = START_S
+        self.inverter_states: list[tuple[float, InverterState]] = []
+        """(time, new state) at every tick that changed the inverter state."""
         self.caplog: pytest.LogCaptureFixture | None = None
         """Set it to have every tick's log records collected in :attr:`ticks`."""
         self.ticks: list[tuple[float, list[logging.LogRecord], bool]] = []
@@ -135,8 +158,11 @@ class Rig:
 
     def tick(self) -> float:
         before_state = self.loop.state
+        before_inverter = self.loop.inverter_state
         before = len(self.caplog.records) if self.caplog is not None else 0
         next_due = self.loop.tick()
+        if self.loop.inverter_state is not before_inverter:
+            self.inverter_states.append((self.now, self.loop.inverter_state))
         if self.caplog is not None:
             self.ticks.append((self.now, self.caplog.records[before:], self.loop.state is not before_state))
         return next_due
@@ -147,7 +173,7 @@ class Rig:
         while self.clock.monotonic() < end - EPS_S:
             if polling and self.clock.monotonic() >= self.next_poll_s - EPS_S:
                 self.poller.poll_once()
-                self.next_poll_s += POLL_S
+                self.next_poll_s += self.poll_s
             next_due = self.tick()
             target = min(next_due, end, self.next_poll_s if polling else math.inf)
             self.clock.advance(max(target - self.clock.monotonic(), EPS_S))
@@ -438,3 +464,102 @@ def test_one_log_line_per_state_change(rig: Rig, caplog: pytest.LogCaptureFixtur
     assert len(polls) == 2, [r.getMessage() for r in polls]
     assert polls[0].levelno == logging.WARNING and "no reply" in polls[0].getMessage()
     assert polls[1].levelno == logging.INFO
+
+
+# --- min_gap_s: no id repeats faster, even when a limit falls ---------------------------------------------
+
+
+def test_a_falling_limit_waits_only_for_the_min_gap() -> None:
+    rig = Rig(profile=SMA_LIKE)
+    rig.run_until(1.05)  # sets at 0 and 0.5 (0x35A: 1 s), and 1.0
+    rig.driver.charge_mos_on = False
+    rig.poller.poll_once()  # a poll at 1.05 that drops the charge current limit
+    rig.tick()
+    rig.run_until(1.2)
+    assert [f for f in rig.sink.frames if f.at_s > 1.0 + EPS_S] == [], "a frame went out within 0.2 s of the last"
+    rig.run_until(2.0)
+    times = [round(f.at_s, 4) for f in rig.sink.of(0x351)]
+    # The fall goes out as soon as the gap allows (1.0 + 0.2), and the schedule restarts from there.
+    assert times == [0.0, 0.5, 1.0, 1.2, 1.7]
+    assert rig.sink.of(0x351, after_s=1.1)[0].values["ccl"] == 0
+    # The change of state sends every frame at once, each after its own gap: all four at 1.2.
+    assert sorted(f.can_id for f in rig.sink.frames if abs(f.at_s - 1.2) < 1e-4) == [0x351, 0x355, 0x35A, 0x35E]
+
+
+def test_no_id_repeats_faster_than_min_gap_even_when_limits_keep_falling(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The worst case for the scheduler: every tick sees a falling limit (so every frame wants out at once),
+    # and a poll every 10 ms wakes the loop a hundred times a second.
+    monkeypatch.setattr(ControlLoop, "_falls", lambda self, limits: True)
+    rig = Rig(profile=SMA_LIKE, poll_s=0.01)
+    rig.run_until(10.0)
+    assert rig.loop.state is FailsafeState.NORMAL
+    for frame in SMA_LIKE.frames:
+        times = [f.at_s for f in rig.sink.of(frame.can_id)]
+        gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
+        assert min(gaps) >= frame.min_gap_s - 1e-9, f"{frame.can_id:#x} repeated after {min(gaps):.4f} s"
+        # Each fall went out as soon as the gap allowed: every 0.2 s, not every period (0.5 s or 1 s).
+        assert len(times) == pytest.approx(10.0 / frame.min_gap_s, abs=1), f"{frame.can_id:#x}"
+
+
+# --- request mode -----------------------------------------------------------------------------------------
+
+
+def request(rig: Rig, at_s: float, count: int = 1) -> list[Sent]:
+    """Run to ``at_s``, let ``count`` request frames arrive there, tick once: the frames that tick sent."""
+    rig.run_until(at_s)
+    before = len(rig.sink.frames)
+    for _ in range(count):
+        rig.loop.on_frame(0x301)
+    assert rig.loop.wake.is_set(), "a request wakes the loop"
+    rig.loop.wake.clear()
+    rig.tick()
+    return rig.sink.frames[before:]
+
+
+def test_request_mode_answers_each_request_with_the_whole_set_once() -> None:
+    rig = Rig(profile=REQUEST)
+    rig.run_until(5.0)
+    assert rig.loop.state is FailsafeState.NORMAL
+    assert rig.sink.frames == [], "nothing goes out before the first request"
+
+    answer = request(rig, 5.0)
+    assert [(f.can_id, round(f.at_s, 6)) for f in answer] == [(0x311, 5.0), (0x313, 5.0)]
+    assert answer[0].values == pytest.approx({"cvl": EXPECTED_CVL_V, "ccl": EXPECTED_CCL_A, "dcl": EXPECTED_DCL_A})
+    rig.run_until(7.0)
+    assert len(rig.sink.frames) == 2, "no periodic sending in request mode"
+
+    for at_s in (7.3, 8.0, 9.55):
+        assert [f.can_id for f in request(rig, at_s)] == [0x311, 0x313]
+    rig.run_until(12.0)
+    assert [round(f.at_s, 6) for f in rig.sink.of(0x311)] == [5.0, 7.3, 8.0, 9.55]
+    assert [round(f.at_s, 6) for f in rig.sink.of(0x313)] == [5.0, 7.3, 8.0, 9.55]
+
+    rig.loop.on_frame(0x305)  # not the request id
+    rig.run_until(13.0)
+    assert len(rig.sink.frames) == 8
+    # Two requests before the loop got to them share one answer: it went out after both arrived.
+    assert [f.can_id for f in request(rig, 13.0, count=2)] == [0x311, 0x313]
+    rig.run_until(14.0)
+    assert len(rig.sink.frames) == 10
+    assert rig.loop.snapshot().requests_received == 6
+
+
+def test_request_mode_keeps_the_failsafe_states() -> None:
+    rig = Rig(profile=REQUEST)
+    rig.driver.mode = "silent"
+    assert request(rig, 2.0) == [], "no answer without BMS data"
+    rig.driver.mode = "answer"
+    rig.run_until(4.0)
+    assert rig.sink.frames == [], "a request dropped while waiting is not answered later"
+    assert [f.can_id for f in request(rig, 4.0)] == [0x311, 0x313]
+
+    rig.driver.mode = "silent"  # last good reading at 4.0
+    stale = request(rig, 4.0 + BMS_TIMEOUT_S + POLL_S + 0.5)
+    assert rig.loop.state is FailsafeState.STALE
+    assert [f.can_id for f in stale] == [0x311, 0x313]
+    assert (stale[0].values["ccl"], stale[0].values["dcl"]) == (0, 0), "stale: answered with the zero set"
+
+    assert request(rig, 4.0 + SILENCE_AFTER_S + 1.0) == [], "silent: requests go unanswered"
+    assert rig.loop.state is FailsafeState.SILENT
+    rig.loop.shutdown()
+    assert len(rig.sink.frames) == 4, "no unasked last set in request mode"

@@ -46,13 +46,20 @@ class JkUartDriver:
         return self._link
 
     def read(self) -> tuple[PackReading, ...]:
+        return (self.read_reply()[1],)
+
+    def read_reply(self) -> tuple[jk_nw.JkNwReply, PackReading]:
+        """One read-all reply, decoded, and its reading (control needs the reply: it holds tag 0xB2).
+
+        :raises GatewayError: (FrameError or LinkError) every attempt failed.
+        """
         last_error: GatewayError | None = None
         for _ in range(self._attempts):
             try:
                 frame = self._link.transact(self._request, jk_nw.FRAMER, self._timeout_s)
                 received_at = self._clock.monotonic()
                 reply = jk_nw.decode_reply(frame)
-                return (jk_nw.to_reading(reply, received_at, self.pack_id),)
+                return reply, jk_nw.to_reading(reply, received_at, self.pack_id)
             except (FrameError, LinkError) as exc:
                 last_error = exc
         assert last_error is not None

@@ -15,7 +15,20 @@ from collections.abc import Sequence
 from gateway import __version__
 from gateway.errors import ConfigError, GatewayError, ProfileError
 
-COMMANDS = ("run", "check", "read", "profiles", "decode", "simulate", "demo")
+COMMANDS = (
+    "run",
+    "check",
+    "read",
+    "control",
+    "status",
+    "profiles",
+    "monitor",
+    "export_dbc",
+    "decode",
+    "simulate",
+    "demo",
+)
+"""Modules of gateway.cli, one per subcommand (``export_dbc`` registers ``export-dbc``)."""
 
 EXIT_FAILURE = 1
 EXIT_BAD_INPUT = 2

@@ -92,9 +92,14 @@ def render(snapshot: Snapshot, heard: dict[str, Value], heard_age_s: float | Non
     heartbeat = "–" if snapshot.heartbeat_age_s is None else f"{snapshot.heartbeat_age_s:.1f} s"
     lines += [
         "",
-        f"GATEWAY   fail-safe {snapshot.state.value.upper()}  BMS data age {age}  inverter heartbeat age {heartbeat}"
-        f"  frames sent {snapshot.frames_sent}",
+        f"GATEWAY   fail-safe {snapshot.state.value.upper()}  BMS data age {age}"
+        f"  inverter {snapshot.inverter_state.value} (heartbeat age {heartbeat})  frames sent {snapshot.frames_sent}",
     ]
+    if snapshot.inverter_values:
+        measured = "  ".join(
+            f"{name.removeprefix('inverter_')} {v.value}" for name, v in snapshot.inverter_values.items()
+        )
+        lines.append(f"          the inverter measures: {measured}")
     if snapshot.last_error:
         lines.append(f"          last BMS error: {snapshot.last_error}")
     return "\n".join(lines)

@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 
 from gateway.app import limits_settings, open_driver
+from gateway.bms.driver import MultiPackDriver
 from gateway.cli.common import add_config_argument, load
 from gateway.cli.render import render_limits, render_reading, render_thresholds
 from gateway.clock import SystemClock
@@ -25,12 +27,16 @@ def run(args: argparse.Namespace) -> int:
     config = load(args)
     if not args.debug:
         # One poll: a failure is the one error line main() prints; the link's "port lost" warning would repeat it.
-        logging.getLogger("gateway.transport").setLevel(logging.ERROR)
+        for name in ("gateway.transport", "gateway.bms"):
+            logging.getLogger(name).setLevel(logging.ERROR)
     driver = open_driver(config.bms, SystemClock())
     try:
         readings = driver.read()
     finally:
         driver.close()
+    if isinstance(driver, MultiPackDriver):
+        for pack_id, error in driver.pack_errors.items():  # the packs that answered are printed below
+            print(f"bms-gateway: warning: pack {pack_id}: {error}", file=sys.stderr)
     tuning = limits_settings(config)
     for reading in readings:
         problem = implausibility(reading)

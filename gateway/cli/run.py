@@ -1,32 +1,44 @@
-"""``bms-gateway run -c FILE``: the service."""
+"""``bms-gateway run -c FILE``: the service; ``--dry-run`` shows the frames it would send and opens no CAN bus."""
 
 from __future__ import annotations
 
 import argparse
-import signal
+import sys
 import threading
-from types import FrameType
 
 from gateway.app import build_gateway
-from gateway.cli.common import add_config_argument, load_with_profile
+from gateway.cli.common import (
+    add_config_argument,
+    add_duration_argument,
+    load_with_profile,
+    stop_after,
+    stop_on_signals,
+)
+from gateway.cli.dry_run import run_dry
 from gateway.clock import SystemClock
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser("run", help="run the gateway until SIGTERM or Ctrl-C")
     add_config_argument(parser)
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="read the BMS and print the frames it would send, decoded; never opens the CAN bus",
+    )
+    add_duration_argument(parser)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     config, profile = load_with_profile(args)
-    gateway = build_gateway(config, SystemClock(), profile=profile)
+    clock = SystemClock()
     stop = threading.Event()
-
-    def request_stop(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
-    gateway.run(stop)
+    if args.dry_run:
+        with stop_on_signals(stop), stop_after(stop, args.duration):
+            run_dry(config, profile, clock, stop, sys.stdout)
+        return 0
+    gateway = build_gateway(config, clock, profile=profile)
+    with stop_on_signals(stop), stop_after(stop, args.duration):
+        gateway.run(stop)
     return 0

@@ -5,20 +5,24 @@ All interpretation of the profile happens once, in :func:`compile_frame`. Each f
 
 * a value field whose byte order is the default becomes an integer item (``B b H h I i``);
 * a value field with the other byte order becomes a ``Ns`` item filled by ``int.to_bytes``;
-* a byte holding bit fields becomes one ``B`` item: constant bits are precomputed into a base mask, and each
-  flags field adds its mask when any of its flags is true;
-* text and constant fields become precomputed items of an argument template;
+* a byte holding bit fields becomes one ``B`` item: constant bits are precomputed into a base mask, each
+  flags field adds its bit when any of its flags is true, and each 2-bit pair adds 0b01 (raised: any flag
+  true) or 0b10 (cleared) at its position;
+* text, constant and invalid fields become precomputed items of an argument template;
 * unused bytes are ``x`` pad bytes (zero).
 
 :meth:`CanFrameCodec.encode` then only scales, saturates, and calls ``Struct.pack`` once.
 
 Saturation is a safety rule: a value beyond a field's range (its integer range, narrowed by the field's
 ``min``/``max``) is sent as the nearest end of that range, never wrapped: a negative current limit on an
-unsigned field (or a signed one with ``min: 0``) becomes 0, and 70000 raw into u16 becomes 65535.
+unsigned field (or a signed one with ``min: 0``) becomes 0, and 70000 raw into u16 becomes 65535. A field with
+``invalid_when_missing`` sends its invalid marker for a missing, None or NaN value, and saturates one count
+short of the marker otherwise.
 """
 
 from __future__ import annotations
 
+import math
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -26,7 +30,7 @@ from decimal import Decimal
 from typing import Final, NamedTuple
 
 from gateway.errors import FrameError, GatewayError
-from gateway.profiles.schema import ByteOrder, FieldKind, FieldSpec, FrameSpec
+from gateway.profiles.schema import PAIR_CLEARED, PAIR_RAISED, ByteOrder, FieldKind, FieldSpec, FrameSpec
 from gateway.values import Value
 
 _INT_CODES: Final[Mapping[tuple[int, bool], str]] = {
@@ -41,7 +45,7 @@ _ORDER_PREFIX: Final[Mapping[ByteOrder, str]] = {"little": "<", "big": ">"}
 
 
 class EncodeError(GatewayError, ValueError):
-    """A value handed to :meth:`CanFrameCodec.encode` is missing, not a number, or NaN."""
+    """A value handed to :meth:`CanFrameCodec.encode` is missing, not a number, or NaN (and no marker applies)."""
 
 
 class _NumericSlot(NamedTuple):
@@ -61,6 +65,8 @@ class _NumericSlot(NamedTuple):
     field: str
     digits: int | None
     """Decimal places to round decoded values to; None: decode to int."""
+    invalid: int | None
+    """Raw marker sent for a missing, None or NaN value; None: such a value is an error."""
 
 
 class _BitsSlot(NamedTuple):
@@ -69,10 +75,10 @@ class _BitsSlot(NamedTuple):
     arg: int
     base: int
     """Bits of constant bit fields, always set."""
-    flags: tuple[tuple[int, tuple[str, ...], str], ...]
-    """Per flags field: (mask, flag names, field name)."""
-    decoded: tuple[tuple[str, int, bool], ...]
-    """Per bit field, for decode: (field name, mask, is a flags field)."""
+    flags: tuple[tuple[int, int, tuple[str, ...], str], ...]
+    """Per flags or pair field: (bits when raised, bits when cleared, flag names, field name)."""
+    decoded: tuple[tuple[str, int, FieldKind], ...]
+    """Per bit field, for decode: (field name, lowest bit, kind)."""
 
 
 class _StaticSlot(NamedTuple):
@@ -92,7 +98,9 @@ class CanFrameCodec:
     can_id: int
     """11-bit CAN identifier."""
     period_s: float
-    """Transmit period, s."""
+    """Transmit period, s (0 in request mode)."""
+    min_gap_s: float
+    """Shortest time between two sends of this id, s; 0: no limit."""
     dlc: int
     """Payload length, bytes; :meth:`encode` always returns exactly this many."""
     name: str
@@ -124,38 +132,47 @@ class CanFrameCodec:
         label, field, name = self.label, "", ""
         try:
             # Plain tuple unpacking: the fastest way through the precompiled slots.
-            for arg, name, scale, value_offset, low, high, order, size, signed, field, _ in self._numeric:
-                value = values[name]
-                if isinstance(value, str):
+            for arg, name, scale, value_offset, low, high, order, size, signed, field, _, invalid in self._numeric:
+                value = values[name] if invalid is None else values.get(name)
+                if value is None or (isinstance(value, float) and math.isnan(value)):
+                    if invalid is None:
+                        raise KeyError(name) if value is None else ValueError(name)
+                    raw = invalid
+                elif isinstance(value, str):
                     raise EncodeError(f"{label} field '{field}': value '{name}' is a string")
-                scaled = (value - value_offset) / scale
-                if scaled >= high:
-                    raw = high
-                elif scaled <= low:
-                    raw = low
                 else:
-                    raw = round(scaled)  # NaN fails both comparisons and raises ValueError here
+                    scaled = (value - value_offset) / scale
+                    if scaled >= high:
+                        raw = high
+                    elif scaled <= low:
+                        raw = low
+                    else:
+                        raw = round(scaled)
                 args[arg] = raw if order is None else raw.to_bytes(size, order, signed=signed)
             for arg, byte, flags, _ in self._bits:
-                for mask, names, field in flags:  # noqa: B007 - the error message names it
+                for raised_bits, cleared_bits, names, field in flags:  # noqa: B007 - the error message names it
+                    raised = False
                     for name in names:  # no short cut: a missing name fails whatever the others are
                         if values[name]:
-                            byte |= mask
+                            raised = True
+                    byte |= raised_bits if raised else cleared_bits
                 args[arg] = byte
         except KeyError:
             raise EncodeError(f"{label} field '{field}': missing value '{name}'") from None
         except EncodeError:
             raise
-        except ValueError:  # round(NaN)
+        except ValueError:  # NaN without a marker
             raise EncodeError(f"{label} field '{field}': value '{name}' is NaN") from None
         return self._struct.pack(*args)
 
     def decode(self, data: bytes) -> dict[str, Value]:
         """The physical value of every field in ``data``, keyed by field name.
 
-        Value fields decode to ``raw * scale + value_offset`` (an int when scale and offset are integers),
-        flags fields to bool, text fields to their text without padding, constant fields to their raw int.
-        Bytes beyond the last field are ignored.
+        Value fields decode to ``raw * scale + value_offset`` (an int when scale and offset are integers; NaN
+        for the invalid marker of an ``invalid_when_missing`` field), flags fields to bool, pairs to True
+        (0b01, raised) or False (0b10, cleared) and to the raw int 0 or 3 for the two states SMA leaves
+        undefined, text fields to their text without padding, constant fields to their raw int, invalid fields
+        to NaN (or the raw int when they do not hold the marker). Bytes beyond the last field are ignored.
 
         :raises FrameError: ``data`` is shorter than the fields need.
         """
@@ -171,20 +188,45 @@ class CanFrameCodec:
             raw = (
                 item if isinstance(item, int) else int.from_bytes(item, slot.byte_order or "little", signed=slot.signed)
             )
+            if raw == slot.invalid:
+                out[slot.field] = math.nan
+                continue
             physical = raw * slot.scale + slot.value_offset
             out[slot.field] = int(physical) if slot.digits is None else round(physical, slot.digits)
         for bits in self._bits:
             byte = items[bits.arg]
-            for field, mask, is_flags in bits.decoded:
-                out[field] = bool(byte & mask) if is_flags else int(bool(byte & mask))
+            for field, bit, kind in bits.decoded:
+                if kind is FieldKind.PAIR:
+                    state = (byte >> bit) & 0b11
+                    out[field] = True if state == PAIR_RAISED else False if state == PAIR_CLEARED else state
+                elif kind is FieldKind.FLAGS:
+                    out[field] = bool(byte >> bit & 1)
+                else:
+                    out[field] = byte >> bit & 1
         for static in self._static:
             spec, item = static.field, items[static.arg]
             if spec.kind is FieldKind.TEXT:
                 pad = " " if spec.pad == "space" else "\x00"
                 out[spec.name] = item.decode("ascii", errors="replace").rstrip(pad)
-            else:
-                out[spec.name] = int.from_bytes(item, spec.byte_order, signed=spec.signed)
+                continue
+            number = int.from_bytes(item, spec.byte_order, signed=spec.signed)
+            out[spec.name] = math.nan if number == spec.invalid_raw else number
         return {field.name: out[field.name] for field in self.spec.fields}
+
+    def decode_values(self, data: bytes) -> dict[str, Value]:
+        """The fields of ``data`` that carry one named value, keyed by that name (inverter frames: the
+        :data:`~gateway.profiles.schema.INVERTER_VALUE_NAMES`), as :meth:`decode` gives them.
+
+        :raises FrameError: ``data`` is shorter than the fields need.
+        """
+        decoded = self.decode(data)
+        out: dict[str, Value] = {}
+        for spec in self.spec.fields:
+            if spec.value is not None:
+                out[spec.value] = decoded[spec.name]
+            elif len(spec.flags) == 1:
+                out[spec.flags[0]] = decoded[spec.name]
+        return out
 
 
 def _decimals(number: float) -> int:
@@ -213,8 +255,14 @@ def compile_frame(spec: FrameSpec) -> CanFrameCodec:
         if position in bit_fields:
             fields = bit_fields[position]
             base = sum(1 << f.bit for f in fields if f.bit is not None and f.constant)
-            flags = tuple((1 << f.bit, f.flags, f.name) for f in fields if f.bit is not None and f.flags)
-            decoded = tuple((f.name, 1 << f.bit, f.kind is FieldKind.FLAGS) for f in fields if f.bit is not None)
+            flags = tuple(
+                (PAIR_RAISED << f.bit, PAIR_CLEARED << f.bit, f.flags, f.name)
+                if f.kind is FieldKind.PAIR
+                else (1 << f.bit, 0, f.flags, f.name)
+                for f in fields
+                if f.bit is not None and f.flags
+            )
+            decoded = tuple((f.name, f.bit, f.kind) for f in fields if f.bit is not None)
             bits.append(_BitsSlot(index, base, flags, decoded))
             value_names.update(name for f in fields for name in f.flags)
             formats.append("B")
@@ -246,6 +294,7 @@ def compile_frame(spec: FrameSpec) -> CanFrameCodec:
                     signed=field.signed,
                     field=field.name,
                     digits=digits,
+                    invalid=field.invalid_raw,
                 )
             )
             value_names.add(field.value)
@@ -257,8 +306,9 @@ def compile_frame(spec: FrameSpec) -> CanFrameCodec:
             if field.kind is FieldKind.TEXT:
                 template.append(field.text_bytes)
             else:
-                assert field.constant is not None
-                template.append(field.constant.to_bytes(field.size, field.byte_order, signed=field.signed))
+                raw = field.invalid_raw if field.kind is FieldKind.INVALID else field.constant
+                assert raw is not None
+                template.append(raw.to_bytes(field.size, field.byte_order, signed=field.signed))
         position += field.size
 
     prefix = _ORDER_PREFIX[spec.byte_order]
@@ -267,6 +317,7 @@ def compile_frame(spec: FrameSpec) -> CanFrameCodec:
     return CanFrameCodec(
         can_id=spec.can_id,
         period_s=spec.period_s,
+        min_gap_s=spec.min_gap_s,
         dlc=spec.dlc,
         name=spec.name,
         spec=spec,

@@ -1,8 +1,11 @@
-"""A simulated inverter on the CAN bus: hears the battery frames as an inverter would, and sends its heartbeat.
+"""A simulated inverter on the CAN bus: hears the battery frames as an inverter would, and speaks like one.
 
 It decodes every frame with the profile (into published value names where a field carries one value or one
-flag), records when each arrived, and sends the profile's heartbeat frame every second. Used by the demo and
-by tests; it shares no state with the gateway but the bus.
+flag) and records when each arrived. Every second (while ``send_heartbeat`` is true) it sends each of the
+profile's inverter frames, its value fields filled from ``measurements`` (0 for any not given), and, for a
+request-mode profile whose request id is not one of those frames, the request frame (8 zero bytes).
+:meth:`InverterSimulator.send_request` sends one request on demand. Used by the demo and by tests; it shares no
+state with the gateway but the bus.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import can
@@ -47,13 +51,25 @@ class HeardFrame:
 
 
 class InverterSimulator:
-    """Listens on ``bus`` for the profile's frames; sends the heartbeat while ``send_heartbeat`` is true."""
+    """Listens on ``bus`` for the profile's frames; sends its own frames while ``send_heartbeat`` is true.
 
-    def __init__(self, profile: Profile, bus: can.BusABC, *, send_heartbeat: bool = True) -> None:
+    :param measurements: inverter values (``INVERTER_VALUE_NAMES``) its frames carry, e.g. SMA's 0x305.
+    """
+
+    def __init__(
+        self,
+        profile: Profile,
+        bus: can.BusABC,
+        *,
+        send_heartbeat: bool = True,
+        measurements: Mapping[str, Value] | None = None,
+    ) -> None:
         self.profile = profile
         self._bus = bus
         self._codecs = {codec.can_id: codec for codec in profile.frames}
         self.send_heartbeat = send_heartbeat
+        self.measurements: dict[str, Value] = dict(measurements or {})
+        self.requests_sent = 0
         self.heard: dict[int, HeardFrame] = {}
         self.arrivals: dict[int, list[float]] = {}
         self.decode_errors = 0
@@ -109,12 +125,31 @@ class InverterSimulator:
                 self.heard[message.arbitration_id] = HeardFrame(now, data, values)
                 self.arrivals.setdefault(message.arbitration_id, []).append(now)
 
+    def send_request(self) -> None:
+        """Send the profile's request frame once (request mode; 8 zero bytes unless it is an inverter frame)."""
+        request_id = self.profile.request_id
+        if request_id is None:
+            raise ValueError(f"profile {self.profile.name} is not a request-mode profile")
+        codec = self.profile.inverter_frame(request_id)
+        self._send(request_id, bytes(8) if codec is None else self._payload(codec))
+        self.requests_sent += 1
+
+    def _payload(self, codec: CanFrameCodec) -> bytes:
+        return codec.encode({**dict.fromkeys(codec.value_names, 0), **self.measurements})
+
+    def _send(self, can_id: int, data: bytes) -> None:
+        message = can.Message(arbitration_id=can_id, data=data, is_extended_id=False)
+        with contextlib.suppress(can.CanError):
+            self._bus.send(message)
+
     def _heartbeat(self) -> None:
-        heartbeat = self.profile.heartbeat
-        if heartbeat is None:
-            return
-        message = can.Message(arbitration_id=heartbeat.can_id, data=bytes(8), is_extended_id=False)
+        request_id = self.profile.request_id
         while not self._stop.wait(HEARTBEAT_PERIOD_S):
-            if self.send_heartbeat:
-                with contextlib.suppress(can.CanError):
-                    self._bus.send(message)
+            if not self.send_heartbeat:
+                continue
+            for codec in self.profile.inverter_frames:
+                self._send(codec.can_id, self._payload(codec))
+                if codec.can_id == request_id:
+                    self.requests_sent += 1
+            if request_id is not None and self.profile.inverter_frame(request_id) is None:
+                self.send_request()

@@ -3,7 +3,13 @@
 It answers read-all requests with frames from our own encoder (:func:`gateway.bms.jk_nw.encode_reply`), driven
 by a :class:`~gateway.sim.scenarios.Scenario`. Either it creates a pseudo-terminal (and the gateway opens the
 printed path) or it opens an existing port, such as one end of a :class:`~gateway.sim.nullmodem.NullModem`.
-Like a real JK it never talks unasked, ignores writes and answers nothing that is not a valid request.
+Like a real JK it never talks unasked and answers nothing that is not a valid request.
+
+It accepts the opt-in control writes (:mod:`gateway.bms.jk_nw_control`): a password frame with its password
+arms it for one write frame of the charge (0xAB), discharge (0xAC) or balancer (0x9D) switch, which then
+holds over the scenario: switch off → the setting reads 0 and that MOS (or the balancer) is off. A wrong
+password disarms it and changes nothing. [unverified] It answers neither frame: whether a real JK does is
+unknown. ``checks_password=False`` plays firmware that applies a write whatever the password.
 """
 
 from __future__ import annotations
@@ -14,13 +20,19 @@ import os
 import select
 import threading
 import tty
+from collections import deque
 from dataclasses import replace
+from typing import Final
 
 import serial
 
 from gateway.bms import jk_nw
+from gateway.bms.control import Switch
+from gateway.bms.jk_nw_control import PasswordRequest, WriteRequest, decode_control_request
 from gateway.clock import Clock
 from gateway.errors import FrameError, LinkError
+from gateway.model import PackReading
+from gateway.secret import Secret
 from gateway.sim.scenarios import Behaviour, Scenario
 from gateway.transport.serial_link import SerialPort, open_serial_port
 
@@ -29,6 +41,11 @@ log = logging.getLogger(__name__)
 # Includes a false start marker whose length field is impossible, so a receiver can tell it from a frame
 # (a plausible one would swallow the real frame that follows).
 _NOISE = bytes.fromhex("00 FF 4E 13 57 AA 4E 57 FF FF")
+
+_EXTRAS_PASSWORD = jk_nw.SIMULATOR_EXTRAS["password"]
+assert isinstance(_EXTRAS_PASSWORD, Secret)
+SIMULATOR_PASSWORD: Final = _EXTRAS_PASSWORD
+"""The factory password of a JK BMS (``123456``), which the simulator reports and accepts unless told another."""
 
 
 class JkUartSimulator:
@@ -39,6 +56,8 @@ class JkUartSimulator:
     :param port: serial port to open; None creates a pseudo-terminal (see :attr:`path`).
     :param baudrate: bits per second on ``port``.
     :param reply_delay_s: wait this long before answering (a slow BMS), s.
+    :param password: the settings password it reports (tag 0xB2) and accepts before a write.
+    :param checks_password: False: apply a write after any password frame (firmware that does not check).
     """
 
     def __init__(
@@ -49,8 +68,24 @@ class JkUartSimulator:
         port: str | None = None,
         baudrate: int = 115200,
         reply_delay_s: float = 0.0,
+        password: Secret = SIMULATOR_PASSWORD,
+        checks_password: bool = True,
     ) -> None:
         self.scenario = scenario
+        self._password = password
+        self._extras = {**jk_nw.SIMULATOR_EXTRAS, "password": password}
+        self._checks_password = checks_password
+        self._control_lock = threading.Lock()
+        self._switches: dict[Switch, bool] = {}
+        """Switches written since the start; they hold over the scenario's own values."""
+        self._armed = False
+        """A password frame was accepted and no write has used it yet."""
+        self.commands_seen: deque[int] = deque(maxlen=4096)  # bounded: `simulate` may run for days
+        """The command byte of each valid request received, latest last (0x06 read-all, 0x05, 0x02, ...)."""
+        self.writes_applied = 0
+        self.writes_rejected = 0
+        """Write frames ignored: not after an accepted password frame, or not a switch."""
+        self.passwords_rejected = 0
         self._clock = clock
         self._port = port
         self._baudrate = baudrate
@@ -80,15 +115,19 @@ class JkUartSimulator:
             return None
         if envelope.frame_type != jk_nw.FrameType.REQUEST:
             return None
+        self.commands_seen.append(envelope.command)
+        if envelope.command in (jk_nw.Command.PASSWORD, jk_nw.Command.WRITE):
+            self._control(request)
+            return None
         reads_all = envelope.command == jk_nw.Command.READ_ALL or (
             envelope.command == jk_nw.Command.READ and envelope.payload[:1] == b"\x00"
         )
         if not reads_all:
-            return None  # writes and passwords: this simulator is read-only
+            return None
         step = self.scenario.step(self._clock.monotonic() - self._started_at)
         if step.behaviour is Behaviour.SILENT:
             return None
-        reply = replace(jk_nw.from_reading(step.reading), command=envelope.command)
+        reply = replace(jk_nw.from_reading(self.reading(step.reading), self._extras), command=envelope.command)
         frame = jk_nw.encode_reply(reply)
         if step.behaviour is Behaviour.BAD_CHECKSUM:
             return frame[:-1] + bytes(((frame[-1] + 1) & 0xFF,))
@@ -97,6 +136,43 @@ class JkUartSimulator:
         if step.behaviour is Behaviour.GARBAGE_FIRST:
             return _NOISE + frame
         return frame
+
+    def switch_overrides(self) -> dict[Switch, bool]:
+        """The switches written so far (a copy)."""
+        with self._control_lock:
+            return dict(self._switches)
+
+    def reading(self, scenario_reading: PackReading) -> PackReading:
+        """``scenario_reading`` as this BMS reports it, with the switches written so far applied."""
+        with self._control_lock:
+            switches = dict(self._switches)
+        return apply_switches(scenario_reading, switches)
+
+    def _control(self, request: bytes) -> None:
+        """Apply a password or write frame; anything wrong changes nothing (and is never answered)."""
+        try:
+            decoded = decode_control_request(request)
+        except FrameError as exc:
+            log.info("simulator: malformed control frame ignored (%s)", exc.fault)
+            return
+        with self._control_lock:
+            if isinstance(decoded, PasswordRequest):
+                self._armed = not self._checks_password or decoded.password == self._password
+                if not self._armed:
+                    self.passwords_rejected += 1
+                    log.info("simulator: wrong settings password; the next write is ignored")
+                return
+            if not isinstance(decoded, WriteRequest):
+                return
+            armed, self._armed = self._armed, False  # one write per password frame
+            switch = decoded.switch
+            if not armed or switch is None or decoded.value not in (0, 1):
+                self.writes_rejected += 1
+                log.info("simulator: write to 0x%02X ignored", decoded.register)
+                return
+            self._switches[switch] = bool(decoded.value)
+            self.writes_applied += 1
+            log.info("simulator: %s switch set %s", switch, "on" if decoded.value else "off")
 
     # --- serving -------------------------------------------------------------------------------------------
 
@@ -192,6 +268,31 @@ class JkUartSimulator:
         if port is not None:
             with contextlib.suppress(serial.SerialException, OSError):
                 port.close()
+
+
+def apply_switches(reading: PackReading, switches: dict[Switch, bool]) -> PackReading:
+    """``reading`` with the written switches: the setting as written, and an off switch holds its MOS (or the
+    balancer) off and stops the current it would carry. An on switch leaves the scenario's MOS state (a
+    protection may still hold it open)."""
+    if not switches:
+        return reading
+    settings, state = reading.settings, reading.state
+    charge = switches.get(Switch.CHARGE)
+    discharge = switches.get(Switch.DISCHARGE)
+    balancer = switches.get(Switch.BALANCER)
+    if charge is not None:
+        settings = replace(settings, charge_mos_switch=charge)
+        if not charge:
+            state = replace(state, charge_mos_on=False, current_a=min(state.current_a, 0.0))
+    if discharge is not None:
+        settings = replace(settings, discharge_mos_switch=discharge)
+        if not discharge:
+            state = replace(state, discharge_mos_on=False, current_a=max(state.current_a, 0.0))
+    if balancer is not None:
+        settings = replace(settings, balancer_enabled=balancer)
+        if not balancer:
+            state = replace(state, balancer_on=False, balance_current_a=None)
+    return replace(reading, settings=settings, state=state)
 
 
 def _cause(exc: Exception) -> str:

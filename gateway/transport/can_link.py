@@ -11,9 +11,13 @@
   ``reopen_interval_s`` (of the injected clock) opens the bus again. The first frame that goes out after an
   episode logs ``"CAN: back ..."``.
 * **Receiving** runs in a background thread that calls ``bus.recv(timeout=0.1)`` for as long as the link is
-  open. Frames whose id is in ``listen_ids`` are recorded with their arrival time on the injected clock's
-  *monotonic* scale, so :meth:`CanLink.heartbeat_age_s` tells how long the inverter has been silent. Every other
-  frame is read and dropped, which keeps driver receive queues from filling up.
+  open. Frames whose id is in ``listen_ids`` (or ``decoders``) are recorded with their arrival time on the
+  injected clock's *monotonic* scale, so :meth:`CanLink.heartbeat_age_s` tells how long the inverter has been
+  silent. A frame with a decoder is also decoded into named values, each kept with its arrival time
+  (:meth:`CanLink.received_values`); a frame the decoder rejects is counted and logged once per id. Then
+  ``on_receive(can_id)`` is called (the control loop wakes up for a request or a heartbeat). Every other frame
+  is read and dropped, which keeps driver receive queues from filling up. The link knows no protocol: decoders
+  and the callback come from whoever builds it.
 """
 
 from __future__ import annotations
@@ -28,7 +32,8 @@ from typing import Final
 import can
 
 from gateway.clock import Clock
-from gateway.errors import LinkError
+from gateway.errors import FrameError, LinkError
+from gateway.values import Value
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +106,10 @@ class CanLink:
     :param bus_factory: builds the bus from :meth:`CanSettings.bus_kwargs`; ``can.Bus`` unless a test swaps it.
     :param send_timeout_s: seconds one ``bus.send`` may wait for room in the adapter's transmit queue, so a
         full queue stalls the control loop for at most this long.
+    :param decoders: per CAN id, a function from payload to named values (raising
+        :class:`~gateway.errors.FrameError` for a payload it cannot read); these ids are listened to as well.
+    :param on_receive: called on the reader thread with the id of every recorded frame, after it is recorded
+        and decoded; it must be quick and must not raise (an exception is logged and swallowed).
     :raises ValueError: a listen id is not an 11-bit id, or an interval is not positive.
     """
 
@@ -113,8 +122,11 @@ class CanLink:
         reopen_interval_s: float = 5.0,
         bus_factory: Callable[..., can.BusABC] = can.Bus,
         send_timeout_s: float = 0.05,
+        decoders: Mapping[int, Callable[[bytes], Mapping[str, Value]]] | None = None,
+        on_receive: Callable[[int], None] | None = None,
     ) -> None:
-        ids = frozenset(listen_ids)
+        decoders = dict(decoders or {})
+        ids = frozenset(listen_ids) | frozenset(decoders)
         for can_id in ids:
             _check_id(can_id)
         if reopen_interval_s <= 0:
@@ -139,7 +151,13 @@ class CanLink:
         self._closed = False
         self._reader: threading.Thread | None = None
         self._stop: threading.Event | None = None
+        self._decoders = decoders
+        self._on_receive = on_receive
         self._received: dict[int, tuple[float, bytes]] = {}
+        self._values: dict[str, tuple[Value, float]] = {}
+        self._decode_failing: set[int] = set()
+        """Ids whose last frame the decoder rejected: the next rejection is not logged again."""
+        self._decode_errors = 0
         self._received_lock = threading.Lock()
 
     # --- state -------------------------------------------------------------------------------------------
@@ -158,6 +176,11 @@ class CanLink:
     def errors(self) -> int:
         """Failed bus operations so far (opens, sends and receives that raised); never reset."""
         return self._errors
+
+    @property
+    def decode_errors(self) -> int:
+        """Received frames their decoder rejected so far; never reset."""
+        return self._decode_errors
 
     # --- open / close ------------------------------------------------------------------------------------
 
@@ -243,6 +266,11 @@ class CanLink:
         with self._received_lock:
             return self._received.get(can_id)
 
+    def received_values(self) -> dict[str, tuple[Value, float]]:
+        """The newest decoded value of every name: (value, monotonic arrival of its frame in s)."""
+        with self._received_lock:
+            return dict(self._values)
+
     def heartbeat_age_s(self, can_id: int) -> float | None:
         """Seconds since the newest frame with ``can_id`` arrived, on the injected clock; None if never seen."""
         last = self.last_received(can_id)
@@ -324,9 +352,28 @@ class CanLink:
             return
         if message.arbitration_id not in self._listen_ids:
             return
+        can_id, data = message.arbitration_id, bytes(message.data)
         arrival = self._clock.monotonic()
+        decoder = self._decoders.get(can_id)
+        values: Mapping[str, Value] = {}
+        if decoder is not None:
+            try:
+                values = decoder(data)
+            except FrameError as exc:
+                self._decode_errors += 1
+                level = logging.DEBUG if can_id in self._decode_failing else logging.WARNING
+                log.log(level, "CAN: frame 0x%03X from the inverter not decoded: %s", can_id, exc)
+                self._decode_failing.add(can_id)
+            else:
+                self._decode_failing.discard(can_id)
         with self._received_lock:
-            self._received[message.arbitration_id] = (arrival, bytes(message.data))
+            self._received[can_id] = (arrival, data)
+            self._values.update({name: (value, arrival) for name, value in values.items()})
+        if self._on_receive is not None:
+            try:
+                self._on_receive(can_id)
+            except Exception as exc:  # the reader must survive whatever the callback does
+                log.error("CAN: handling frame 0x%03X failed: %s", can_id, _cause(exc))
 
 
 def _check_id(can_id: int) -> None:

@@ -1,0 +1,156 @@
+"""``bms-gateway monitor``: the traffic on a CAN bus, decoded with a profile (what the inverter sees).
+
+Every frame is one line: seconds since start, who sends it by the profile (``bat`` the battery frames, ``inv``
+the inverter's, ``---`` an id the profile does not know, shown raw), and its fields with units. The bus comes
+from the config (``-c FILE``) or from ``--interface/--channel [--bitrate]``, the profile from the config or
+``--profile``. It only listens: nothing is ever sent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Final, TextIO
+
+import can
+
+from gateway import app
+from gateway.cli.common import DEFAULT_CONFIG, add_duration_argument, detach_stdout, stop_after, stop_on_signals
+from gateway.cli.frames import format_fields, format_id, format_payload
+from gateway.config import load_config
+from gateway.effective import load_config_profile, resolve
+from gateway.errors import ConfigError, LinkError
+from gateway.profiles import CanFrameCodec, Profile, load_profile
+from gateway.transport.can_link import CanSettings
+
+RECV_TIMEOUT_S: Final = 0.2
+"""Longest one ``recv`` blocks, s: bounds how late a stop or the end of ``--duration`` is noticed."""
+
+
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "monitor", help="decode the frames on a CAN bus with a profile (listens only, sends nothing)"
+    )
+    parser.add_argument(
+        "-c",
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help=f"take bus and profile from this config (default {DEFAULT_CONFIG})",
+    )
+    parser.add_argument("--profile", metavar="NAME", help="profile name or file (default: the config's)")
+    parser.add_argument("--interface", metavar="I", help="python-can interface, e.g. socketcan (instead of -c)")
+    parser.add_argument("--channel", metavar="C", help="python-can channel, e.g. can0 (with --interface)")
+    parser.add_argument("--bitrate", type=int, metavar="B", help="bit/s (default: the config's, else the profile's)")
+    parser.add_argument("--changes", action="store_true", help="show a frame only when its payload changed")
+    add_duration_argument(parser)
+    parser.set_defaults(func=run)
+
+
+class FrameMonitor:
+    """Turns received frames into lines: battery frames, inverter frames, and unknown ids raw."""
+
+    def __init__(self, profile: Profile, out: TextIO, *, changes_only: bool = False) -> None:
+        self._known: dict[int, tuple[str, CanFrameCodec]] = {codec.can_id: ("bat", codec) for codec in profile.frames}
+        self._known.update({codec.can_id: ("inv", codec) for codec in profile.inverter_frames})
+        self._name_width = max((len(codec.name) for _, codec in self._known.values()), default=len("request"))
+        # Request mode (Growatt): the inverter's request frame, which carries no fields of interest.
+        self._request_id: int | None = getattr(profile, "request_id", None)
+        self._out = out
+        self._changes_only = changes_only
+        self._last: dict[tuple[int, bool], bytes] = {}
+        self.frames = 0
+
+    def show(self, message: can.Message, elapsed_s: float) -> None:
+        if message.is_error_frame:
+            print(f"{elapsed_s:8.3f} --- error frame", file=self._out, flush=True)
+            return
+        can_id, extended, data = message.arbitration_id, bool(message.is_extended_id), bytes(message.data)
+        if self._changes_only:
+            key = (can_id, extended)
+            if self._last.get(key) == data:
+                return
+            self._last[key] = data
+        self.frames += 1
+        # A profile's ids are 11-bit: an extended frame with the same number is someone else's.
+        side, codec = self._known.get(can_id, ("---", None)) if not extended else ("---", None)
+        name = "?" if codec is None else codec.name
+        if codec is None and not extended and can_id == self._request_id:
+            side, name = "inv", "request"
+        head = f"{elapsed_s:8.3f} {side} {format_id(can_id, extended=extended)} {name:<{self._name_width}}"
+        if message.is_remote_frame:
+            print(f"{head} remote request, dlc {message.dlc}", file=self._out, flush=True)
+            return
+        payload = format_payload(data)
+        line = f"{head} {payload}" if codec is None else f"{head} {payload:<27} {format_fields(codec, data)}"
+        print(line, file=self._out, flush=True)
+
+
+def _bus_and_profile(args: argparse.Namespace) -> tuple[CanSettings, Profile]:
+    if args.interface is None:
+        for flag, given in (("--channel", args.channel), ("--bitrate", args.bitrate)):
+            if given is not None:
+                raise ConfigError("", f"{flag} goes with --interface (without it, the bus comes from -c FILE)")
+        if args.config is None:
+            args.config = DEFAULT_CONFIG
+        config = load_config(args.config)
+        profile = load_config_profile(config) if args.profile is None else load_profile(args.profile)
+        can_config = config.inverter.can
+        effective = resolve(config, profile)  # raises when the config names no CAN adapter
+        assert can_config is not None
+        settings = CanSettings(
+            interface=can_config.interface,
+            channel=can_config.channel,
+            bitrate=effective.can_bitrate.value,
+            extra=can_config.extra,
+        )
+        return settings, profile
+    if args.config is not None:
+        raise ConfigError("", "give either -c FILE or --interface/--channel, not both")
+    if args.channel is None or args.profile is None:
+        raise ConfigError("", "--interface needs --channel and --profile")
+    if args.bitrate is not None and args.bitrate <= 0:
+        raise ConfigError("", f"--bitrate must be a positive number of bit/s, got {args.bitrate}")
+    profile = load_profile(args.profile)
+    bitrate = profile.bitrate if args.bitrate is None else args.bitrate
+    return CanSettings(interface=args.interface, channel=args.channel, bitrate=bitrate), profile
+
+
+def open_bus(settings: CanSettings) -> can.BusABC:
+    """The bus, or one line saying why not. :raises ConfigError: unknown interface. :raises LinkError:"""
+    try:
+        return app.can_bus(**settings.bus_kwargs())
+    except NotImplementedError as error:  # python-can: unknown interface name, or one this platform lacks
+        raise ConfigError("", f"CAN: {error}") from None
+    except (can.CanError, OSError, ValueError, ImportError) as error:
+        raise LinkError(f"CAN: cannot open {settings.describe()}: {error}") from None
+
+
+def run(args: argparse.Namespace) -> int:
+    settings, profile = _bus_and_profile(args)
+    bus = open_bus(settings)
+    monitor = FrameMonitor(profile, sys.stdout, changes_only=args.changes)
+    stop = threading.Event()
+    started_s = time.monotonic()
+    print(
+        f"monitor: profile {profile.name} on {settings.describe()} at {settings.bitrate} bit/s; listening only",
+        file=sys.stderr,
+        flush=True,
+    )
+    try:
+        with stop_on_signals(stop), stop_after(stop, args.duration):
+            while not stop.is_set():
+                try:
+                    message = bus.recv(timeout=RECV_TIMEOUT_S)
+                except can.CanError as error:
+                    raise LinkError(f"CAN: receive failed on {settings.describe()}: {error}") from None
+                if message is not None:
+                    monitor.show(message, time.monotonic() - started_s)
+    except BrokenPipeError:  # `monitor | head` has all it wanted
+        detach_stdout()
+    finally:
+        bus.shutdown()
+    return 0

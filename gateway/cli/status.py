@@ -1,0 +1,192 @@
+"""``bms-gateway status``: the live state of a running gateway, read from its HTTP status endpoint.
+
+Cells, limits with their reasons, alarms, and the health of the BMS, inverter and MQTT links. The endpoint's
+address comes from ``--url``, else from the config's ``status:`` section, else the default
+``http://127.0.0.1:9480``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any, Final
+
+from gateway.cli.common import DEFAULT_CONFIG
+from gateway.config import StatusConfig, load_config
+from gateway.errors import ConfigError, GatewayError
+
+DEFAULT_TIMEOUT_S: Final = 3.0
+_ANY_ADDRESS: Final = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}
+"""A wildcard bind is reached on loopback."""
+LIMIT_ROWS: Final = (
+    ("CVL", "charge_voltage_limit_v", ".2f", "V"),
+    ("CCL", "charge_current_limit_a", ".1f", "A"),
+    ("DCL", "discharge_current_limit_a", ".1f", "A"),
+    ("DVL", "discharge_voltage_limit_v", ".2f", "V"),
+)
+
+
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser("status", help="show the live state of a running gateway (its status endpoint)")
+    parser.add_argument(
+        "-c",
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help=f"take the endpoint from this config's status: section (default {DEFAULT_CONFIG}, if it exists)",
+    )
+    parser.add_argument("--url", help="the endpoint itself, e.g. http://127.0.0.1:9480/status")
+    parser.add_argument("--json", action="store_true", help="print the status document as JSON")
+    parser.add_argument(
+        "--timeout", type=float, default=DEFAULT_TIMEOUT_S, metavar="S", help="seconds to wait for an answer"
+    )
+    parser.add_argument(
+        "--max-age",
+        type=float,
+        metavar="S",
+        help="fail (exit 1) when the gateway's newest snapshot is older than S seconds: its loop is stuck",
+    )
+    parser.set_defaults(func=run)
+
+
+def status_url(args: argparse.Namespace) -> str:
+    """The endpoint to ask. :raises ConfigError: the config cannot be read, or it turns the endpoint off."""
+    if args.url:
+        url: str = args.url
+        return url if url.rstrip("/").endswith("/status") else url.rstrip("/") + "/status"
+    path: Path | None = args.config
+    if path is None and DEFAULT_CONFIG.exists():
+        path = DEFAULT_CONFIG
+    status = StatusConfig() if path is None else load_config(path).status
+    if not status.enabled:
+        raise ConfigError("status.enabled", f"is false in {path}: the gateway serves no status")
+    host = _ANY_ADDRESS.get(status.bind, status.bind)
+    return f"http://{f'[{host}]' if ':' in host else host}:{status.port}/status"
+
+
+def fetch(url: str, timeout_s: float) -> dict[str, Any]:
+    """The status document. :raises GatewayError: one line, whatever went wrong."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as response:
+            body = response.read()
+    except urllib.error.HTTPError as error:
+        detail = error.read().decode(errors="replace").strip()
+        raise GatewayError(f"status endpoint {url} answered {error.code}: {detail or error.reason}") from None
+    except (urllib.error.URLError, OSError) as error:
+        reason = getattr(error, "reason", error)
+        reason = getattr(reason, "strerror", None) or reason
+        raise GatewayError(f"cannot reach {url}: {reason} (is the gateway running, with status.enabled?)") from None
+    try:
+        document = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise GatewayError(f"status endpoint {url} did not answer with JSON") from None
+    if not isinstance(document, dict):
+        raise GatewayError(f"status endpoint {url} answered JSON that is not a status document")
+    return document
+
+
+def run(args: argparse.Namespace) -> int:
+    document = fetch(status_url(args), args.timeout)
+    age_s = document.get("snapshot_age_s")
+    if args.max_age is not None and (not isinstance(age_s, int | float) or age_s > args.max_age):
+        raise GatewayError(f"the gateway's newest snapshot is {_seconds(age_s)} old: its control loop is stuck")
+    if args.json:
+        print(json.dumps(document, indent=2, ensure_ascii=False))
+    else:
+        print(render(document))
+    return 0
+
+
+# --- rendering -----------------------------------------------------------------------------------------------
+
+
+def render(doc: dict[str, Any]) -> str:
+    """The status document as a terminal view."""
+    lines = [
+        f"bms-gateway {doc.get('version', '?')}: fail-safe {doc.get('failsafe', '?')}"
+        f" (snapshot {_seconds(doc.get('snapshot_age_s'))} old)",
+        *_links(doc),
+    ]
+    pack = (doc.get("bms") or {}).get("pack")
+    if pack is not None:
+        lines.extend(_pack(pack))
+    limits = doc.get("limits")
+    lines.extend(_limits(limits) if limits else ["limits: none sent yet"])
+    alarms = doc.get("alarms") or []
+    lines.append(f"alarms: {', '.join(alarms) if alarms else 'none'}")
+    return "\n".join(lines)
+
+
+def _seconds(value: object) -> str:
+    return "?" if not isinstance(value, int | float) else f"{value:.1f} s"
+
+
+def _links(doc: dict[str, Any]) -> list[str]:
+    bms = doc.get("bms") or {}
+    inverter = doc.get("inverter") or {}
+    mqtt = doc.get("mqtt")
+    lines = [f"BMS link: {bms.get('link', '?')}, newest reading {_seconds(bms.get('reading_age_s'))} old"]
+    if bms.get("last_error"):
+        lines[-1] += f"; last error: {bms['last_error']}"
+    heartbeat = inverter.get("heartbeat_age_s")
+    lines.append(
+        f"inverter link: {inverter.get('link', '?')}"
+        + ("" if heartbeat is None else f", heartbeat {_seconds(heartbeat)} old")
+        + f"; frames sent {inverter.get('frames_sent', 0)}, send failures {inverter.get('send_failures', 0)}"
+    )
+    if mqtt is None:
+        lines.append("MQTT: off")
+    else:
+        state = "connected" if mqtt.get("connected") else "not connected"
+        lines.append(f"MQTT: {state} to {mqtt.get('broker', '?')}, {mqtt.get('dropped', 0)} snapshots dropped")
+        if mqtt.get("last_error") and not mqtt.get("connected"):
+            lines[-1] += f"; {mqtt['last_error']}"
+    return lines
+
+
+def _pack(pack: dict[str, Any]) -> list[str]:
+    state = pack.get("state") or {}
+    cells = state.get("cell_voltages_v") or []
+    lines = [
+        f"pack {pack.get('pack_id', '?')}: {state.get('pack_voltage_v', 0):.2f} V  {state.get('current_a', 0):+.2f} A"
+        f"  {state.get('power_w', 0):+.0f} W  SOC {state.get('soc_pct', 0):.0f} %"
+    ]
+    if cells:
+        low, high = min(cells), max(cells)
+        lines.append(
+            f"cells ({len(cells)}): min {low:.3f} V (#{cells.index(low) + 1})  max {high:.3f} V"
+            f" (#{cells.index(high) + 1})  Δ {(high - low) * 1000:.0f} mV"
+        )
+        for start in range(0, len(cells), 8):
+            lines.append("  " + " ".join(f"{v:.3f}" for v in cells[start : start + 8]))
+    temperatures = [
+        f"T{n} {t:.0f} °C" for n, t in enumerate(state.get("battery_temperatures_c") or [], 1) if t is not None
+    ]
+    mos = state.get("mos_temperature_c")
+    lines.append("temperatures: " + "  ".join(([] if mos is None else [f"MOS {mos:.0f} °C"]) + temperatures))
+    return lines
+
+
+def _limits(limits: dict[str, Any]) -> list[str]:
+    reasons = limits.get("reasons") or {}
+    lines = ["limits:"]
+    for label, key, fmt, unit in LIMIT_ROWS:
+        value = limits.get(key)
+        shown = "?" if not isinstance(value, int | float) else f"{value:{fmt}} {unit}"
+        reason = reasons.get(key)
+        why = f"{reason.get('limiter')}: {reason.get('reason')}" if isinstance(reason, dict) else ""
+        lines.append(f"  {label} {shown}".ljust(18) + why)
+    flags = "  ".join(
+        f"{name} {'yes' if limits.get(key) else 'no'}"
+        for name, key in (
+            ("charge", "charge_enable"),
+            ("discharge", "discharge_enable"),
+            ("force charge", "force_charge"),
+        )
+    )
+    phase = limits.get("charge_phase")
+    lines.append(f"  {flags}" + ("" if phase is None else f"  phase {phase}"))
+    return lines

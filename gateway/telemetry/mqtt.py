@@ -1,0 +1,321 @@
+"""MQTT publisher: snapshots in through a bounded queue, topics out on a thread of its own, Home Assistant
+discovery, and a broker that may be down, slow or gone without the control loop ever noticing.
+
+* The control loop calls :meth:`MqttPublisher.offer`: one ``deque.append`` (the deque holds
+  :data:`QUEUE_DEPTH` snapshots and drops the oldest) and one ``Event.set``. It never waits for a lock held
+  by the network, never does I/O, never raises.
+* The publisher thread takes the newest snapshot and publishes the topics whose payload changed
+  (:mod:`~gateway.telemetry.ha_discovery`), at most once per ``mqtt.min_interval_s``; a change of the fail-safe
+  state or of the alarms goes out within :data:`URGENT_GAP_S`. If the previous batch is still unsent (a slow
+  broker) the batch is skipped, so memory stays bounded.
+* paho-mqtt's own network thread connects, reconnects in the background (1 s doubling to 30 s) and keeps
+  the session alive. The last will sets ``availability`` to ``offline`` (retained); every (re)connect publishes
+  ``online`` (retained) and the discovery configs, and so does Home Assistant's restart (``<prefix>/status``).
+
+paho-mqtt is the ``mqtt`` extra, imported only when MQTT is enabled; the password never reaches a log line.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import socket
+import ssl
+import threading
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Final
+
+from gateway.clock import Clock
+from gateway.config import MqttConfig
+from gateway.errors import ConfigError
+from gateway.logging_setup import Throttle
+from gateway.runtime import Snapshot
+from gateway.telemetry.ha_discovery import AVAILABLE, NOT_AVAILABLE, Topics, discovery_configs, shape, topic_payloads
+
+if TYPE_CHECKING:
+    from paho.mqtt.client import Client, ConnectFlags, DisconnectFlags, MQTTMessage
+    from paho.mqtt.properties import Properties
+    from paho.mqtt.reasoncodes import ReasonCode
+
+log = logging.getLogger(__name__)
+
+QUEUE_DEPTH: Final = 4
+"""Snapshots waiting for the publisher thread; older ones are dropped (only the newest matters)."""
+URGENT_GAP_S: Final = 1.0
+"""A fail-safe or alarm change is published this soon after the previous batch at the latest, s."""
+RECONNECT_MIN_S: Final = 1
+RECONNECT_MAX_S: Final = 30
+CONNECT_TIMEOUT_S: Final = 5.0
+STOP_TIMEOUT_S: Final = 2.0
+"""Longest :meth:`MqttPublisher.stop` waits for the goodbye and the network thread, s."""
+MISSING: Final = "needs paho-mqtt: pip install 'bms-gateway[mqtt]'"
+
+
+def resolve_node_id(config: MqttConfig) -> str:
+    """``mqtt.node_id``, or this machine's host name made fit for a topic level."""
+    if config.node_id is not None:
+        return config.node_id
+    name = "".join(c if c.isascii() and (c.isalnum() or c in "_-") else "_" for c in socket.gethostname())
+    return name.strip("_") or "bms_gateway"
+
+
+def require_paho() -> Any:
+    try:
+        import paho.mqtt.client as mqtt
+    except ImportError:
+        raise ConfigError("mqtt.enabled", MISSING) from None
+    return mqtt
+
+
+class MqttPublisher:
+    """Publishes snapshots to one broker; :meth:`start` once, :meth:`offer` per snapshot, :meth:`stop` at the end."""
+
+    def __init__(
+        self,
+        config: MqttConfig,
+        clock: Clock,
+        *,
+        node_id: str | None = None,
+        client_factory: Callable[[str], Client] | None = None,
+    ) -> None:
+        """:param client_factory: makes the paho client from a client id (tests); default: paho's own."""
+        self._config = config
+        self._clock = clock
+        node = node_id or resolve_node_id(config)
+        self.topics = Topics(node, f"{config.topic_prefix}/{node}", config.discovery_prefix)
+        self._client_id = config.client_id or f"bms-gateway-{node}"
+        self._client_factory = client_factory
+        self._client: Client | None = None
+        self._queue: deque[Snapshot] = deque(maxlen=QUEUE_DEPTH)
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._resync = threading.Event()
+        """Set on each (re)connect and Home Assistant restart: publish availability, discovery, everything."""
+        self._thread: threading.Thread | None = None
+        self._connected = False
+        self._broker = f"{config.host}:{config.port}"
+        self._throttle = Throttle(log)
+        self.offered = 0
+        self.dropped = 0
+        """Snapshots pushed out of the full queue before the publisher thread took them."""
+        self.published = 0
+        self.skipped = 0
+        """Batches skipped because the previous one had not left yet (a slow broker)."""
+        self.last_error: str | None = None
+
+    # --- the control loop's side ---------------------------------------------------------------------------
+
+    def offer(self, snapshot: Snapshot) -> None:
+        """Hand over a snapshot. Never blocks, never raises; drops the oldest queued one when full."""
+        self.offered += 1
+        if len(self._queue) == QUEUE_DEPTH:
+            self.dropped += 1
+        self._queue.append(snapshot)  # deque with maxlen: atomic, drops from the other end
+        self._wake.set()
+
+    # --- lifecycle -----------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Create the client and start connecting in the background; returns at once.
+
+        :raises ConfigError: paho-mqtt is missing, or a TLS file cannot be loaded (names the key).
+        """
+        client = self._make_client()
+        client.connect_async(self._config.host, self._config.port, keepalive=self._config.keepalive_s)
+        client.loop_start()
+        self._client = client
+        self._thread = threading.Thread(target=self._run, name="mqtt-publisher", daemon=True)
+        self._thread.start()
+        log.info("mqtt: publishing to %s as %s (topics %s/...)", self._broker, self._client_id, self.topics.base)
+
+    def stop(self) -> None:
+        """Say ``offline`` (retained) if connected and disconnect; waits at most about :data:`STOP_TIMEOUT_S`."""
+        self._stopping.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(STOP_TIMEOUT_S)
+        client, self._client = self._client, None
+        if client is None:
+            return
+        # paho may sit in a connect to an unreachable broker: tear down on a helper thread, wait a bounded time.
+        teardown = threading.Thread(target=self._teardown, args=(client,), name="mqtt-stop", daemon=True)
+        teardown.start()
+        teardown.join(STOP_TIMEOUT_S + CONNECT_TIMEOUT_S)
+
+    def health(self) -> dict[str, Any]:
+        return {
+            "broker": self._broker,
+            "connected": self._connected,
+            "offered": self.offered,
+            "dropped": self.dropped,
+            "published": self.published,
+            "skipped": self.skipped,
+            "last_error": self.last_error,
+        }
+
+    @property
+    def connected(self) -> bool:
+        return self._connected
+
+    def _make_client(self) -> Client:
+        mqtt = require_paho()
+        if self._client_factory is not None:
+            client = self._client_factory(self._client_id)
+        else:
+            client = mqtt.Client(
+                callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
+                client_id=self._client_id,
+                protocol=mqtt.MQTTv311,
+                clean_session=True,
+            )
+        config = self._config
+        client.will_set(self.topics.availability, NOT_AVAILABLE, qos=1, retain=True)
+        if config.username is not None:
+            client.username_pw_set(config.username, None if config.password is None else config.password.reveal())
+        if config.tls.enabled:
+            self._set_tls(client)
+        client.reconnect_delay_set(RECONNECT_MIN_S, RECONNECT_MAX_S)
+        client.connect_timeout = CONNECT_TIMEOUT_S
+        client.on_connect = self._on_connect
+        client.on_connect_fail = self._on_connect_fail
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        return client
+
+    def _set_tls(self, client: Client) -> None:
+        tls = self._config.tls
+        try:
+            client.tls_set(ca_certs=tls.ca_file, certfile=tls.cert_file, keyfile=tls.key_file)
+        except (OSError, ssl.SSLError, ValueError) as error:
+            key = "mqtt.tls.ca_file" if tls.cert_file is None else "mqtt.tls.cert_file"
+            raise ConfigError(key, f"cannot load the TLS files: {getattr(error, 'strerror', None) or error}") from None
+        if tls.insecure:
+            client.tls_insecure_set(True)
+
+    def _teardown(self, client: Client) -> None:
+        try:
+            if self._connected:
+                info = client.publish(self.topics.availability, NOT_AVAILABLE, qos=1, retain=True)
+                info.wait_for_publish(STOP_TIMEOUT_S)
+            client.disconnect()
+        except (OSError, RuntimeError, ValueError) as error:
+            log.debug("mqtt: goodbye failed: %s", error)
+        client.loop_stop()
+        self._connected = False
+
+    # --- paho's network thread -------------------------------------------------------------------------------
+
+    def _on_connect(
+        self, client: Client, userdata: Any, flags: ConnectFlags, reason: ReasonCode, properties: Properties | None
+    ) -> None:
+        if reason.is_failure:
+            self.last_error = f"broker {self._broker} refused the connection: {reason}"
+            self._throttle.problem(f"mqtt: {self.last_error}; retrying in the background")
+            return
+        self._connected = True
+        self.last_error = None
+        client.subscribe(f"{self.topics.discovery_prefix}/status", qos=1)
+        if self._throttle.failing:
+            self._throttle.resolved(f"mqtt: connected to {self._broker} again")
+        else:
+            log.info("mqtt: connected to %s", self._broker)
+        self._resync.set()
+        self._wake.set()
+
+    def _on_connect_fail(self, client: Client, userdata: Any) -> None:
+        self.last_error = f"cannot connect to {self._broker}"
+        self._throttle.problem(f"mqtt: {self.last_error}; retrying in the background")
+
+    def _on_disconnect(
+        self,
+        client: Client,
+        userdata: Any,
+        flags: DisconnectFlags,
+        reason: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        was_connected, self._connected = self._connected, False
+        if self._stopping.is_set() or not was_connected:
+            return
+        self.last_error = f"connection to {self._broker} lost ({reason})"
+        self._throttle.problem(f"mqtt: {self.last_error}; reconnecting in the background")
+
+    def _on_message(self, client: Client, userdata: Any, message: MQTTMessage) -> None:
+        if message.topic == f"{self.topics.discovery_prefix}/status" and message.payload == AVAILABLE.encode():
+            self._resync.set()  # Home Assistant restarted: it needs discovery and current values again
+            self._wake.set()
+
+    # --- the publisher thread ------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        pending: Snapshot | None = None
+        newest: Snapshot | None = None
+        sent: dict[str, str] = {}
+        """Topic → payload last handed to paho: only changes are published."""
+        discovered: tuple[int, int] | None = None
+        discovery_topics: set[str] = set()
+        last_batch_s = -math.inf
+        last_key: tuple[object, ...] | None = None
+        timeout_s: float | None = None
+        while True:
+            self._wake.wait(timeout_s)
+            self._wake.clear()
+            if self._stopping.is_set():
+                return
+            while self._queue:
+                pending = newest = self._queue.popleft()
+            timeout_s = None
+            client = self._client
+            if client is None or not self._connected:
+                continue
+            if self._resync.is_set():
+                self._resync.clear()
+                sent.clear()
+                discovered = None
+                last_batch_s = -math.inf
+                pending = newest
+                self._publish(client, self.topics.availability, AVAILABLE, qos=1, retain=True)
+            if self._config.discovery and shape(newest) != discovered:
+                discovered = shape(newest)
+                discovery_topics = self._publish_discovery(client, discovered, discovery_topics)
+            if pending is None:
+                continue
+            now = self._clock.monotonic()
+            key = _urgent_key(pending)
+            due_s = last_batch_s + (URGENT_GAP_S if key != last_key else self._config.min_interval_s)
+            if now < due_s:
+                timeout_s = due_s - now
+                continue
+            if client.want_write():
+                self.skipped += 1  # the previous batch is still queued in paho: do not pile up more
+                timeout_s = URGENT_GAP_S
+                continue
+            for suffix, payload in topic_payloads(pending).items():
+                topic = self.topics.of(suffix)
+                if sent.get(topic) != payload and self._publish(client, topic, payload):
+                    sent[topic] = payload
+            last_batch_s, last_key, pending = now, key, None
+
+    def _publish_discovery(self, client: Client, cells_temps: tuple[int, int], previous: set[str]) -> set[str]:
+        configs = discovery_configs(self.topics, *cells_temps)
+        for topic in previous - configs.keys():
+            self._publish(client, topic, "", qos=1, retain=True)  # an empty retained config removes the entity
+        for topic, payload in configs.items():
+            self._publish(client, topic, payload, qos=1, retain=True)
+        return set(configs)
+
+    def _publish(self, client: Client, topic: str, payload: str, *, qos: int = 0, retain: bool = False) -> bool:
+        info = client.publish(topic, payload, qos=qos, retain=retain)
+        if info.rc != 0:
+            return False
+        self.published += 1
+        return True
+
+
+def _urgent_key(snapshot: Snapshot) -> tuple[object, ...]:
+    """What must reach the broker within :data:`URGENT_GAP_S` when it changes."""
+    alarms = frozenset() if snapshot.reading is None else snapshot.reading.state.alarms
+    limits = snapshot.limits
+    enables = None if limits is None else (limits.charge_enable, limits.discharge_enable)
+    return (snapshot.state, snapshot.inverter_state, alarms, enables)

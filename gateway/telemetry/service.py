@@ -1,0 +1,143 @@
+"""Telemetry assembled from the config, and the three hooks the runtime calls.
+
+:meth:`Telemetry.from_config` checks the extras the config needs (a missing one is a one-line
+:class:`~gateway.errors.ConfigError`); :meth:`Telemetry.start` opens the outputs (fail-safe relay dropped,
+status endpoint, MQTT connecting in the background); :meth:`Telemetry.ready` tells systemd. In the loop,
+:meth:`Telemetry.before_tick` is the fault hook and :meth:`Telemetry.after_tick` pings the watchdog, drives the
+relay and hands a snapshot to the publishers, at most every :data:`SNAPSHOT_INTERVAL_S` (at once on a
+fail-safe change). Nothing in the hooks does I/O but the relay's line (only on a change) and the
+non-blocking notify datagram. :meth:`Telemetry.stop` drops the relay and says goodbye.
+
+A status endpoint that cannot bind is logged and left out: monitoring must never stop the battery protocol.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from typing import Any, Final
+
+from gateway.clock import Clock
+from gateway.config import Config
+from gateway.errors import GatewayError
+from gateway.runtime import ControlLoop, FailsafeState, Snapshot
+from gateway.telemetry.fault import LoopFault
+from gateway.telemetry.http_status import LatestSnapshot, StatusServer
+from gateway.telemetry.mqtt import MqttPublisher, require_paho
+from gateway.telemetry.relay import FailsafeRelay, open_relay
+from gateway.telemetry.sd_notify import Notifier, WatchdogPinger
+
+log = logging.getLogger(__name__)
+
+SNAPSHOT_INTERVAL_S: Final = 0.5
+"""Newest snapshot handed to HTTP and MQTT at least this often while the loop runs, s."""
+
+
+class Telemetry:
+    """The watchdog, the fail-safe relay, the status endpoint and MQTT, behind the runtime's hooks."""
+
+    def __init__(
+        self,
+        config: Config,
+        clock: Clock,
+        *,
+        notifier: Notifier,
+        pinger: WatchdogPinger,
+        fault: LoopFault,
+        publisher: MqttPublisher | None = None,
+    ) -> None:
+        self._config = config
+        self._clock = clock
+        self.notifier = notifier
+        self.pinger = pinger
+        self.fault = fault
+        self.latest = LatestSnapshot()
+        self.publisher = publisher
+        self.status_server: StatusServer | None = None
+        self.relay: FailsafeRelay | None = None
+        self._state: FailsafeState | None = None
+        self._next_snapshot_s = 0.0
+
+    @classmethod
+    def from_config(cls, config: Config, clock: Clock, environ: Mapping[str, str] = os.environ) -> Telemetry:
+        """:raises ConfigError: an extra the config needs is not installed, or ``BMS_GATEWAY_FAULT`` is bad."""
+        publisher = None
+        if config.mqtt.enabled:
+            require_paho()  # fail now, with the extra's name, not later in a thread
+            publisher = MqttPublisher(config.mqtt, clock)
+        notifier = Notifier.from_env(environ)
+        return cls(
+            config,
+            clock,
+            notifier=notifier,
+            pinger=WatchdogPinger.from_env(notifier, clock, environ),
+            fault=LoopFault.from_env(clock, environ),
+            publisher=publisher,
+        )
+
+    # --- start-up and shutdown (Gateway.run's thread) --------------------------------------------------------
+
+    def start(self) -> None:
+        """Open the outputs: relay (dropped), status endpoint, MQTT. :raises ConfigError: relay or TLS unusable."""
+        self.relay = open_relay(self._config.relay)
+        status = self._config.status
+        if status.enabled:
+            server = StatusServer(status, self.latest, self._clock, mqtt_health=self._mqtt_health)
+            try:
+                server.start()
+                self.status_server = server
+            except GatewayError as error:
+                log.error("%s; running without it", error)
+        if self.publisher is not None:
+            self.publisher.start()
+
+    def ready(self, status: str) -> None:
+        """Tell systemd the gateway is up (config valid, outputs open); a sleeping BMS is the fail-safe's job."""
+        self.notifier.ready(status)
+        if self.pinger.interval_s is not None:
+            log.info("watchdog: pinging systemd every %g s while the control loop runs", self.pinger.interval_s)
+
+    def stop(self, final: Snapshot | None = None) -> None:
+        """Drop the relay, tell systemd, publish the last snapshot, close MQTT and the endpoint. Idempotent."""
+        self.notifier.stopping("stopping: last frames sent with zero current limits")
+        if self.relay is not None:
+            self.relay.shutdown()
+            self.relay = None
+        if final is not None:
+            self.latest.offer(final)
+        if self.publisher is not None:
+            if final is not None:
+                self.publisher.offer(final)
+            self.publisher.stop()
+        if self.status_server is not None:
+            self.status_server.stop()
+            self.status_server = None
+        self.notifier.close()
+
+    # --- the control loop's hooks -----------------------------------------------------------------------------
+
+    def before_tick(self) -> None:
+        """Call before each :meth:`ControlLoop.tick`: the fault hook (blocks only while a test hangs the loop)."""
+        self.fault()
+
+    def after_tick(self, loop: ControlLoop) -> None:
+        """Call after each :meth:`ControlLoop.tick`, on the loop's thread. Never blocks."""
+        self.pinger.on_tick()
+        state = loop.state
+        if self.relay is not None:
+            self.relay.update(state)
+        now = self._clock.monotonic()
+        if state is self._state and now < self._next_snapshot_s:
+            return
+        if state is not self._state:
+            self.notifier.status(f"fail-safe {state.value}")
+            self._state = state
+        self._next_snapshot_s = now + SNAPSHOT_INTERVAL_S
+        snapshot = loop.snapshot()
+        self.latest.offer(snapshot)
+        if self.publisher is not None:
+            self.publisher.offer(snapshot)
+
+    def _mqtt_health(self) -> dict[str, Any] | None:
+        return None if self.publisher is None else self.publisher.health()

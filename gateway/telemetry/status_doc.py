@@ -1,0 +1,85 @@
+"""One JSON document of the gateway's live state, built from a :class:`~gateway.runtime.Snapshot`.
+
+The HTTP endpoint serves it, ``bms-gateway status`` prints it, and the MQTT topics are cut from the same
+values: what a user sees is the same everywhere. Links get one word each (:func:`bms_link`): ``ok``,
+``failing`` (polls fail but the last reading is still fresh), ``stale``, ``lost``, ``waiting``, ``stopped``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from typing import Any, Final
+
+from gateway import __version__
+from gateway.runtime import FailsafeState, Snapshot
+
+SCHEMA: Final = 1
+"""Version of the document's layout; bumped when a key changes meaning."""
+
+_BMS_LINK: Final = {
+    FailsafeState.WAITING: "waiting",
+    FailsafeState.NORMAL: "ok",
+    FailsafeState.STALE: "stale",
+    FailsafeState.SILENT: "lost",
+    FailsafeState.STOPPED: "stopped",
+}
+
+
+def bms_link(snapshot: Snapshot) -> str:
+    """One word for the BMS link (see the module docs)."""
+    if snapshot.state is FailsafeState.NORMAL and snapshot.last_error is not None:
+        return "failing"
+    return _BMS_LINK[snapshot.state]
+
+
+def status_document(snapshot: Snapshot, *, mqtt: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The whole live state; ``mqtt``: the publisher's health, None when MQTT is off."""
+    reading = snapshot.reading
+    return {
+        "schema": SCHEMA,
+        "version": __version__,
+        "failsafe": snapshot.state.value,
+        "bms": {
+            "link": bms_link(snapshot),
+            "reading_age_s": _round(snapshot.reading_age_s, 2),
+            "last_error": snapshot.last_error,
+            "pack": None if reading is None else reading.to_json(),
+        },
+        "limits": None if snapshot.limits is None else snapshot.limits.to_json(),
+        "alarms": [] if reading is None else sorted(a.value for a in reading.state.alarms),
+        "inverter": {
+            "link": snapshot.inverter_state.value,
+            "heartbeat_age_s": _round(snapshot.heartbeat_age_s, 2),
+            "frames_sent": snapshot.frames_sent,
+            "send_failures": snapshot.send_failures,
+            "requests_received": snapshot.requests_received,
+            "next_retry_in_s": _round(snapshot.next_retry_in_s, 1),
+            "values": {
+                name: {"value": item.value, "age_s": _round(item.age_s, 2)}
+                for name, item in sorted(snapshot.inverter_values.items())
+            },
+            "sent": {f"{can_id:#05x}": data.hex() for can_id, data in sorted(snapshot.sent.items())},
+        },
+        "mqtt": None if mqtt is None else dict(mqtt),
+    }
+
+
+def _round(value: float | None, digits: int) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+def to_json_text(document: Mapping[str, Any]) -> str:
+    """``document`` as strict JSON: a NaN or infinity (a pack without cells, say) becomes ``null``."""
+    return json.dumps(_finite(document), ensure_ascii=False, allow_nan=False)
+
+
+def _finite(value: object) -> object:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Mapping):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(item) for item in value]
+    return value

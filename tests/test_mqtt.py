@@ -1,0 +1,349 @@
+"""MQTT against a real mosquitto on loopback: Home Assistant discovery, retained availability, the last will of a
+killed gateway, TLS and passwords, reconnects, and a control loop that a dead broker costs nothing.
+
+Every test that needs the broker skips when mosquitto is not installed, and fails under ``CI=true``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from telemetry_fixtures import Broker, Message, Recorder, snapshot, wait_until
+
+from gateway.clock import SystemClock
+from gateway.config import MqttConfig, MqttTlsConfig, parse_config
+from gateway.errors import ConfigError
+from gateway.secret import Secret
+from gateway.telemetry import mqtt as mqtt_module
+from gateway.telemetry.ha_discovery import entities, topic_payloads
+from gateway.telemetry.mqtt import QUEUE_DEPTH, MqttPublisher
+
+NODE = "testnode"
+BASE = f"bms-gateway/{NODE}"
+AVAILABILITY = f"{BASE}/availability"
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Broker]:
+    broker = Broker(tmp_path)
+    broker.start()
+    yield broker
+    broker.stop()
+
+
+def publisher_for(port: int, **options: object) -> MqttPublisher:
+    config = MqttConfig(enabled=True, host="127.0.0.1", port=port, node_id=NODE, min_interval_s=0.5, **options)  # type: ignore[arg-type]
+    return MqttPublisher(config, SystemClock())
+
+
+@pytest.fixture
+def recorder(broker: Broker) -> Iterator[Recorder]:
+    recorder = Recorder(broker.port, ("homeassistant/#", f"{BASE}/#"))
+    yield recorder
+    recorder.close()
+
+
+def is_online(message: Message) -> bool:
+    return message.topic == AVAILABILITY and message.text == "online"
+
+
+# --- discovery ------------------------------------------------------------------------------------------------
+
+
+def test_discovery_configs_are_what_home_assistant_needs(broker: Broker, recorder: Recorder) -> None:
+    publisher = publisher_for(broker.port)
+    publisher.start()
+    try:
+        publisher.offer(snapshot())
+        recorder.wait_for(lambda m: m.topic == f"{BASE}/limits", what="limits payload")
+        recorder.wait_for(lambda m: m.topic.endswith("/cell_16_voltage/config"), what="cell discovery")
+        wait_until(lambda: len({m.topic for m in recorder.messages if m.topic.startswith(f"{BASE}/")}) >= 7)
+    finally:
+        publisher.stop()
+
+    configs = {
+        m.topic: json.loads(m.payload) for m in recorder.messages if m.topic.startswith("homeassistant/") and m.payload
+    }
+    expected = entities(16, 2)
+    assert len(configs) == len(expected)
+    payloads = {
+        m.topic: json.loads(m.payload)
+        for m in recorder.messages
+        if m.topic.startswith(f"{BASE}/") and m.topic != AVAILABILITY
+    }
+    unique_ids = set()
+    for topic, config in configs.items():
+        component, node, object_id, tail = topic.split("/")[1:]
+        assert (node, tail) == (NODE, "config"), topic
+        assert component in ("sensor", "binary_sensor"), topic
+        assert config["unique_id"] == f"{NODE}_{object_id}"
+        unique_ids.add(config["unique_id"])
+        assert config["name"]
+        assert config["availability_topic"] == AVAILABILITY
+        assert (config["payload_available"], config["payload_not_available"]) == ("online", "offline")
+        assert config["device"]["identifiers"] == [f"bms-gateway_{NODE}"]
+        assert config["device"]["manufacturer"] and config["device"]["sw_version"]
+        # The template names a key that the state topic really carries.
+        key = re.search(r"value_json\.(\w+)", config["value_template"])
+        assert key is not None, topic
+        assert config["state_topic"] in payloads, f"{topic}: nothing published on {config['state_topic']}"
+        value = payloads[config["state_topic"]][key.group(1)]
+        unit = {"voltage": "V", "current": "A", "power": "W", "temperature": "°C", "battery": "%", "duration": "s"}
+        device_class = config.get("device_class")
+        if component == "sensor" and device_class in unit:
+            assert config["unit_of_measurement"] == unit[device_class], topic
+            assert config["state_class"] == "measurement", topic
+            assert value is None or isinstance(value, int | float), topic
+        if device_class == "enum":
+            assert value in config["options"] and "unit_of_measurement" not in config, topic
+        if component == "binary_sensor":
+            assert (config["payload_on"], config["payload_off"]) == ("ON", "OFF")
+            assert isinstance(value, bool), topic
+    assert len(unique_ids) == len(configs)
+    # Retained: a Home Assistant that subscribes later gets every config, and availability.
+    late = Recorder(broker.port, ("homeassistant/#", AVAILABILITY))
+    try:
+        late.wait_for(lambda m: m.topic == AVAILABILITY and m.retain, what="retained availability")
+        wait_until(lambda: len([m for m in late.messages if m.topic.startswith("homeassistant/")]) == len(configs))
+        assert all(m.retain for m in late.messages)
+    finally:
+        late.close()
+    # The limits carry the limiter and reason of each limit.
+    limits = payloads[f"{BASE}/limits"]
+    assert limits["charge_current_limiter"] == "ceiling"
+    assert limits["charge_current_reason"].startswith("ceiling: ")
+    assert limits["charge_current_limit_a"] == 100.0
+
+
+def test_availability_online_retained_then_offline_on_stop(broker: Broker, recorder: Recorder) -> None:
+    publisher = publisher_for(broker.port)
+    publisher.start()
+    recorder.wait_for(is_online, what="online")
+    late = Recorder(broker.port, (AVAILABILITY,))
+    try:
+        assert late.wait_for(lambda m: m.topic == AVAILABILITY).retain
+    finally:
+        late.close()
+    publisher.stop()
+    recorder.wait_for(lambda m: m.topic == AVAILABILITY and m.text == "offline", what="offline on stop")
+    assert not publisher.connected
+
+
+def test_last_will_when_the_gateway_is_killed(broker: Broker, recorder: Recorder, tmp_path: Path) -> None:
+    """A gateway process killed with SIGKILL cannot say goodbye: the broker publishes its last will."""
+    script = (
+        "import sys, time\n"
+        "from gateway.clock import SystemClock\n"
+        "from gateway.config import MqttConfig\n"
+        "from gateway.telemetry.mqtt import MqttPublisher\n"
+        f"p = MqttPublisher(MqttConfig(enabled=True, host='127.0.0.1', port={broker.port}, node_id='{NODE}'), "
+        "SystemClock())\n"
+        "p.start()\n"
+        "time.sleep(60)\n"
+    )
+    process = subprocess.Popen([sys.executable, "-c", script], cwd=REPO)
+    try:
+        recorder.wait_for(is_online, timeout_s=15, what="online from the gateway process")
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait(timeout=5)
+        recorder.wait_for(lambda m: m.topic == AVAILABILITY and m.text == "offline", what="the last will")
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    late = Recorder(broker.port, (AVAILABILITY,))
+    try:
+        retained = late.wait_for(lambda m: m.topic == AVAILABILITY)
+        assert (retained.text, retained.retain) == ("offline", True)
+    finally:
+        late.close()
+
+
+# --- rate and change ------------------------------------------------------------------------------------------
+
+
+def test_publishes_on_change_at_a_bounded_rate(broker: Broker, recorder: Recorder) -> None:
+    publisher = publisher_for(broker.port)  # min_interval_s 0.5
+    publisher.start()
+    try:
+        recorder.wait_for(is_online)
+        start = time.monotonic()
+        t = 0.0
+        while time.monotonic() - start < 2.0:  # a loop offering a changing snapshot at about 200 Hz
+            publisher.offer(snapshot(at_s=t))
+            t += 0.3
+            time.sleep(0.005)
+        time.sleep(0.6)
+        state = recorder.on(f"{BASE}/state")
+        assert 2 <= len(state) <= 2.0 / 0.5 + 2, len(state)
+        settings = recorder.on(f"{BASE}/settings")
+        assert len(settings) == 1, "unchanged payloads are not published again"
+        # A fail-safe change goes out within about a second, not at the next min_interval.
+        publisher.offer(snapshot(stale=True))
+        recorder.wait_for(lambda m: m.topic == f"{BASE}/health" and '"stale"' in m.text, timeout_s=1.5)
+    finally:
+        publisher.stop()
+
+
+# --- a broker that is down, gone or slow costs the loop nothing -----------------------------------------------
+
+
+def fake_control_loop(publisher: MqttPublisher, seconds: float) -> tuple[int, float]:
+    """A loop ticking every millisecond that offers a snapshot each tick: (ticks, longest offer(), s)."""
+    item = snapshot()
+    ticks, longest = 0, 0.0
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        before = time.perf_counter()
+        publisher.offer(item)
+        longest = max(longest, time.perf_counter() - before)
+        ticks += 1
+        time.sleep(0.001)
+    return ticks, longest
+
+
+def test_offer_never_blocks_while_the_broker_is_down_and_reconnects(broker: Broker, recorder: Recorder) -> None:
+    publisher = publisher_for(broker.port)
+    publisher.start()
+    try:
+        recorder.wait_for(is_online)
+        up_ticks, _ = fake_control_loop(publisher, 1.0)
+        recorder.close()
+        broker.stop()
+        wait_until(lambda: not publisher.connected, what="the publisher noticing the broker is gone")
+        down_ticks, longest_s = fake_control_loop(publisher, 2.0)
+        assert longest_s < 0.05, f"offer() took {longest_s * 1000:.1f} ms with the broker down"
+        assert down_ticks >= up_ticks, "the loop ran slower with the broker down"
+        assert len(publisher._queue) <= QUEUE_DEPTH
+
+        broker.start()  # same port: the publisher reconnects by itself and says online again
+        again = Recorder(broker.port, (AVAILABILITY, f"{BASE}/state"))
+        try:
+            again.wait_for(is_online, timeout_s=40, what="online after the broker came back")
+            publisher.offer(snapshot(at_s=5.0))
+            again.wait_for(lambda m: m.topic == f"{BASE}/state", timeout_s=5, what="state after reconnect")
+        finally:
+            again.close()
+    finally:
+        publisher.stop()
+
+
+def test_offer_never_blocks_against_a_broker_that_never_answers() -> None:
+    """A TCP listener that never accepts: paho's thread waits in connect, the loop does not."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(0)
+        publisher = publisher_for(silent.getsockname()[1])
+        publisher.start()
+        try:
+            ticks, longest_s = fake_control_loop(publisher, 1.0)
+            assert ticks > 100 and longest_s < 0.05
+            assert not publisher.connected
+        finally:
+            before = time.monotonic()
+            publisher.stop()
+            assert time.monotonic() - before < 10, "stop() must not hang on a dead broker"
+
+
+def test_the_queue_is_bounded_and_drops_the_oldest() -> None:
+    publisher = publisher_for(1)  # never started: nothing takes from the queue
+    items = [snapshot(at_s=float(i)) for i in range(10)]
+    for item in items:
+        publisher.offer(item)
+    assert list(publisher._queue) == items[-QUEUE_DEPTH:]
+    assert (publisher.offered, publisher.dropped) == (10, 10 - QUEUE_DEPTH)
+
+
+# --- TLS and passwords ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def secure_broker(tmp_path: Path) -> Iterator[Broker]:
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed: cannot make a test certificate")
+    cert, key = tmp_path / "broker.crt", tmp_path / "broker.key"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=localhost",
+         "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    passwords = tmp_path / "passwords"
+    broker = Broker(tmp_path, extra=f"password_file {passwords}\ncafile {cert}\ncertfile {cert}\nkeyfile {key}\n")
+    mosquitto_passwd = shutil.which("mosquitto_passwd") or str(
+        Path(broker.binary).parent.parent / "bin/mosquitto_passwd"
+    )
+    subprocess.run([mosquitto_passwd, "-b", "-c", str(passwords), "gw", "s3cret-pw"], check=True, capture_output=True)
+    broker.start()
+    yield broker
+    broker.stop()
+
+
+def test_tls_with_username_and_password(
+    secure_broker: Broker, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    tls = MqttTlsConfig(enabled=True, ca_file=str(tmp_path / "broker.crt"))
+    good = publisher_for(secure_broker.port, username="gw", password=Secret("s3cret-pw"), tls=tls)
+    good.start()
+    try:
+        wait_until(lambda: good.connected, timeout_s=10, what="a TLS connection with the right password")
+    finally:
+        good.stop()
+    bad = publisher_for(secure_broker.port, username="gw", password=Secret("wrong-pw"), tls=tls)
+    bad.start()
+    try:
+        wait_until(lambda: bad.last_error is not None, timeout_s=10, what="the refusal")
+        assert not bad.connected
+        assert "refused" in bad.last_error or "cannot connect" in bad.last_error
+    finally:
+        bad.stop()
+    assert "s3cret-pw" not in caplog.text and "wrong-pw" not in caplog.text
+
+
+def test_a_missing_ca_file_is_one_config_line(tmp_path: Path) -> None:
+    tls = MqttTlsConfig(enabled=True, ca_file=str(tmp_path / "nope.crt"))
+    with pytest.raises(ConfigError, match=r"^mqtt\.tls\.ca_file: cannot load the TLS files: "):
+        publisher_for(1, tls=tls).start()
+
+
+def test_missing_paho_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "paho.mqtt.client", None)
+    with pytest.raises(ConfigError) as caught:
+        mqtt_module.require_paho()
+    assert str(caught.value) == "mqtt.enabled: needs paho-mqtt: pip install 'bms-gateway[mqtt]'"
+
+
+def test_config_keeps_the_password_out_of_json_and_repr() -> None:
+    config = parse_config(
+        {
+            "bms": {"port": "p"},
+            "inverter": {"profile": "x"},
+            "mqtt": {"enabled": True, "username": "u", "password": "pw1"},
+        }
+    )
+    assert config.mqtt.password is not None and config.mqtt.password.reveal() == "pw1"
+    assert "pw1" not in json.dumps(config.to_json()) and "pw1" not in repr(config)
+    assert config.to_json()["mqtt"]["password"] == "<redacted>"
+
+
+def test_payloads_leave_out_what_is_not_known_yet() -> None:
+    waiting = snapshot()
+    empty = type(waiting)(
+        at_s=0.0, state=waiting.state, reading=None, limits=None, reading_age_s=None, last_error=None,
+        heartbeat_age_s=None, frames_sent=0, send_failures=0,
+    )  # fmt: skip
+    assert set(topic_payloads(empty)) == {"health"}
+    assert set(topic_payloads(waiting)) == {"health", "state", "cells", "alarms", "settings", "limits"}

@@ -1,0 +1,281 @@
+"""Modbus maps: growatt-rs485, voltronic-rs485 and modbus-battery, pure and over a pty (RTU) and loopback TCP.
+
+A pymodbus client reads the live values and limits; writes other than the Growatt handshake get exception 01
+(illegal function); stale BMS data reads as zero limits and cleared enables; silent states get no answer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Final
+
+import pytest
+from pymodbus.client import ModbusSerialClient, ModbusTcpClient
+from pymodbus.exceptions import ModbusIOException
+from rs485_fixtures import FixedSource, limits, reading
+
+from gateway.model import Alarm
+from gateway.rs485.modbus_map import ModbusException, RegisterMap
+from gateway.rs485.profile import load_rs485_profile
+from gateway.rs485.server import OutputSettings, Rs485Output
+from gateway.rs485.values import battery_view
+from gateway.runtime import FailsafeState
+from gateway.sim.nullmodem import NullModem
+from gateway.transport.serial_server import SerialEndpoint, TcpEndpoint
+
+SETTINGS: Final = OutputSettings(bms_timeout_s=10, silence_after_s=60)
+
+
+def _map(name: str) -> RegisterMap:
+    spec = load_rs485_profile(name).registers
+    assert spec is not None
+    return RegisterMap(spec)
+
+
+def _words(name: str, address: int, count: int, **state: object) -> list[int]:
+    view = battery_view((reading(**state),), limits(), comm_alarm=False)
+    words = _map(name).read(view, 3 if name != "modbus-battery" else 4, address, count)
+    assert isinstance(words, list)
+    return words
+
+
+def s16(value: int) -> int:
+    return value & 0xFFFF
+
+
+# --- the maps, pure ----------------------------------------------------------------------------------------------
+
+
+def test_growatt_status_block() -> None:
+    words = _words("growatt-rs485", 0x0013, 0x29 - 0x13 + 1)
+    by = dict(zip(range(0x0013, 0x002A), words, strict=True))
+    # Bits 0-1 = 11 discharging (−12.3 A), b2 error word valid, b5 discharge enabled, b6 charge enabled.
+    assert by[0x0013] == 0b0110_0111
+    assert by[0x0014] == 0  # no protection
+    assert by[0x0015] == 55  # SOC %
+    assert by[0x0016] == 5290  # 52.90 V in 10 mV
+    assert by[0x0017] == s16(-1230)  # −12.30 A in 10 mA
+    assert by[0x0018] == 26  # hottest battery sensor 25.5 °C, whole degrees
+    assert by[0x0019] == 9000  # CCL 90.00 A in 10 mA
+    assert (by[0x001A], by[0x001B]) == (15400, 28000)  # 154.00 and 280.00 Ah in 10 mAh
+    assert by[0x001D] == 25  # cell delta 3.315 − 3.290 V, mV
+    assert by[0x001E] == 42
+    assert by[0x0020] == 100  # SOH
+    assert by[0x0021] == 5520  # CVL 55.20 V
+    assert by[0x0022] == 0
+    assert by[0x0023] == 13500  # DCL 135.00 A
+    assert (by[0x0025], by[0x0026], by[0x0027], by[0x0028], by[0x0029]) == (3315, 3290, 15, 16, 16)
+
+
+def test_growatt_cells_text_and_gaps() -> None:
+    assert _words("growatt-rs485", 0x0071, 16) == [3301 + i for i in range(15)] + [3290]
+    assert _words("growatt-rs485", 0x0008, 4) == [0x4A4B, 0x3031, 0x3233, 0x3435]  # "JK012345"
+    assert _words("growatt-rs485", 0x0040, 4) == [0, 0, 0, 0]  # nobody defined these: zeros, not an exception
+
+
+def test_growatt_alarms_and_force_charge() -> None:
+    view = battery_view(
+        (reading(alarms=frozenset({Alarm.CELL_OVER_VOLTAGE, Alarm.CHARGE_OVER_CURRENT}), current_a=20.0),),
+        limits(charge_enable=False, force_charge=True),
+        comm_alarm=False,
+    )
+    words = _map("growatt-rs485").read(view, 3, 0x0013, 0x10)
+    assert isinstance(words, list)
+    status, error, warning = words[0], words[1], words[0x22 - 0x13]
+    assert status & 0b11 == 0b10 and not status & 1 << 6 and status & 1 << 12  # charging; charge off; force
+    assert error == 1 << 2 | 1 << 11  # OV, OCC
+    assert warning == 1 << 0 | 1 << 5 | 1 << 13  # cell OV, charge OC, low-voltage pre-shutdown (force charge)
+
+
+def test_voltronic_map() -> None:
+    words = dict(zip(range(0x0030, 0x0078), _words("voltronic-rs485", 0x0030, 0x48), strict=True))
+    assert (words[0x0030], words[0x0031]) == (0, 123)  # discharging 12.3 A: charge register 0
+    assert (words[0x0032], words[0x0033]) == (529, 55)  # 52.9 V in 0.1 V, SOC
+    assert (words[0x0034], words[0x0035]) == (0x0004, 0x45C0)  # 280000 mAh, high word first
+    assert words[0x0036] == 1
+    assert (words[0x0070], words[0x0071], words[0x0072], words[0x0073]) == (552, 496, 900, 1350)
+    assert words[0x0074] == 0xC0  # charge and discharge enabled
+    assert (words[0x0076], words[0x0077]) == (0x0002, 0x5990)  # 154000 mAh
+    cells = _words("voltronic-rs485", 0x0010, 22)
+    assert cells[0] == 16 and cells[1:17] == [3301 + i for i in range(15)] + [3290]
+    assert cells[17:] == [0, 0, 0, 0, 10]  # cells 17-20 absent; then 10 temperature registers
+    temperatures = _words("voltronic-rs485", 0x0026, 4)
+    assert temperatures == [3046, 2971, 2986, 0]  # 0.1 K: MOS 31.5 °C, sensors 24.0 and 25.5; then none
+
+
+def test_modbus_battery_map() -> None:
+    words = _words("modbus-battery", 0, 44)
+    assert words[:6] == [1, 1, 1, 16, 0b10_0110_0011, 0]  # version, normal, 1 pack, 16 cells, status, no phase
+    assert words[10:12] == [5290, s16(-123)]
+    assert words[12:14] == [0xFFFF, s16(-651)]  # 52.9 V × −12.3 A = −650.67 W
+    assert words[14:17] == [550, 550, 1000]
+    assert words[17:21] == [0, 15400, 0, 28000]
+    assert words[21:26] == [42, 248, 255, 240, 315]  # cycles, mean 24.75 → 24.8, 25.5, 24.0, MOS 31.5 °C
+    assert words[26:32] == [3315, 3290, 3307, 25, 15, 16]  # mean cell 52910 mV / 16 = 3306.9 mV
+    assert words[40:44] == [5520, 900, 1350, 4960]
+    assert _words("modbus-battery", 60, 13) == [
+        3650,
+        3400,
+        2800,
+        3000,
+        5840,
+        4480,
+        1000,
+        1500,
+        450,
+        0,
+        600,
+        s16(-200),
+        750,
+    ]
+    assert _words("modbus-battery", 140, 3) == [240, 255, 0x8000]  # the third sensor is not fitted
+    assert _words("modbus-battery", 1000, 3) == [5290, s16(-123), 550]  # pack 0's block
+    assert _words("modbus-battery", 1100, 3) == [0, 0, 0]  # no pack 1
+
+
+def test_map_refusals() -> None:
+    growatt, battery = _map("growatt-rs485"), _map("modbus-battery")
+    view = battery_view((reading(),), limits(), comm_alarm=False)
+    assert growatt.write(16, 0x0013, 1) is None  # the handshake
+    assert growatt.write(6, 0x0013, 1) is None
+    assert growatt.write(16, 0x0013, 2) is ModbusException.ILLEGAL_FUNCTION
+    assert growatt.write(16, 0x0019, 1) is ModbusException.ILLEGAL_FUNCTION
+    assert battery.write(6, 40, 1) is ModbusException.ILLEGAL_FUNCTION
+    assert growatt.read(view, 4, 0x0013, 1) is ModbusException.ILLEGAL_FUNCTION
+    assert growatt.read(view, 3, 0x0160, 3) is ModbusException.ILLEGAL_ADDRESS
+    assert battery.read(view, 3, 2599, 1) == [0]
+
+
+# --- over the wire -------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def modem(tmp_path: Path) -> Iterator[NullModem]:
+    with NullModem(tmp_path, names=("inverter", "battery")) as modem:
+        yield modem
+
+
+def _serve(name: str, endpoint: SerialEndpoint | TcpEndpoint, source: FixedSource) -> Rs485Output:
+    profile = load_rs485_profile(name)
+    output = Rs485Output(profile, endpoint, profile.address, source, source.clock, SETTINGS, name=name)
+    output.start()
+    assert output.wait_serving()
+    return output
+
+
+def _rtu(modem: NullModem) -> ModbusSerialClient:
+    client = ModbusSerialClient(str(modem.a_path), baudrate=9600, timeout=0.5, retries=0)
+    assert client.connect()
+    return client
+
+
+def test_growatt_over_rtu(modem: NullModem) -> None:
+    source = FixedSource()
+    output = _serve("growatt-rs485", SerialEndpoint(str(modem.b_path), 9600), source)
+    client = _rtu(modem)
+    try:
+        handshake = client.write_registers(0x0013, [0x0C00], device_id=1)
+        assert not handshake.isError()
+        assert output.writes_accepted == 1
+        reply = client.read_holding_registers(0x0013, count=0x11, device_id=1)
+        assert not reply.isError()
+        assert reply.registers[0x15 - 0x13] == 55 and reply.registers[0x19 - 0x13] == 9000
+        assert reply.registers[0x21 - 0x13 :] == [5520, 0, 13500]
+        refused = client.write_registers(0x0019, [0], device_id=1)
+        assert refused.isError() and refused.exception_code == 1  # illegal function
+        refused = client.write_register(0x0021, 5800, device_id=1)
+        assert refused.isError() and refused.exception_code == 1
+        with pytest.raises(ModbusIOException):
+            client.read_holding_registers(0x0013, count=1, device_id=2)  # another unit: silence
+        # Stale BMS data: zero current limits, enables cleared.
+        source.clock.advance(30)
+        stale = client.read_holding_registers(0x0013, count=0x11, device_id=1)
+        assert stale.registers[0] & (1 << 5 | 1 << 6) == 0
+        assert stale.registers[0x19 - 0x13] == 0 and stale.registers[0x23 - 0x13] == 0
+        # Older than silence_after_s: the inverter must hear nothing.
+        source.clock.advance(60)
+        with pytest.raises(ModbusIOException):
+            client.read_holding_registers(0x0013, count=1, device_id=1)
+    finally:
+        client.close()
+        output.stop()
+
+
+def test_voltronic_over_rtu(modem: NullModem) -> None:
+    source = FixedSource()
+    output = _serve("voltronic-rs485", SerialEndpoint(str(modem.b_path), 9600), source)
+    client = _rtu(modem)
+    try:
+        reply = client.read_holding_registers(0x0070, count=5, device_id=1)
+        assert reply.registers == [552, 496, 900, 1350, 0xC0]
+        source.limits = limits(charge_current_limit_a=40.0)  # live: the next poll sees the new limit
+        assert client.read_holding_registers(0x0072, count=1, device_id=1).registers == [400]
+        source.state = FailsafeState.STALE  # the source's own verdict counts too
+        assert client.read_holding_registers(0x0070, count=5, device_id=1).registers == [552, 496, 0, 0, 0]
+        refused = client.write_registers(0x0070, [500], device_id=1)
+        assert refused.isError() and refused.exception_code == 1
+    finally:
+        client.close()
+        output.stop()
+
+
+def test_modbus_battery_over_rtu_and_tcp(modem: NullModem) -> None:
+    source = FixedSource()
+    rtu = _serve("modbus-battery", SerialEndpoint(str(modem.b_path), 9600), source)
+    tcp = _serve("modbus-battery", TcpEndpoint("127.0.0.1", 0), source)
+    assert tcp.server.bound_port
+    serial_client = _rtu(modem)
+    tcp_client = ModbusTcpClient("127.0.0.1", port=tcp.server.bound_port, timeout=1, retries=0)
+    assert tcp_client.connect()
+    try:
+        for client in (serial_client, tcp_client):
+            holding = client.read_holding_registers(40, count=4, device_id=1)
+            inputs = client.read_input_registers(40, count=4, device_id=1)
+            assert holding.registers == inputs.registers == [5520, 900, 1350, 4960]
+            assert client.read_holding_registers(100, count=16, device_id=1).registers[-1] == 3290
+            refused = client.write_register(41, 0, device_id=1)
+            assert refused.isError() and refused.exception_code == 1
+            coils = client.write_coil(0, True, device_id=1)
+            assert coils.isError() and coils.exception_code == 1
+        # Too old even for zero limits: a read-only map still answers, saying why.
+        source.clock.advance(100)
+        for client in (serial_client, tcp_client):
+            words = client.read_holding_registers(0, count=44, device_id=1).registers
+            assert words[1] == 3  # silent
+            assert words[4] & 0b11 == 0 and words[4] & 1 << 4  # enables cleared, BMS data stale
+            assert words[40:44] == [5520, 0, 0, 4960]
+    finally:
+        serial_client.close()
+        tcp_client.close()
+        rtu.stop()
+        tcp.stop()
+
+
+def test_no_reading_yet_means_no_answer(modem: NullModem) -> None:
+    source = FixedSource()
+    source.readings, source.limits, source.state = (), None, FailsafeState.WAITING
+    output = _serve("modbus-battery", SerialEndpoint(str(modem.b_path), 9600), source)
+    client = _rtu(modem)
+    try:
+        with pytest.raises(ModbusIOException):
+            client.read_holding_registers(0, count=1, device_id=1)
+    finally:
+        client.close()
+        output.stop()
+
+
+def test_garbage_on_the_line_then_a_good_request(modem: NullModem) -> None:
+    source = FixedSource()
+    output = _serve("growatt-rs485", SerialEndpoint(str(modem.b_path), 9600), source)
+    client = _rtu(modem)
+    try:
+        modem.inject("a_to_b", bytes(range(256)) + b"\x01\x03\x00")  # noise and a truncated request
+        import time
+
+        time.sleep(0.2)
+        reply = client.read_holding_registers(0x0015, count=1, device_id=1)
+        assert not reply.isError() and reply.registers == [55]
+    finally:
+        client.close()
+        output.stop()
