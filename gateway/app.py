@@ -13,10 +13,12 @@ from gateway.bms.driver import BmsDriver, driver_class
 from gateway.clock import Clock
 from gateway.config import ADDRESSED_BMS_DRIVERS, BmsConfig, Config
 from gateway.effective import Effective, resolve
+from gateway.errors import GatewayError
 from gateway.limits import LimitsSettings
 from gateway.model import Chemistry
 from gateway.profiles import Profile, load_profile
 from gateway.runtime import ControlLoop, LoopSettings, Poller, run_loop
+from gateway.telemetry.service import Telemetry
 from gateway.transport.can_link import CanLink, CanSettings
 
 log = logging.getLogger(__name__)
@@ -57,10 +59,18 @@ class Gateway:
     loop: ControlLoop
     poller: Poller
     clock: Clock
+    telemetry: Telemetry
+    """sd_notify, watchdog, status endpoint, MQTT, relay: fed from the loop's thread, never blocking it."""
 
     def run(self, stop: threading.Event) -> None:
         """Run until ``stop`` is set; sends the final zero set and closes the BMS port and CAN bus."""
         self.link.open()
+        telemetry = self.telemetry
+        try:
+            telemetry.start()
+        except GatewayError:
+            self.link.close()
+            raise
         log.info(
             "running: BMS %s on %s every %g s → profile %s on %s at %d bit/s",
             self.config.bms.driver,
@@ -70,9 +80,18 @@ class Gateway:
             self.link.settings.describe(),
             self.effective.can_bitrate.value,
         )
+        telemetry.ready(f"profile {self.profile.name} on {self.link.settings.describe()}")
         try:
-            run_loop(self.loop, self.poller, self.clock, stop)
+            run_loop(
+                self.loop,
+                self.poller,
+                self.clock,
+                stop,
+                before_tick=telemetry.before_tick,
+                after_tick=telemetry.after_tick,
+            )
         finally:
+            telemetry.stop(self.loop.snapshot())
             self.driver.close()
             self.link.close()
 
@@ -119,4 +138,5 @@ def build_gateway(config: Config, clock: Clock, *, profile: Profile | None = Non
     )
     driver = open_driver(config.bms, clock)
     poller = Poller(driver, loop, clock, config.bms.poll_interval_s)
-    return Gateway(config, profile, effective, driver, link, loop, poller, clock)
+    telemetry = Telemetry.from_config(config, clock)
+    return Gateway(config, profile, effective, driver, link, loop, poller, clock, telemetry)

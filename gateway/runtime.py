@@ -525,13 +525,35 @@ class Poller:
             stop.wait(next_poll - now)
 
 
-def run_loop(loop: ControlLoop, poller: Poller, clock: Clock, stop: threading.Event) -> None:
-    """Run poller and control loop until ``stop`` is set; then send the final zero set."""
+def _nothing() -> None:
+    pass
+
+
+def _nothing_after(loop: ControlLoop) -> None:
+    pass
+
+
+def run_loop(
+    loop: ControlLoop,
+    poller: Poller,
+    clock: Clock,
+    stop: threading.Event,
+    *,
+    before_tick: Callable[[], None] = _nothing,
+    after_tick: Callable[[ControlLoop], None] = _nothing_after,
+) -> None:
+    """Run poller and control loop until ``stop`` is set; then send the final zero set.
+
+    ``after_tick`` runs on the loop's own thread after every tick (the systemd watchdog ping lives there, so a
+    hung loop stops the pings); it must never block. ``before_tick`` is the test suite's fault hook.
+    """
     poll_thread = threading.Thread(target=poller.run, args=(stop,), name="bms-poller", daemon=True)
     poll_thread.start()
     try:
         while not stop.is_set():
+            before_tick()
             next_due = loop.tick()
+            after_tick(loop)
             loop.wake.wait(max(0.0, min(next_due - clock.monotonic(), IDLE_TICK_S)))
             loop.wake.clear()
     finally:

@@ -12,7 +12,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from gateway import __version__
+from gateway import __version__, logging_setup
 from gateway.errors import ConfigError, GatewayError, ProfileError
 
 COMMANDS = (
@@ -51,11 +51,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.debug else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    level = logging.DEBUG if args.debug else logging.INFO
+    root = logging.getLogger()
+    if root.handlers:  # embedded (tests, a host program): keep their handlers, as basicConfig would
+        root.setLevel(level)
+    else:
+        # One line per record, journald-friendly, repeats rate-limited (a dead adapter must not fill the SD card).
+        logging_setup.configure(level)
     try:
         status: int = args.func(args)
         return status
