@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -157,7 +158,11 @@ logging:
 
 @contextlib.contextmanager
 def running_chain(
-    tmp_path: Path, scenario_name: str = "normal-charge", time_scale: float = 1.0, poll_interval_s: float = 1.0
+    tmp_path: Path,
+    scenario_name: str = "normal-charge",
+    time_scale: float = 1.0,
+    poll_interval_s: float = 1.0,
+    env_extra: dict[str, str] | None = None,
 ) -> Iterator[Chain]:
     """``time_scale`` > 1 plays the scenario faster than real time."""
     served: list[tuple[float, PackReading]] = []
@@ -175,6 +180,7 @@ def running_chain(
     stderr_path = tmp_path / "gateway.stderr"
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), *filter(None, [env.get("PYTHONPATH")])])
+    env.update(env_extra or {})
     with (
         NullModem(tmp_path / "bms", names=("bms", "gateway")) as bms_cable,
         NullModem(tmp_path / "can", names=("inverter", "gateway")) as can_cable,
@@ -333,3 +339,48 @@ def test_ccl_tapers_on_the_bus_as_a_cell_rises_towards_ovp(tmp_path: Path) -> No
     assert falling == sorted(falling, reverse=True), f"not monotonic while the cell rises: {falling}"
     # 0 A reached the bus before the cell reached the BMS's OVP (3.65 V): the BMS never had to trip.
     assert max(r.state.max_cell_v for r in served) < 3.65
+
+
+def test_a_hung_control_loop_stops_both_the_watchdog_pings_and_the_frames(tmp_path: Path) -> None:
+    """The real service under a fake systemd: READY once running, WATCHDOG pings while the loop turns; when the
+    loop hangs (the fault hook, 4 s after start) the pings stop and so do the inverter frames, so systemd
+    restarts the gateway and the inverter never keeps hearing old limits."""
+    notify_path = tmp_path / "notify.sock"
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(notify_path))
+    notify.settimeout(0.1)
+    messages: list[tuple[float, str]] = []
+
+    def drain_notify() -> None:
+        while True:
+            try:
+                messages.append((time.monotonic(), notify.recv(4096).decode()))
+            except TimeoutError:
+                return
+
+    env = {
+        "NOTIFY_SOCKET": str(notify_path),
+        "WATCHDOG_USEC": "1000000",  # 1 s: pings every 0.5 s
+        "BMS_GATEWAY_FAULT": "hang-after:4",
+    }
+    try:
+        with running_chain(tmp_path, env_extra=env) as chain:
+            chain.listen_until(lambda heard: any(f.can_id == 0x351 for f in heard), within_s=STARTUP_S)
+            deadline = time.monotonic() + 12.0
+            while time.monotonic() < deadline:
+                chain.drain(quiet_s=0.3)
+                drain_notify()
+            heard = list(chain.heard)
+    finally:
+        notify.close()
+
+    texts = [text for _, text in messages]
+    assert any("READY=1" in t for t in texts), texts
+    pings = [at for at, text in messages if "WATCHDOG=1" in text]
+    frames = [f.at_s for f in heard if f.can_id == 0x351]
+    assert len(pings) >= 3, texts
+    last_ping, last_frame = pings[-1], frames[-1]
+    # After the hang nothing more: at least 3 s (several watchdog periods) of silence on both before the end.
+    assert deadline - last_ping > 3.0, (deadline - last_ping, texts[-5:])
+    assert deadline - last_frame > 3.0, deadline - last_frame
+    assert abs(last_ping - last_frame) < 2.0
