@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench fuzz soak clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "bms-gateway needs Python >= 3.11, found " + sys.version.split()[0] + ": run make PYTHON=python3.11 ...")'
@@ -23,9 +23,32 @@ test: $(STAMP)
 
 ## make lint: ruff and mypy
 lint: $(STAMP)
-	$(BIN)/ruff check gateway tests
-	$(BIN)/ruff format --check gateway tests
+	$(BIN)/ruff check gateway tests bench fuzz
+	$(BIN)/ruff format --check gateway tests bench fuzz
 	$(BIN)/mypy
 
+# Benchmark-only dependencies in their own venv: mppsolar pins paho-mqtt < 2, which .venv must not get.
+BENCH_VENV := .venv-bench
+BENCH_STAMP := $(BENCH_VENV)/.installed
+MPPSOLAR := mppsolar==0.16.56
+
+$(BENCH_STAMP):
+	$(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install --quiet '$(MPPSOLAR)'
+	@touch $(BENCH_STAMP)
+
+## make bench: performance figures beside their targets (table, and bench-results.json); about 4 minutes
+bench: $(STAMP) $(BENCH_STAMP)
+	$(BIN)/python -m bench --mppsolar-python $(BENCH_VENV)/bin/python
+
+## make fuzz: every parser's hypothesis fuzz at 10,000 examples each (BMS_FUZZ_EXAMPLES to change)
+fuzz: $(STAMP)
+	BMS_FUZZ_EXAMPLES=$${BMS_FUZZ_EXAMPLES:-10000} $(BIN)/python -m pytest -q tests/test_jk_nw_fuzz.py \
+		tests/test_jk_modbus_fuzz.py tests/test_rs485_pylontech.py -k fuzz
+
+## make soak: a simulated month through the real control loop, faults every few hours (SOAK_DAYS to change)
+soak: $(STAMP)
+	$(BIN)/python -m bench.soak --days $${SOAK_DAYS:-30}
+
 clean:
-	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(BENCH_VENV) bench-results.json build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -4,19 +4,22 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import can
 
+from gateway.bms.composite import CompositeDriver
 from gateway.bms.driver import BmsDriver, driver_class
 from gateway.clock import Clock
 from gateway.config import ADDRESSED_BMS_DRIVERS, BmsConfig, Config
 from gateway.effective import Effective, resolve
 from gateway.errors import GatewayError
 from gateway.limits import LimitsSettings
+from gateway.limits.settings import CurrentSharing
 from gateway.model import Chemistry
 from gateway.profiles import Profile, load_profile
+from gateway.rs485.server import Rs485Output, build_extra_outputs, snapshot_source, start_all, stop_all
 from gateway.runtime import ControlLoop, LoopSettings, Poller, run_loop
 from gateway.telemetry.service import Telemetry
 from gateway.transport.can_link import CanLink, CanSettings
@@ -33,12 +36,29 @@ def open_driver(bms: BmsConfig, clock: Clock) -> BmsDriver:
     )
 
 
+def open_battery(config: Config, clock: Clock) -> BmsDriver:
+    """One driver for every BMS link of the config: the one bus's, or a composite polling each bus in turn."""
+    if not config.more_bms:
+        return open_driver(config.bms, clock)
+    return CompositeDriver([open_driver(bus, clock) for bus in config.buses])
+
+
+def describe_buses(config: Config) -> str:
+    """The BMS links for a log line: ``jk-modbus on /dev/ttyUSB0 (units 1, 2) + jk-uart on /dev/ttyUSB1``."""
+    parts = []
+    for bus in config.buses:
+        units = f" (units {', '.join(map(str, bus.addresses))})" if bus.driver in ADDRESSED_BMS_DRIVERS else ""
+        parts.append(f"{bus.driver} on {bus.port}{units}")
+    return " + ".join(parts)
+
+
 def limits_settings(config: Config) -> LimitsSettings:
     """The limits engine's tuning from the config."""
     values: dict[str, Any] = {}
     for section in (config.limits, config.charging):
         values.update({name: getattr(section, name) for name in section.__slots__})
     chemistry = values.pop("chemistry")
+    values["current_sharing"] = CurrentSharing(values["current_sharing"])
     return LimitsSettings(**values, chemistry=None if chemistry is None else Chemistry(chemistry))
 
 
@@ -61,6 +81,8 @@ class Gateway:
     clock: Clock
     telemetry: Telemetry
     """sd_notify, watchdog, status endpoint, MQTT, relay: fed from the loop's thread, never blocking it."""
+    extras: list[Rs485Output] = field(default_factory=list)
+    """Read-only outputs beside the inverter link (``extra_outputs``); one failing never disturbs it."""
 
     def run(self, stop: threading.Event) -> None:
         """Run until ``stop`` is set; sends the final zero set and closes the BMS port and CAN bus."""
@@ -72,14 +94,14 @@ class Gateway:
             self.link.close()
             raise
         log.info(
-            "running: BMS %s on %s every %g s → profile %s on %s at %d bit/s",
-            self.config.bms.driver,
-            self.config.bms.port,
+            "running: BMS %s every %g s → profile %s on %s at %d bit/s",
+            describe_buses(self.config),
             self.config.bms.poll_interval_s,
             self.profile.name,
             self.link.settings.describe(),
             self.effective.can_bitrate.value,
         )
+        start_all(self.extras)
         telemetry.ready(f"profile {self.profile.name} on {self.link.settings.describe()}")
         try:
             run_loop(
@@ -91,6 +113,7 @@ class Gateway:
                 after_tick=telemetry.after_tick,
             )
         finally:
+            stop_all(self.extras)
             telemetry.stop(self.loop.snapshot())
             self.driver.close()
             self.link.close()
@@ -136,7 +159,8 @@ def build_gateway(config: Config, clock: Clock, *, profile: Profile | None = Non
         heartbeat_age_s=None if heartbeat_id is None else (lambda: link.heartbeat_age_s(heartbeat_id)),
         inverter_values=link.received_values,
     )
-    driver = open_driver(config.bms, clock)
+    driver = open_battery(config, clock)
     poller = Poller(driver, loop, clock, config.bms.poll_interval_s)
     telemetry = Telemetry.from_config(config, clock)
-    return Gateway(config, profile, effective, driver, link, loop, poller, clock, telemetry)
+    extras = build_extra_outputs(config, snapshot_source(loop), clock)
+    return Gateway(config, profile, effective, driver, link, loop, poller, clock, telemetry, extras)

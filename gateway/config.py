@@ -37,7 +37,7 @@ import yaml.nodes
 import yaml.reader
 
 from gateway.errors import ConfigError
-from gateway.limits.settings import LimitsSettings
+from gateway.limits.settings import CurrentSharing, LimitsSettings
 from gateway.model import Chemistry
 from gateway.secret import REDACTED, Secret
 
@@ -67,6 +67,10 @@ _PARSE: Final = "config_parse"
 _SECTION: Final = "config_section"
 _EXTRA: Final = "config_extra"
 _WRITTEN: Final = "config_written"
+_MORE: Final = "config_more"
+"""On a section field: the key may also be a list of such sections; entries after the first go to the field
+this names (one marked :data:`_FILLED`)."""
+_FILLED: Final = "config_filled"
 
 
 class _Invalid(Exception):
@@ -292,17 +296,28 @@ def _setting(parse: _Parser[_T], default: _T | _Required = _REQUIRED) -> _T:
     return field(default=default, metadata=metadata)
 
 
-def _section_of(cls: type[_Section]) -> Mapping[str, object]:
+def _section_of(cls: type[_Section], *, more: str | None = None) -> Mapping[str, object]:
     """Field metadata of a nested section: ``field(metadata=_section_of(X))``. An absent or ``null`` section
     is read as empty (each of its required keys then reports "missing"), unless the field defaults to
-    ``None``: then it stays ``None``."""
-    return {_SECTION: cls}
+    ``None``: then it stays ``None``.
+
+    :param more: the key may also be a non-empty list of sections (``key[i].name`` in messages): this field
+        gets the first, the field named ``more`` (declared with :data:`_MORE_KEYS`) the others.
+    """
+    return {_SECTION: cls} if more is None else {_SECTION: cls, _MORE: more}
 
 
 _EXTRA_KEYS: Final[Mapping[str, object]] = {_EXTRA: True}
 """Field metadata of the mapping that collects every undeclared key of its section (checked to be plain data)."""
 _WRITTEN_KEYS: Final[Mapping[str, object]] = {_WRITTEN: True}
 """Field metadata of the set the walker fills with the dotted keys found in the file; not a key itself."""
+_MORE_KEYS: Final[Mapping[str, object]] = {_FILLED: True}
+"""Field metadata of the tuple that takes the entries after the first of a list-form section (``_section_of(X,
+more=...)``); not a key itself."""
+
+
+def _not_a_key(spec: dataclasses.Field[Any]) -> bool:
+    return _WRITTEN in spec.metadata or _FILLED in spec.metadata
 
 
 def _is_required(spec: dataclasses.Field[Any]) -> bool:
@@ -327,12 +342,16 @@ class _Section:
         """Check rules that span this section's keys; ``path`` is the section's dotted key ("" at the top)."""
 
     def to_json(self) -> dict[str, Any]:
-        """Plain dict of this section (nested sections as dicts, unset values as ``None``)."""
-        return {
-            spec.name: _json_value(getattr(self, spec.name))
-            for spec in dataclasses.fields(self)
-            if _WRITTEN not in spec.metadata
-        }
+        """Plain dict of this section (nested sections as dicts, unset values as ``None``; a list-form section
+        with several entries as the list)."""
+        out: dict[str, Any] = {}
+        for spec in dataclasses.fields(self):
+            if _not_a_key(spec):
+                continue
+            value = getattr(self, spec.name)
+            more = getattr(self, spec.metadata[_MORE]) if _MORE in spec.metadata else ()
+            out[spec.name] = _json_value([value, *more] if more else value)
+        return out
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -450,6 +469,7 @@ class InverterConfig(_Section):
 _TUNING: Final = LimitsSettings()
 """The limits engine's defaults: the config refers to them instead of restating them."""
 CHEMISTRIES: Final = tuple(c.value for c in Chemistry)
+CURRENT_SHARING: Final = tuple(c.value for c in CurrentSharing)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -476,6 +496,10 @@ class LimitsConfig(_Section):
     """An excess lasting this long is acted on, s."""
     overshoot_forgive_s: float = _setting(_number(above=0), _TUNING.overshoot_forgive_s)
     """After this long of obedience the advertised limit returns to the true one, s."""
+    current_sharing: str = _setting(_choice(CURRENT_SHARING), _TUNING.current_sharing.value)
+    """Several packs: how their current is assumed to divide, one of :data:`CURRENT_SHARING`."""
+    offline_current_fraction: float = _setting(_number(above=0, at_most=1), _TUNING.offline_current_fraction)
+    """Several packs: while one is offline, the battery's current limits are multiplied by this."""
 
 
 _CELL_VOLTS: Final = _optional(_number(at_least=1.0, at_most=5.0))
@@ -728,7 +752,10 @@ class ControlConfig(_Section):
 class Config(_Section):
     """The whole configuration file."""
 
-    bms: BmsConfig = field(metadata=_section_of(BmsConfig))
+    bms: BmsConfig = field(metadata=_section_of(BmsConfig, more="more_bms"))
+    """The BMS link; with ``bms`` a list (several buses, mixed drivers), its first entry."""
+    more_bms: tuple[BmsConfig, ...] = field(default=(), metadata=_MORE_KEYS)
+    """The entries after the first of a list-form ``bms``; not a key of the file (see :attr:`buses`)."""
     inverter: InverterConfig = field(metadata=_section_of(InverterConfig))
     extra_outputs: tuple[ExtraOutputConfig, ...] = _setting(_extra_outputs, ())
     """Read-only outputs beside the inverter's (e.g. ``modbus-battery`` over TCP for an EMS)."""
@@ -744,13 +771,34 @@ class Config(_Section):
     """Dotted keys present in the file (``"failsafe"``, ``"failsafe.bms_timeout_s"``, also when ``null``);
     filled by the parser, empty for a Config built in code. Not a key of the file."""
 
+    @property
+    def buses(self) -> tuple[BmsConfig, ...]:
+        """Every BMS link, in polling order: ``bms``, or each entry of a list-form ``bms``."""
+        return (self.bms, *self.more_bms)
+
     def _validate(self, path: str) -> None:
+        if self.more_bms:
+            self._validate_buses()
         # A timeout no longer than one poll interval would call every reading stale before the next arrives.
         if self.failsafe.bms_timeout_s <= self.bms.poll_interval_s:
             raise ConfigError(
                 "failsafe.bms_timeout_s",
                 f"must be greater than bms.poll_interval_s ({_show_number(self.bms.poll_interval_s)})",
             )
+
+    def _validate_buses(self) -> None:
+        """Rules across the entries of a list-form ``bms``."""
+        ports: dict[str, int] = {}
+        for index, bus in enumerate(self.buses):
+            if bus.port in ports:
+                raise ConfigError(
+                    f"bms[{index}].port", f"{bus.port} is also bms[{ports[bus.port]}].port: one entry per port"
+                )
+            ports[bus.port] = index
+            # One poller reads every bus in turn, once per cycle: the first entry sets the cycle.
+            key = f"bms[{index}].poll_interval_s"
+            if index and key in self.explicit_keys and bus.poll_interval_s != self.bms.poll_interval_s:
+                raise ConfigError(key, "set it on bms[0] only: every bus is polled in one cycle")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -773,7 +821,7 @@ def _parse_section(cls: type[_S], data: object, path: str, written: set[str]) ->
     if not isinstance(data, Mapping):
         raise ConfigError(path, f"expected a mapping, got {_show(data)}")
     specs = dataclasses.fields(cls)
-    known = [spec.name for spec in specs if _EXTRA not in spec.metadata and _WRITTEN not in spec.metadata]
+    known = [spec.name for spec in specs if _EXTRA not in spec.metadata and not _not_a_key(spec)]
     extra_field = next((spec.name for spec in specs if _EXTRA in spec.metadata), None)
 
     extra: dict[str, object] = {}
@@ -794,11 +842,14 @@ def _parse_section(cls: type[_S], data: object, path: str, written: set[str]) ->
         key = _join(path, spec.name)
         if spec.name == extra_field:
             values[spec.name] = MappingProxyType(extra)
-        elif _WRITTEN in spec.metadata:
-            continue  # filled below, once every section has been read
+        elif _not_a_key(spec):
+            continue  # filled below, once every section has been read; or with the list it belongs to
         elif _SECTION in spec.metadata:
             raw = data.get(spec.name)
-            if raw is not None or spec.default is not None:  # an optional section stays None
+            if _MORE in spec.metadata and isinstance(raw, list):
+                first, *more = _parse_section_list(spec.metadata[_SECTION], raw, key, written)
+                values[spec.name], values[spec.metadata[_MORE]] = first, tuple(more)
+            elif raw is not None or spec.default is not None:  # an optional section stays None
                 values[spec.name] = _parse_section(spec.metadata[_SECTION], raw, key, written)
         elif spec.name in data:
             parse: _Parser[object] = spec.metadata[_PARSE]
@@ -815,6 +866,13 @@ def _parse_section(cls: type[_S], data: object, path: str, written: set[str]) ->
     section = cast(Callable[..., _S], cls)(**values)
     section._validate(path)
     return section
+
+
+def _parse_section_list(cls: type[_S], data: list[object], path: str, written: set[str]) -> list[_S]:
+    """Each item of the non-empty list ``data`` at ``path`` as a ``cls``, its keys reported as ``path[i].key``."""
+    if not data:
+        raise ConfigError(path, "expected a mapping, or a non-empty list of mappings, got an empty list")
+    return [_parse_section(cls, item, f"{path}[{index}]", written) for index, item in enumerate(data)]
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -14,6 +14,13 @@ enables cleared, the communication alarm raised; a profile with ``failsafe: {sta
 instead); ``silent`` once it is older than ``silence_after_s`` (nothing is sent, for inverters that ignore 0 A).
 A fresh good reading returns to ``normal`` by itself.
 
+Several packs (:mod:`gateway.packs`): each pack has its own limits engine; a pack is online while its newest
+good reading is at most ``bms_timeout_s`` old, and the inverter hears the aggregate of the packs online
+(:mod:`gateway.battery`) with the system limits (:mod:`gateway.limits.system`) and the number online as
+module count. A pack that drops out while others answer is logged once, and once when it is back; the
+fail-safe states above follow the newest reading of any pack, so only when every pack is offline does the
+battery go stale. A battery of one pack behaves exactly as that pack.
+
 Sending (:meth:`ControlLoop.tick`):
 
 * **broadcast** profiles send each frame every ``period_s`` on a drift-free schedule; a change of state or a
@@ -37,15 +44,17 @@ import enum
 import logging
 import math
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
-from gateway.bms.driver import BmsDriver
+from gateway.battery import BatteryAggregate
+from gateway.bms.driver import BmsDriver, MultiPackDriver
 from gateway.clock import Clock
 from gateway.errors import GatewayError
-from gateway.limits import LimitsEngine, LimitsSettings, failsafe_limits
+from gateway.limits import LimitsSettings, failsafe_limits
 from gateway.model import Limits, PackReading
+from gateway.packs import PackSet, battery_at
 from gateway.plausibility import implausibility
 from gateway.profiles import OnLost, Profile, SendMode, StaleAction
 from gateway.profiles.codec import CanFrameCodec
@@ -129,6 +138,12 @@ class Snapshot:
     """Request frames heard so far (request-mode profiles)."""
     next_retry_in_s: float | None = None
     """With ``on_lost: stop`` while the inverter is lost: seconds until the next retry set; else None."""
+    battery: BatteryAggregate | None = None
+    """The packs behind :attr:`reading` (which are online, where the extremes are); None before any reading."""
+    pack_limits: Mapping[str, Limits] = field(default_factory=dict)
+    """Each pack's own limits, by pack id (:attr:`limits` is the battery's)."""
+    pack_errors: Mapping[str, str] = field(default_factory=dict)
+    """Pack id → why it was missing from the last poll that others answered."""
 
 
 class ControlLoop:
@@ -157,11 +172,14 @@ class ControlLoop:
         self._lock = threading.Lock()
         self.wake = threading.Event()
         """Set when something arrived that the loop should act on now."""
-        self._reading: PackReading | None = None
+        # Pack state from the poller (guarded by _lock): newest good reading per pack, every pack known in
+        # polling order, the known packs missing from the last poll that others answered, and why.
+        self._latest: dict[str, PackReading] = {}
+        self._known: tuple[str, ...] = ()
+        self._missed: frozenset[str] = frozenset()
+        self._pack_errors: dict[str, str] = {}
+        self._packs = PackSet(settings.limits, max_age_s=settings.bms_timeout_s)
         self._limits: Limits | None = None
-        self._limits_for: PackReading | None = None
-        self._engine = LimitsEngine(settings.limits, max_age_s=settings.bms_timeout_s)
-        self._warned: tuple[str, ...] = ()
         self._last_sent_limits: Limits | None = None
         self._last_error: str | None = None
         self._state = FailsafeState.WAITING
@@ -189,20 +207,44 @@ class ControlLoop:
 
     # --- inputs (poller thread) -----------------------------------------------------------------------------
 
-    def on_readings(self, readings: tuple[PackReading, ...]) -> None:
-        """A poll succeeded. An implausible reading counts as a failed poll."""
+    def expect_packs(self, pack_ids: Sequence[str]) -> None:
+        """Every pack the driver polls, in polling order: one that never answers is offline from the start."""
+        with self._lock:
+            self._known = (*self._known, *(p for p in pack_ids if p not in self._known))
+
+    def on_readings(
+        self, readings: tuple[PackReading, ...], pack_errors: Mapping[str, GatewayError] | None = None
+    ) -> None:
+        """A poll succeeded, for the packs in ``readings``; ``pack_errors`` says why the others are missing.
+
+        An implausible reading counts as that pack failing; when no reading is plausible, as a failed poll.
+        """
         if not readings:
             self.on_poll_failed(GatewayError("BMS returned no pack"))
             return
-        reading = readings[0]
-        problem = implausibility(reading)
-        if problem is not None:
-            self.on_poll_failed(GatewayError(f"implausible reading from {reading.pack_id}: {problem}"))
+        good: list[PackReading] = []
+        implausible: dict[str, str] = {}
+        for reading in readings:
+            problem = implausibility(reading)
+            if problem is None:
+                good.append(reading)
+            else:
+                implausible[reading.pack_id] = f"implausible reading from {reading.pack_id}: {problem}"
+        if not good:
+            self.on_poll_failed(GatewayError(next(iter(implausible.values()))))
             return
+        errors = {pack_id: str(error) for pack_id, error in (pack_errors or {}).items()} | implausible
         with self._lock:
             recovered = self._last_error is not None
-            self._reading = reading
+            self._known = (*self._known, *(r.pack_id for r in readings if r.pack_id not in self._known))
+            self._latest.update((r.pack_id, r) for r in good)
+            answered = {r.pack_id for r in good}
+            self._missed = frozenset(p for p in self._known if p not in answered)
+            new_problems = [e for p, e in implausible.items() if e != self._pack_errors.get(p)]
+            self._pack_errors = errors
             self._last_error = None
+        for message in new_problems:  # the driver reports missing packs; only we see implausible ones
+            log.warning("BMS: %s", message)
         if recovered:
             log.info("BMS: good reading again")
         self.wake.set()
@@ -232,24 +274,30 @@ class ControlLoop:
         """Act on the current state: send what is due. Returns the monotonic time of the next due action."""
         now = self._clock.monotonic()
         with self._lock:
-            reading, last_error, requests = self._reading, self._last_error, self._requests
-        state, age = self._decide(reading, now)
+            last_error, requests, missed = self._last_error, self._requests, self._missed
+            pack_errors = dict(self._pack_errors)
+        battery, newest_s = self._battery(now)
+        state, age = self._decide(newest_s, now)
         if state is not self._state:
             self._log_transition(state, age, last_error)
             if state is FailsafeState.NORMAL and self._state in (FailsafeState.STALE, FailsafeState.SILENT):
-                self._engine.resume()
+                self._packs.resume()
             self._state = state
             if state in _SENDING_STATES:
                 self._next_due.clear()  # a change of state goes out at once
         self._supervise(now)
         if self._profile.mode is SendMode.REQUEST:
             self._wanted = requests
-        if state not in _SENDING_STATES or reading is None:
+        if state not in _SENDING_STATES or battery is None:
             self._drop_one_shots()  # nothing may go out: a request now is not answered later
             return now + IDLE_TICK_S
-        limits = self._limits_now(state, reading, now, last_error)
+        if state is FailsafeState.NORMAL:
+            self._packs.announce(battery, pack_errors)
+        limits = self._limits_now(state, battery, missed, now, age, last_error)
         falls = self._falls(limits)
-        values = published_values(reading, limits, comm_alarm=state is FailsafeState.STALE)
+        values = published_values(
+            battery.reading, limits, comm_alarm=state is FailsafeState.STALE, module_count=battery.module_count
+        )
         self._last_sent_limits = limits
         if self._profile.mode is SendMode.REQUEST:
             return self._send_one_shots(values, now)
@@ -263,8 +311,8 @@ class ControlLoop:
     def shutdown(self) -> None:
         """Send one last set with zero currents and enables cleared, then stop publishing."""
         now = self._clock.monotonic()
-        with self._lock:
-            reading = self._reading
+        battery, _ = self._battery(now)
+        reading = None if battery is None else battery.reading
         # Only while the inverter is hearing us: never break a silence, never speak first, never answer
         # what was not asked (request mode).
         sending = (
@@ -274,8 +322,9 @@ class ControlLoop:
             and not self._stopped_for_inverter()
         )
         if sending and reading is not None:
+            assert battery is not None
             limits = failsafe_limits(self._limits, now, "gateway stopping")
-            values = published_values(reading, limits, comm_alarm=True)
+            values = published_values(reading, limits, comm_alarm=True, module_count=battery.module_count)
             for frame in self._profile.frames:
                 wait_s = self._last_sent_at.get(frame.can_id, -math.inf) + frame.min_gap_s - self._clock.monotonic()
                 if wait_s > 0:
@@ -288,7 +337,9 @@ class ControlLoop:
     def snapshot(self) -> Snapshot:
         now = self._clock.monotonic()
         with self._lock:
-            reading, last_error, requests = self._reading, self._last_error, self._requests
+            last_error, requests, pack_errors = self._last_error, self._requests, dict(self._pack_errors)
+        battery, _ = self._battery(now)
+        reading = None if battery is None else battery.reading
         return Snapshot(
             at_s=now,
             state=self._state,
@@ -310,6 +361,9 @@ class ControlLoop:
                 if self._retry_due_s is None or not self._stopped_for_inverter()
                 else max(0.0, self._retry_due_s - now)
             ),
+            battery=battery,
+            pack_limits=self._packs.pack_limits,
+            pack_errors=pack_errors,
         )
 
     @property
@@ -322,35 +376,41 @@ class ControlLoop:
 
     # --- internals ----------------------------------------------------------------------------------------
 
-    def _decide(self, reading: PackReading | None, now: float) -> tuple[FailsafeState, float | None]:
+    def _battery(self, now: float) -> tuple[BatteryAggregate | None, float | None]:
+        """The battery of the packs online now (see :func:`battery_at`) and the newest reading's time, s."""
+        with self._lock:
+            latest, known = dict(self._latest), self._known
+        newest_s = max((r.measured_at_s for r in latest.values()), default=None)
+        return battery_at(latest, known, now, self._settings.bms_timeout_s), newest_s
+
+    def _decide(self, newest_s: float | None, now: float) -> tuple[FailsafeState, float | None]:
+        """The fail-safe state from the age of the newest good reading of any pack (None: none yet)."""
         if self._state is FailsafeState.STOPPED:
             return FailsafeState.STOPPED, None
-        if reading is None:
+        if newest_s is None:
             return FailsafeState.WAITING, None
-        age = now - reading.measured_at_s
+        age = now - newest_s
         if age <= self._settings.bms_timeout_s:
             return FailsafeState.NORMAL, age
         if age <= self._settings.silence_after_s and self._profile.stale is StaleAction.ZEROS:
             return FailsafeState.STALE, age
         return FailsafeState.SILENT, age
 
-    def _limits_now(self, state: FailsafeState, reading: PackReading, now: float, error: str | None) -> Limits:
-        if self._limits_for is not reading:
-            result = self._engine.update(reading, now)
-            self._limits = result.limits
-            self._limits_for = reading
-            for event in result.events:
-                log.info("%s", event)
-            warnings = result.thresholds.warnings if result.thresholds else ()
-            for warning in warnings:
-                if warning not in self._warned:
-                    log.warning("settings: %s", warning)
-            self._warned = warnings
-        assert self._limits is not None
+    def _limits_now(
+        self,
+        state: FailsafeState,
+        battery: BatteryAggregate,
+        missed: frozenset[str],
+        now: float,
+        age: float | None,
+        error: str | None,
+    ) -> Limits:
+        if state is FailsafeState.NORMAL or self._limits is None:
+            # Engines run on new readings only (PackSet keeps each pack's result until its next reading).
+            self._limits = self._packs.limits(battery, missed, now)
         if state is FailsafeState.NORMAL:
             return self._limits
-        age = now - reading.measured_at_s
-        return failsafe_limits(self._limits, now, f"BMS data {age:.0f} s old ({error or 'no new reading'})")
+        return failsafe_limits(self._limits, now, f"BMS data {age or 0:.0f} s old ({error or 'no new reading'})")
 
     def _falls(self, limits: Limits) -> bool:
         last = self._last_sent_limits
@@ -495,15 +555,41 @@ class ControlLoop:
             log.info("waiting for the first good BMS reading; nothing is sent until then")
 
 
+class ReadingSink(Protocol):
+    """Where the poller hands its results: a :class:`ControlLoop`, or an RS485 output's feed."""
+
+    def on_readings(self, readings: tuple[PackReading, ...]) -> None: ...
+
+    def on_poll_failed(self, error: GatewayError) -> None: ...
+
+
+@runtime_checkable
+class PackReadingSink(ReadingSink, Protocol):
+    """A sink that tracks packs one by one (a :class:`ControlLoop`): told every pack a multi-pack driver polls,
+    and why some were missing from a poll."""
+
+    def expect_packs(self, pack_ids: Sequence[str]) -> None: ...
+
+    def on_readings(
+        self, readings: tuple[PackReading, ...], pack_errors: Mapping[str, GatewayError] | None = None
+    ) -> None: ...
+
+
 class Poller:
     """Polls the BMS driver on its own thread, so a slow BMS never delays the frames."""
 
-    def __init__(self, driver: BmsDriver, loop: ControlLoop, clock: Clock, poll_interval_s: float) -> None:
+    def __init__(self, driver: BmsDriver, loop: ReadingSink, clock: Clock, poll_interval_s: float) -> None:
         self._driver = driver
         self._loop = loop
         self._clock = clock
         self._interval_s = poll_interval_s
         self.polls = 0
+        multi = driver if isinstance(driver, MultiPackDriver) else None
+        self._by_pack = (multi, loop) if multi is not None and isinstance(loop, PackReadingSink) else None
+        """Set when both sides know packs one by one: then pack errors travel with the readings."""
+        if self._by_pack is not None:
+            loop_by_pack = self._by_pack[1]
+            loop_by_pack.expect_packs(self._by_pack[0].pack_ids)
 
     def poll_once(self) -> None:
         self.polls += 1
@@ -512,7 +598,11 @@ class Poller:
         except GatewayError as exc:
             self._loop.on_poll_failed(exc)
             return
-        self._loop.on_readings(readings)
+        if self._by_pack is not None:
+            driver, sink = self._by_pack
+            sink.on_readings(readings, driver.pack_errors)
+        else:
+            self._loop.on_readings(readings)
 
     def run(self, stop: threading.Event) -> None:
         next_poll = self._clock.monotonic()

@@ -124,7 +124,13 @@ def test_settings_pass_interface_channel_bitrate_and_extra_unchanged() -> None:
         "bitrate": 500_000,
         "tty_baudrate": 115200,
         "sleep_after_open": 0.5,
+        "timeout": 0.05,  # our slcan default: python-can's 1 ms read timeout busy-polls the port
     }
+
+
+def test_slcan_read_timeout_default_yields_to_the_config() -> None:
+    assert CanSettings("slcan", "/dev/ttyACM0", None, {"timeout": 0.2}).bus_kwargs()["timeout"] == 0.2
+    assert "timeout" not in CanSettings("socketcan", "can0", None).bus_kwargs()
 
 
 def test_settings_leave_bitrate_out_when_none() -> None:

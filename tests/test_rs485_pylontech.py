@@ -4,6 +4,7 @@ modules, and fuzzing: nothing on the line crashes the responder or gets an answe
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any, Final
 
@@ -383,7 +384,11 @@ def test_each_module_gets_its_share_of_the_limits() -> None:
 
 # --- fuzz ------------------------------------------------------------------------------------------------------
 
-_FUZZ: Final = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+_FUZZ: Final = settings(
+    max_examples=int(os.environ.get("BMS_FUZZ_EXAMPLES", "400")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 _RESPONDER: Final = PylontechResponder(SPEC, 2)
 _VIEW: Final = view()
 _VALID: Final = [build_request(2, cid2, info) for cid2, info in ((0x42, b"\x02"), (0x92, b"\x02"), (0x4F, b""))]

@@ -19,6 +19,7 @@ COMMANDS = (
     "run",
     "check",
     "read",
+    "scan",
     "control",
     "status",
     "profiles",

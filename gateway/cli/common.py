@@ -15,7 +15,10 @@ from types import FrameType
 
 from gateway.config import Config, load_config
 from gateway.effective import load_config_profile
+from gateway.errors import ConfigError
 from gateway.profiles import Profile
+from gateway.rs485.profile import is_rs485_profile
+from gateway.rs485.server import load_output_profile
 
 DEFAULT_CONFIG = Path("/etc/bms-gateway/config.yaml")
 
@@ -31,24 +34,43 @@ def add_config_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def load_with_profile(args: argparse.Namespace) -> tuple[Config, Profile]:
-    """The config ``--config`` names and the profile it names; set the log level from the config.
-
-    :raises ConfigError: bad config, or ``inverter.profile`` names no loadable profile.
-    :raises ProfileError: the profile file is invalid.
-    """
-    config = load_config(args.config)
-    profile = load_config_profile(config)
+def _configure_logging(args: argparse.Namespace, config: Config) -> None:
     if not args.debug:
         logging.getLogger().setLevel(config.logging.level.upper())
         # python-can logs every failed open on its own; we log one line per episode instead.
         logging.getLogger("can").setLevel(logging.CRITICAL)
+
+
+def load_with_profile(args: argparse.Namespace) -> tuple[Config, Profile]:
+    """The config ``--config`` names and the CAN profile it names; set the log level from the config.
+
+    :raises ConfigError: bad config, or ``inverter.profile`` names no loadable profile (an RS485 profile
+        included: the caller wants a CAN one).
+    :raises ProfileError: the profile file is invalid.
+    """
+    config = load_config(args.config)
+    if is_rs485_profile(config.inverter.profile):
+        raise ConfigError(
+            "inverter.profile", f"{config.inverter.profile} is an RS485 profile; this command needs a CAN profile"
+        )
+    profile = load_config_profile(config)
+    _configure_logging(args, config)
     return config, profile
 
 
+def uses_rs485(config: Config) -> bool:
+    """The inverter output is an RS485 profile (the inverter polls us)."""
+    return is_rs485_profile(config.inverter.profile)
+
+
 def load(args: argparse.Namespace) -> Config:
-    """The config, for commands that do not use the profile. The profile is loaded all the same: a config whose
-    ``inverter.profile`` is unusable is rejected by every command, with the same error line."""
+    """The config, for commands that do not use the profile. The profile is loaded all the same (CAN or RS485):
+    a config whose ``inverter.profile`` is unusable is rejected by every command, with the same error line."""
+    config = load_config(args.config)
+    if uses_rs485(config):
+        load_output_profile(config.inverter.profile, "inverter.profile")
+        _configure_logging(args, config)
+        return config
     return load_with_profile(args)[0]
 
 

@@ -14,7 +14,7 @@ import sys
 import threading
 from typing import Final, TextIO
 
-from gateway.app import limits_settings, open_driver
+from gateway.app import limits_settings, open_battery
 from gateway.cli.common import detach_stdout
 from gateway.cli.frames import format_frame
 from gateway.clock import Clock
@@ -101,7 +101,7 @@ def run_dry(config: Config, profile: Profile, clock: Clock, stop: threading.Even
             limits=limits_settings(config),
         ),
     )
-    driver = open_driver(config.bms, clock)
+    driver = open_battery(config, clock)
     poller = Poller(driver, loop, clock, config.bms.poll_interval_s)
     requester: threading.Thread | None = None
     if profile.request_id is not None:

@@ -7,7 +7,7 @@ import json
 import logging
 import sys
 
-from gateway.app import limits_settings, open_driver
+from gateway.app import limits_settings, open_battery
 from gateway.bms.driver import MultiPackDriver
 from gateway.cli.common import add_config_argument, load
 from gateway.cli.render import render_limits, render_reading, render_thresholds
@@ -29,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
         # One poll: a failure is the one error line main() prints; the link's "port lost" warning would repeat it.
         for name in ("gateway.transport", "gateway.bms"):
             logging.getLogger(name).setLevel(logging.ERROR)
-    driver = open_driver(config.bms, SystemClock())
+    driver = open_battery(config, SystemClock())
     try:
         readings = driver.read()
     finally:

@@ -6,9 +6,19 @@ The config file's ``limits:`` and ``charging:`` sections map one to one onto the
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 
 from gateway.model import Chemistry
+
+
+class CurrentSharing(enum.StrEnum):
+    """How the current of several packs in parallel is assumed to divide (:mod:`gateway.limits.system`)."""
+
+    EQUAL = "equal"
+    """Every pack carries the same share: the battery may carry packs × the smallest pack limit."""
+    CAPACITY = "capacity"
+    """Each pack carries a share proportional to its capacity (same cells, impedance ∝ 1 / capacity)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -86,3 +96,10 @@ class LimitsSettings:
     """An excess lasting this long is acted on, s."""
     overshoot_forgive_s: float = 600.0
     """After this long of obedience the advertised limit returns to the true one, s."""
+
+    # --- several packs in parallel (gateway.limits.system) ------------------------------------------------
+    current_sharing: CurrentSharing = CurrentSharing.EQUAL
+    """How the battery's current is assumed to divide among its packs."""
+    offline_current_fraction: float = 1.0
+    """While a known pack is offline, the battery's current limits are multiplied by this (0 < f ≤ 1). 1: no
+    reduction beyond losing the pack's share; the packs online already carry at most their own limits."""

@@ -234,7 +234,11 @@ def snapshot_source(loop: _SnapshotLoop) -> Source:
 
     def source() -> SourceState:
         snapshot = loop.snapshot()
-        readings = () if snapshot.reading is None else (snapshot.reading,)
+        # Several packs: one module each (the limits are the battery's, battery_view shares them out).
+        battery = getattr(snapshot, "battery", None)
+        readings: tuple[PackReading, ...] = (
+            battery.packs if battery is not None else () if snapshot.reading is None else (snapshot.reading,)
+        )
         return readings, snapshot.limits, snapshot.state
 
     return source

@@ -35,7 +35,6 @@ from gateway.bms import jk_modbus
 from gateway.bms.jk_modbus import BLOCK_BY_TRIGGER, Block
 from gateway.clock import Clock
 from gateway.errors import LinkError
-from gateway.model import PackReading
 from gateway.sim.nullmodem import NullModem
 from gateway.sim.scenarios import Behaviour, Scenario, Step
 from gateway.transport.serial_link import open_serial_port
@@ -64,6 +63,8 @@ class SimPack:
     """Big-endian block images to serve over FC03 instead of the scenario's (a capture replayed word for word)."""
     frames: Mapping[Block, bytes] | None = None
     """300-byte frames to send for the trigger writes instead of the scenario's."""
+    reported_address: int | None = None
+    """The device address its settings block states (DIP switches read at power-up); None: the unit it serves."""
 
 
 def pack_variant(scenario: Scenario, index: int) -> Scenario:
@@ -177,7 +178,7 @@ class JkModbusSimulator:
         pack = self.packs[unit]
         image = (pack.images or {}).get(block)
         if image is None:
-            image = jk_modbus.encode_image(block, _values(self.step(unit).reading)[block])
+            image = jk_modbus.encode_image(block, self._values(unit)[block])
         offset = address - block.base
         if offset + 2 * count > len(image):
             return None
@@ -187,7 +188,12 @@ class JkModbusSimulator:
         """The 300-byte frame ``unit`` sends for ``block``'s trigger write."""
         frames = self.packs[unit].frames or {}
         frame = frames.get(block)
-        return frame if frame is not None else jk_modbus.encode_frame(block, _values(self.step(unit).reading)[block])
+        return frame if frame is not None else jk_modbus.encode_frame(block, self._values(unit)[block])
+
+    def _values(self, unit: int) -> Mapping[Block, Mapping[str, jk_modbus.Value]]:
+        reported = self.packs[unit].reported_address
+        extras = {**jk_modbus.SIMULATOR_EXTRAS, "device_address": unit if reported is None else reported}
+        return jk_modbus.values_from_reading(self.step(unit).reading, extras)
 
     # --- serving --------------------------------------------------------------------------------------------
 
@@ -305,10 +311,6 @@ class JkModbusSimulator:
             return b""  # no pack has that address: nobody answers
         pending = self._pending.pop(unit, _Pending(Behaviour.ANSWER))
         return _shape(data, pending)
-
-
-def _values(reading: PackReading) -> Mapping[Block, Mapping[str, jk_modbus.Value]]:
-    return jk_modbus.values_from_reading(reading)
 
 
 def _shape(reply: bytes, pending: _Pending) -> bytes:

@@ -84,8 +84,20 @@ class CanSettings:
         kwargs: dict[str, object] = {"interface": self.interface, "channel": self.channel}
         if self.bitrate is not None:
             kwargs["bitrate"] = self.bitrate
+        kwargs.update(INTERFACE_DEFAULTS.get(self.interface, {}))
         kwargs.update(self.extra)
         return kwargs
+
+
+INTERFACE_DEFAULTS: Mapping[str, Mapping[str, object]] = MappingProxyType(
+    {
+        # python-can's slcan reader polls the serial port byte by byte with this read timeout; its default of
+        # 1 ms keeps a Pi core 5 % busy. Only our reader thread waits on it (frames go out from the loop's
+        # thread), so 50 ms costs nothing but a heartbeat seen up to 50 ms later. The config may override it.
+        "slcan": MappingProxyType({"timeout": 0.05}),
+    }
+)
+"""Keyword defaults per python-can interface, below the config's own pass-through keys."""
 
 
 def _cause(exc: BaseException) -> str:

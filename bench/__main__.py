@@ -1,0 +1,169 @@
+"""``python -m bench [--mppsolar-python PATH] [--quick] [--json FILE]``: run every figure, print a table, write JSON."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import inspect
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from bench import reaction, service, throughput
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _poll_cycle() -> dict[str, Any] | None:
+    """The 16-pack poll-cycle figure of gateway/bench/poll_cycle.py, when that module exists (another bench)."""
+    try:
+        module = importlib.import_module("gateway.bench.poll_cycle")
+    except ImportError:
+        return None
+    candidates = [
+        fn
+        for name, fn in inspect.getmembers(module, inspect.isfunction)
+        if fn.__module__ == module.__name__
+        and not name.startswith("_")
+        and all(p.default is not p.empty for p in inspect.signature(fn).parameters.values())
+    ]
+    if not candidates:
+        return {"error": "gateway.bench.poll_cycle has no public function callable without arguments"}
+    fn = next((f for f in candidates if "poll_cycle" in f.__name__ or "bench" in f.__name__), candidates[0])
+    try:
+        result = fn()
+    except Exception as exc:  # another engineer's work in progress must not sink the whole bench
+        return {"function": fn.__name__, "error": f"{type(exc).__name__}: {exc}"}
+    return {
+        "function": fn.__name__,
+        "result": result if isinstance(result, (dict, list, int, float, str)) else repr(result),
+    }
+
+
+def _ok(passed: bool) -> str:
+    return "PASS" if passed else "FAIL"
+
+
+def table(results: dict[str, Any]) -> list[str]:
+    rows: list[tuple[str, str, str, str]] = []
+    for r in results["reaction"]:
+        rows.append(
+            (
+                f"reaction p50 / p99, poll {r['poll_interval_s']:g} s ({r['events']} events)",
+                f"{r['p50_ms']:.0f} / {r['p99_ms']:.0f} ms"
+                f" (wire {r['serial_wire_ms']:.1f} + {r['can_wire_ms']:.2f} ms)",
+                f"p99 <= {r['target_p99_ms']:.0f} ms",
+                _ok(r["p99_ms"] <= r["target_p99_ms"] and r["events"] >= 200 and r["failed_events"] == 0),
+            )
+        )
+    s = results["steady_state"]
+    mqtt = "MQTT on" if s["mqtt"] else "MQTT off: no mosquitto"
+    rows.append(
+        (
+            f"CPU, bms-gateway run ({s['duration_s']:.0f} s, {mqtt})",
+            f"{s['cpu_pct']:.2f} % of one core",
+            "<= 1 %",
+            _ok(s["cpu_pct"] <= 1.0),
+        )
+    )
+    rows.append(
+        (
+            "RSS (max sampled / growth)",
+            f"{s['rss_max_mb']:.1f} MB / {s['rss_growth_kb']} kB",
+            "<= 60 MB",
+            _ok(s["rss_max_mb"] <= 60.0),
+        )
+    )
+    d = results["decode"]
+    if "mppsolar_per_s" in d:
+        rows.append(
+            (
+                "JK decode 16 cells (ours / mppsolar)",
+                f"{d['ours_per_s']:,.0f} / {d['mppsolar_per_s']:,.0f} /s = {d['ratio']:.1f}x",
+                ">= 10x",
+                _ok(d["ratio"] >= 10),
+            )
+        )
+        rows.append(
+            (
+                "  ... with model mapping (to_reading)",
+                f"{d['ours_with_model_per_s']:,.0f} /s = {d['ratio_with_model']:.1f}x",
+                "(info)",
+                "-",
+            )
+        )
+    else:
+        rows.append(("JK decode 16 cells (ours)", f"{d['ours_per_s']:,.0f} /s; mppsolar missing", ">= 10x", "SKIP"))
+    e = results["encode"]
+    rows.append(
+        (
+            "CAN 0x351 encode (ours / cantools)",
+            f"{e['ours_per_s']:,.0f} / {e['cantools_per_s']:,.0f} /s = {e['ratio']:.1f}x",
+            ">= 1x",
+            _ok(e["ratio"] >= 1),
+        )
+    )
+    st = results["startup"]
+    rows.append(
+        (
+            f"start-up to first frame (median / max of {st['runs']})",
+            f"{st['median_s']:.2f} / {st['max_s']:.2f} s",
+            "<= 1.5 s",
+            _ok(st["max_s"] <= 1.5),
+        )
+    )
+    pc = results.get("poll_cycle")
+    if pc is not None:
+        rows.append(
+            ("16-pack poll cycle (gateway/bench/poll_cycle.py)", str(pc.get("result", pc.get("error")))[:60], "-", "-")
+        )
+    header = ("figure", "measured", "target", "")
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(4)]
+
+    def line(row: tuple[str, ...]) -> str:
+        return "| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |"
+
+    return [line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *(line(r) for r in rows)]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench")
+    parser.add_argument("--mppsolar-python", help="interpreter of the venv that has mppsolar (.venv-bench)")
+    parser.add_argument("--quick", action="store_true", help="fewer events and a 10 s steady state: a smoke run")
+    parser.add_argument("--json", default=str(REPO / "bench-results.json"), help="where to write the results")
+    args = parser.parse_args()
+    started = time.monotonic()
+    scale = 0.1 if args.quick else 1.0
+    results: dict[str, Any] = {
+        "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()}
+    }
+
+    def step(name: str) -> None:
+        print(f"bench: {name} ({time.monotonic() - started:.0f} s)", file=sys.stderr, flush=True)
+
+    step("throughput")
+    results["decode"] = throughput.decode(args.mppsolar_python)
+    results["encode"] = throughput.encode()
+    step("start-up")
+    results["startup"] = service.startup(runs=5)
+    step("reaction at 0.2 s poll (8 chains in parallel)")
+    results["reaction"] = [reaction.measure(0.2, chains=8, events_per_chain=max(2, round(30 * scale)))]
+    step("reaction at 1 s poll (10 chains in parallel)")
+    results["reaction"].append(reaction.measure(1.0, chains=10, events_per_chain=max(2, round(24 * scale))))
+    step("steady state of bms-gateway run")
+    results["steady_state"] = service.steady_state(duration_s=60.0 * scale)
+    step("poll cycle")
+    results["poll_cycle"] = _poll_cycle()
+    results["elapsed_s"] = round(time.monotonic() - started, 1)
+    Path(args.json).write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    print("\n".join(table(results)))
+    print(f"({results['elapsed_s']:.0f} s; JSON in {args.json})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

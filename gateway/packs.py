@@ -1,0 +1,159 @@
+"""The packs of the battery as the control loop tracks them: who is online, who counts, and their limits.
+
+A pack is **online** while its newest good reading is at most ``bms_timeout_s`` old; offline packs are left
+out of the aggregate (:mod:`gateway.battery`) and of the system limits (:mod:`gateway.limits.system`), and the
+module count the inverter hears is the number online. A pack **counts** towards the current limits while it
+is online and answered the last poll that others answered: one that missed it may have disconnected, and then
+the others carry its current, so its share is withheld at once rather than after the timeout (its blocks and
+voltage limits still apply until then).
+
+:func:`battery_at` is pure; :class:`PackSet` holds the per-pack limits engines (keyed by pack id) and the
+record of which drops were announced, and is used by the control loop's thread only.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from types import MappingProxyType
+
+from gateway.battery import BatteryAggregate, aggregate, pack_labels
+from gateway.limits import LimitsEngine, LimitsSettings, failsafe_limits
+from gateway.limits.settings import CurrentSharing
+from gateway.limits.system import PackLimits, system_limits
+from gateway.model import Limits, PackReading
+
+log = logging.getLogger("gateway.runtime")
+
+
+def battery_at(
+    latest: Mapping[str, PackReading], known: Sequence[str], now_s: float, timeout_s: float
+) -> BatteryAggregate | None:
+    """The battery of the packs online at ``now_s``; None before any reading.
+
+    With every pack offline: the packs that were online together when the newest reading came (what the
+    inverter last heard about, now stale).
+    """
+    order = [*known, *(pack_id for pack_id in latest if pack_id not in known)]
+    readings = [latest[pack_id] for pack_id in order if pack_id in latest]
+    if not readings:
+        return None
+    online = [r for r in readings if now_s - r.measured_at_s <= timeout_s]
+    if not online:
+        newest_s = max(r.measured_at_s for r in readings)
+        online = [r for r in readings if newest_s - r.measured_at_s <= timeout_s]
+    ids = {r.pack_id for r in online}
+    return aggregate(online, offline=[pack_id for pack_id in order if pack_id not in ids])
+
+
+class PackSet:
+    """Per-pack limits engines and the battery's limits; announces packs that drop out and rejoin."""
+
+    def __init__(self, tuning: LimitsSettings, *, max_age_s: float) -> None:
+        self._tuning = tuning
+        self._max_age_s = max_age_s
+        self._engines: dict[str, LimitsEngine] = {}
+        self._limits: dict[str, Limits] = {}
+        self._published: Mapping[str, Limits] = MappingProxyType({})
+        self._limits_for: dict[str, PackReading] = {}
+        self._warned: dict[str, tuple[str, ...]] = {}
+        self._away: set[str] = set()
+        """Packs whose drop was announced and whose return is not yet."""
+        self._system: tuple[tuple[object, ...], tuple[object, ...], Limits] | None = None
+        """(objects, ids, result) of the last system-limits computation: the readings and pack limits it used
+        (held, and compared by identity), and which packs counted and which were offline."""
+        self._warned_sharing = False
+
+    @property
+    def pack_limits(self) -> Mapping[str, Limits]:
+        """Each pack's latest own limits, by pack id (a copy: status views read it from other threads)."""
+        return self._published
+
+    def resume(self) -> None:
+        """After a fail-safe period: every engine takes its next limits as computed (see LimitsEngine.resume)."""
+        for engine in self._engines.values():
+            engine.resume()
+
+    def announce(self, battery: BatteryAggregate, errors: Mapping[str, str]) -> None:
+        """One log line when a pack drops out while others carry on, one when it is back."""
+        known = (*battery.online, *battery.offline)
+        labels = pack_labels(known)
+        for pack_id in battery.offline:
+            if pack_id not in self._away:
+                self._away.add(pack_id)
+                why = errors.get(pack_id, "no good reading")
+                log.warning(
+                    "BMS: %s offline (%s); the battery goes on with %d of %d packs",
+                    labels[pack_id],
+                    why,
+                    battery.module_count,
+                    len(known),
+                )
+        for pack_id in battery.online:
+            if pack_id in self._away:
+                self._away.discard(pack_id)
+                log.info("BMS: %s back online; %d of %d packs", labels[pack_id], battery.module_count, len(known))
+
+    def limits(self, battery: BatteryAggregate, missed: frozenset[str], now_s: float) -> Limits:
+        """The battery's limits now: each counted pack's engine on its newest reading, then the system rule."""
+        known = (*battery.online, *battery.offline)
+        labels = pack_labels(known)
+        several = len(known) > 1
+        for reading in battery.packs:
+            self._update(reading, labels[reading.pack_id] if several else None, now_s)
+        counted = tuple(r.pack_id for r in battery.packs if r.pack_id not in missed)
+        uncounted = tuple(r.pack_id for r in battery.packs if r.pack_id in missed)
+        if not counted:  # cannot happen (the last poll's packs are the freshest), but never guess
+            return failsafe_limits(None, now_s, "no pack answered the last poll")
+        objects = (*battery.packs, *(self._limits[p] for p in (*counted, *uncounted)))
+        ids = (counted, uncounted, battery.offline)
+        cached = self._system
+        if cached is None or cached[1] != ids or any(a is not b for a, b in zip(cached[0], objects, strict=True)):
+            by_id = {r.pack_id: r for r in battery.packs}
+
+            def pack(pack_id: str) -> PackLimits:
+                return PackLimits(labels[pack_id], by_id[pack_id], self._limits[pack_id])
+
+            self._check_sharing([by_id[p] for p in counted], labels)
+            result = system_limits(
+                [pack(p) for p in counted],
+                self._tuning,
+                uncounted=[pack(p) for p in uncounted],
+                offline=[labels[p] for p in battery.offline],
+            )
+            cached = self._system = (objects, ids, result)
+        return cached[2]
+
+    def _check_sharing(self, readings: Sequence[PackReading], labels: Mapping[str, str]) -> None:
+        """Warn once: equal sharing assumes alike packs; a bigger pack takes more than its share."""
+        if self._warned_sharing or self._tuning.current_sharing is not CurrentSharing.EQUAL:
+            return
+        capacities = {labels[r.pack_id]: r.settings.capacity_ah for r in readings if r.settings.capacity_ah}
+        if capacities and max(capacities.values()) > 1.05 * min(capacities.values()):
+            self._warned_sharing = True
+            shown = ", ".join(f"{label} {ah:g} Ah" for label, ah in capacities.items())
+            log.warning(
+                "settings: packs of different capacity (%s) with limits.current_sharing: equal: the bigger packs "
+                "carry more than an equal share; set it to capacity",
+                shown,
+            )
+
+    def _update(self, reading: PackReading, label: str | None, now_s: float) -> None:
+        pack_id = reading.pack_id
+        if self._limits_for.get(pack_id) is reading:
+            return
+        engine = self._engines.get(pack_id)
+        if engine is None:
+            engine = self._engines[pack_id] = LimitsEngine(self._tuning, max_age_s=self._max_age_s)
+        result = engine.update(reading, now_s)
+        self._limits[pack_id] = result.limits
+        self._published = MappingProxyType(dict(self._limits))
+        self._limits_for[pack_id] = reading
+        prefix = f"{label}: " if label else ""
+        for event in result.events:
+            log.info("%s%s", prefix, event)
+        warnings = result.thresholds.warnings if result.thresholds else ()
+        for warning in warnings:
+            if warning not in self._warned.get(pack_id, ()):
+                log.warning("settings: %s%s", prefix, warning)
+        self._warned[pack_id] = warnings

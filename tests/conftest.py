@@ -1,0 +1,23 @@
+"""Shared test settings: the hypothesis fuzz budget.
+
+``BMS_FUZZ_EXAMPLES=N`` makes every parser's fuzz test run N examples (``make fuzz``: 10,000). It is read here,
+before any test module, and also handed on as ``JK_FUZZ_EXAMPLES``, which the JK fuzz modules read themselves.
+Without it each module keeps its own, smaller default so that ``make test`` stays quick.
+"""
+
+from __future__ import annotations
+
+import os
+
+from hypothesis import HealthCheck, settings
+
+FUZZ_EXAMPLES = os.environ.get("BMS_FUZZ_EXAMPLES")
+if FUZZ_EXAMPLES:
+    os.environ["JK_FUZZ_EXAMPLES"] = FUZZ_EXAMPLES
+    settings.register_profile(
+        "fuzz",
+        max_examples=int(FUZZ_EXAMPLES),
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
+    settings.load_profile("fuzz")
