@@ -11,7 +11,7 @@ import logging
 import threading
 from dataclasses import dataclass
 
-from gateway.app import limits_settings, open_driver
+from gateway.app import describe_buses, limits_settings, open_battery
 from gateway.bms.driver import BmsDriver
 from gateway.clock import Clock
 from gateway.config import Config
@@ -45,7 +45,9 @@ class Rs485Gateway:
         """Serve until ``stop`` is set; the BMS is polled on its own thread."""
         outputs = [self.output, *self.extras]
         start_all(outputs)
-        log.info("running: BMS %s → profile %s on %s", self.config.bms.port, self.profile.name, self.output.describe())
+        log.info(
+            "running: BMS %s → profile %s on %s", describe_buses(self.config), self.profile.name, self.output.describe()
+        )
         poll_thread = threading.Thread(target=self.poller.run, args=(stop,), name="bms-poller", daemon=True)
         poll_thread.start()
         try:
@@ -64,6 +66,6 @@ def build_rs485_gateway(config: Config, clock: Clock) -> Rs485Gateway:
     feed = LimitsFeed(clock, limits_settings(config), output_settings(config, profile))
     output = build_rs485_output(config, feed, clock, profile=profile)
     extras = build_extra_outputs(config, feed, clock)
-    driver = open_driver(config.bms, clock)
+    driver = open_battery(config, clock)
     poller = Poller(driver, feed, clock, config.bms.poll_interval_s)
     return Rs485Gateway(config, profile, driver, feed, poller, output, extras)

@@ -124,7 +124,7 @@ def test_settings_pass_interface_channel_bitrate_and_extra_unchanged() -> None:
         "bitrate": 500_000,
         "tty_baudrate": 115200,
         "sleep_after_open": 0.5,
-        "timeout": 0.05,  # our slcan default: python-can's 1 ms read timeout busy-polls the port
+        "timeout": 0.1,  # our slcan default: python-can's 1 ms read timeout busy-polls the port
     }
 
 

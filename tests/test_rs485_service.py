@@ -99,3 +99,30 @@ status:
 
 if not hasattr(os, "openpty"):  # pragma: no cover
     pytest.skip("needs pseudo-terminals", allow_module_level=True)
+
+
+def test_the_rs485_feed_gives_the_battery_limits_of_every_pack() -> None:
+    """Two packs, one allowing less charge current: the RS485 outputs get the system limit (2 × the smaller
+    pack's ceiling), as the CAN loop would, not the first pack's own."""
+    from dataclasses import replace
+
+    from gateway.clock import FakeClock
+    from gateway.limits import LimitsSettings
+    from gateway.rs485.server import LimitsFeed, OutputSettings
+
+    clock = FakeClock()
+    base = SCENARIOS["normal-charge"].step(0.0).reading
+    strong = replace(base, pack_id="p1", state=replace(base.state, measured_at_s=clock.monotonic()))
+    weak = replace(
+        base,
+        pack_id="p2",
+        state=replace(base.state, measured_at_s=clock.monotonic()),
+        settings=replace(base.settings, max_charge_current_a=50.0),
+    )
+    feed = LimitsFeed(clock, LimitsSettings(max_charge_current_a=1000.0), OutputSettings(10.0, 60.0))
+    feed.on_readings((strong, weak))
+    readings, limits, _ = feed()
+    assert len(readings) == 2
+    assert limits is not None
+    # Pack 2: 0.9 × 50 A = 45 A; two packs sharing equally: 2 × 45 A = 90 A (not pack 1's 0.9 × 150 = 135 A).
+    assert limits.charge_current_limit_a == pytest.approx(90.0)

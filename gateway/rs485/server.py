@@ -31,8 +31,9 @@ from typing import Final, Protocol
 from gateway.clock import Clock
 from gateway.config import Config, ExtraOutputConfig, SerialPortConfig, TcpConfig
 from gateway.errors import ConfigError, GatewayError, ProfileNotFoundError
-from gateway.limits import LimitsEngine, LimitsSettings, failsafe_limits
+from gateway.limits import LimitsSettings, failsafe_limits
 from gateway.model import Limits, PackReading
+from gateway.packs import PackSet, battery_at
 from gateway.plausibility import implausibility
 from gateway.profiles import StaleAction
 from gateway.rs485.modbus_map import ModbusException, RegisterMap
@@ -247,22 +248,24 @@ def snapshot_source(loop: _SnapshotLoop) -> Source:
 class LimitsFeed:
     """A source for outputs without a CAN control loop: keeps the newest good readings and their limits.
 
-    The poller calls :meth:`on_readings` / :meth:`on_poll_failed` (as it does on a ControlLoop); the limits
-    come from the limits engine on the first pack's reading. Thread-safe.
+    The poller calls :meth:`on_readings` / :meth:`on_poll_failed` (as it does on a ControlLoop). The limits
+    are the battery's: each pack's own limits engine, combined by the system rule (gateway/limits/system.py)
+    over the packs online, exactly as the CAN control loop does. Thread-safe.
     """
 
     def __init__(self, clock: Clock, limits: LimitsSettings, settings: OutputSettings) -> None:
         self._clock = clock
         self._settings = settings
-        self._engine = LimitsEngine(limits, max_age_s=settings.bms_timeout_s)
+        self._packs = PackSet(limits, max_age_s=settings.bms_timeout_s)
         self._lock = threading.Lock()
+        self._latest: dict[str, PackReading] = {}
         self._readings: tuple[PackReading, ...] = ()
         self._limits: Limits | None = None
         self._last_error: str | None = None
         self._was_failsafe = False
 
     def on_readings(self, readings: tuple[PackReading, ...]) -> None:
-        """A poll succeeded; an implausible reading counts as a failed poll."""
+        """A poll succeeded (for the packs it returns); an implausible reading counts as a failed poll."""
         for reading in readings:
             problem = implausibility(reading)
             if problem is not None:
@@ -274,10 +277,17 @@ class LimitsFeed:
         now = self._clock.monotonic()
         with self._lock:
             if self._was_failsafe:
-                self._engine.resume()
+                self._packs.resume()
                 self._was_failsafe = False
-            result = self._engine.update(readings[0], now)
-            self._readings, self._limits, self._last_error = readings, result.limits, None
+            self._latest.update({r.pack_id: r for r in readings})
+            battery = battery_at(self._latest, [r.pack_id for r in readings], now, self._settings.bms_timeout_s)
+            if battery is None:
+                return
+            answered = {r.pack_id for r in readings}
+            missed = frozenset(p for p in self._latest if p not in answered)
+            self._packs.announce(battery, {})
+            limits = self._packs.limits(battery, missed, now)
+            self._readings, self._limits, self._last_error = battery.packs, limits, None
 
     def on_poll_failed(self, error: GatewayError) -> None:
         message = str(error)

@@ -92,9 +92,9 @@ class CanSettings:
 INTERFACE_DEFAULTS: Mapping[str, Mapping[str, object]] = MappingProxyType(
     {
         # python-can's slcan reader polls the serial port byte by byte with this read timeout; its default of
-        # 1 ms keeps a Pi core 5 % busy. Only our reader thread waits on it (frames go out from the loop's
-        # thread), so 50 ms costs nothing but a heartbeat seen up to 50 ms later. The config may override it.
-        "slcan": MappingProxyType({"timeout": 0.05}),
+        # 1 ms keeps a core 5 % busy. Only our reader thread waits on it (frames go out from the loop's
+        # thread), so 100 ms costs nothing but a heartbeat seen up to 100 ms later. The config may override it.
+        "slcan": MappingProxyType({"timeout": 0.1}),
     }
 )
 """Keyword defaults per python-can interface, below the config's own pass-through keys."""
