@@ -1,5 +1,8 @@
 """``bms-gateway monitor``: the traffic on a CAN bus, decoded with a profile (what the inverter sees).
 
+With an RS485 profile it listens to (or, with ``--poll``, polls as an inverter would) a serial line or a Modbus
+TCP server instead: :mod:`gateway.cli.monitor_rs485`.
+
 Every frame is one line: seconds since start, who sends it by the profile (``bat`` the battery frames, ``inv``
 the inverter's, ``---`` an id the profile does not know, shown raw), and its fields with units. The bus comes
 from the config (``-c FILE``) or from ``--interface/--channel [--bitrate]``, the profile from the config or
@@ -18,12 +21,15 @@ from typing import Final, TextIO
 import can
 
 from gateway import app
+from gateway.cli import monitor_rs485
 from gateway.cli.common import DEFAULT_CONFIG, add_duration_argument, detach_stdout, stop_after, stop_on_signals
 from gateway.cli.frames import format_fields, format_id, format_payload
 from gateway.config import load_config
 from gateway.effective import load_config_profile, resolve
 from gateway.errors import ConfigError, LinkError
 from gateway.profiles import CanFrameCodec, Profile, load_profile
+from gateway.rs485.profile import is_rs485_profile
+from gateway.rs485.server import load_output_profile
 from gateway.transport.can_link import CanSettings
 
 RECV_TIMEOUT_S: Final = 0.2
@@ -32,7 +38,8 @@ RECV_TIMEOUT_S: Final = 0.2
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
-        "monitor", help="decode the frames on a CAN bus with a profile (listens only, sends nothing)"
+        "monitor",
+        help="decode the frames on a CAN bus or an RS485 line with a profile (RS485: or poll with --poll)",
     )
     parser.add_argument(
         "-c",
@@ -47,6 +54,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser.add_argument("--bitrate", type=int, metavar="B", help="bit/s (default: the config's, else the profile's)")
     parser.add_argument("--changes", action="store_true", help="show a frame only when its payload changed")
     add_duration_argument(parser)
+    monitor_rs485.add_arguments(parser)
     parser.set_defaults(func=run)
 
 
@@ -129,7 +137,29 @@ def open_bus(settings: CanSettings) -> can.BusABC:
         raise LinkError(f"CAN: cannot open {settings.describe()}: {error}") from None
 
 
+def _rs485_setup(args: argparse.Namespace) -> monitor_rs485.Rs485Setup | None:
+    """The RS485 setup when the profile (``--profile``, else the config's) is an RS485 one, else None."""
+    if args.profile is not None:
+        if not is_rs485_profile(args.profile):
+            return None
+        config = None if args.config is None else load_config(args.config)
+        return monitor_rs485.rs485_setup(args, load_output_profile(args.profile, "--profile"), config)
+    if args.interface is not None or args.channel is not None or args.bitrate is not None:
+        return None  # CAN options: the CAN path says what is wrong with them
+    config = load_config(args.config or DEFAULT_CONFIG)
+    if not is_rs485_profile(config.inverter.profile):
+        return None
+    profile = load_output_profile(config.inverter.profile, "inverter.profile")
+    return monitor_rs485.rs485_setup(args, profile, config)
+
+
 def run(args: argparse.Namespace) -> int:
+    setup = _rs485_setup(args)
+    if setup is not None:
+        return monitor_rs485.run_rs485(setup, args.duration)
+    for flag in monitor_rs485.RS485_FLAGS:
+        if getattr(args, flag) not in (None, False):
+            raise ConfigError("", f"--{flag.replace('_', '-')} goes with an RS485 profile (this one is CAN)")
     settings, profile = _bus_and_profile(args)
     bus = open_bus(settings)
     monitor = FrameMonitor(profile, sys.stdout, changes_only=args.changes)
