@@ -44,7 +44,7 @@ bench: $(STAMP) $(BENCH_STAMP)
 ## make fuzz: every parser's hypothesis fuzz at 10,000 examples each (BMS_FUZZ_EXAMPLES to change)
 fuzz: $(STAMP)
 	BMS_FUZZ_EXAMPLES=$${BMS_FUZZ_EXAMPLES:-10000} $(BIN)/python -m pytest -q tests/test_jk_nw_fuzz.py \
-		tests/test_jk_modbus_fuzz.py tests/test_rs485_pylontech.py -k fuzz
+		tests/test_jk_modbus_fuzz.py tests/test_rs485_pylontech.py tests/test_rs485_modbus_fuzz.py -k fuzz
 
 ## make soak: a simulated month through the real control loop, faults every few hours (SOAK_DAYS to change)
 soak: $(STAMP)
