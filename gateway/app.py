@@ -13,8 +13,9 @@ from gateway.bms.composite import CompositeDriver
 from gateway.bms.driver import BmsDriver, driver_class
 from gateway.clock import Clock
 from gateway.config import ADDRESSED_BMS_DRIVERS, BmsConfig, Config
+from gateway.control import Controller, control_enabled, open_controller
 from gateway.effective import Effective, resolve
-from gateway.errors import GatewayError
+from gateway.errors import ControlRefused, GatewayError
 from gateway.limits import LimitsSettings
 from gateway.limits.settings import CurrentSharing
 from gateway.model import Chemistry
@@ -41,6 +42,22 @@ def open_battery(config: Config, clock: Clock) -> BmsDriver:
     if not config.more_bms:
         return open_driver(config.bms, clock)
     return CompositeDriver([open_driver(bus, clock) for bus in config.buses])
+
+
+def open_control(config: Config, driver: BmsDriver, clock: Clock) -> Controller | None:
+    """The BMS control, only when the config enables it (else None: nothing can write to the BMS).
+
+    A driver without control is logged and the gateway runs without it: the inverter link comes first.
+    """
+    if not control_enabled(config):
+        return None
+    try:
+        controller = open_controller(config, driver, clock)
+    except ControlRefused as error:  # this driver has no control (a bad password is a ConfigError: raised)
+        log.error("control: %s; running without BMS control", error)
+        return None
+    log.info("control: BMS control enabled (charge, discharge and balancer switches)")
+    return controller
 
 
 def describe_buses(config: Config) -> str:
@@ -160,7 +177,8 @@ def build_gateway(config: Config, clock: Clock, *, profile: Profile | None = Non
         inverter_values=link.received_values,
     )
     driver = open_battery(config, clock)
-    poller = Poller(driver, loop, clock, config.bms.poll_interval_s)
-    telemetry = Telemetry.from_config(config, clock)
+    controller = open_control(config, driver, clock)
+    telemetry = Telemetry.from_config(config, clock, controller=controller)
+    poller = Poller(driver, loop, clock, config.bms.poll_interval_s, between_polls=telemetry.between_polls)
     extras = build_extra_outputs(config, snapshot_source(loop), clock)
     return Gateway(config, profile, effective, driver, link, loop, poller, clock, telemetry, extras)

@@ -576,13 +576,27 @@ class PackReadingSink(ReadingSink, Protocol):
 
 
 class Poller:
-    """Polls the BMS driver on its own thread, so a slow BMS never delays the frames."""
+    """Polls the BMS driver on its own thread, so a slow BMS never delays the frames.
 
-    def __init__(self, driver: BmsDriver, loop: ReadingSink, clock: Clock, poll_interval_s: float) -> None:
+    ``between_polls`` runs on that thread after each poll, before the wait for the next one: what else must use
+    the BMS link (the switch commands of :mod:`gateway.control`) runs there, so its frames never interleave
+    with a poll's. An exception from it is logged and the polling goes on.
+    """
+
+    def __init__(
+        self,
+        driver: BmsDriver,
+        loop: ReadingSink,
+        clock: Clock,
+        poll_interval_s: float,
+        *,
+        between_polls: Callable[[], None] | None = None,
+    ) -> None:
         self._driver = driver
         self._loop = loop
         self._clock = clock
         self._interval_s = poll_interval_s
+        self._between_polls = between_polls
         self.polls = 0
         multi = driver if isinstance(driver, MultiPackDriver) else None
         self._by_pack = (multi, loop) if multi is not None and isinstance(loop, PackReadingSink) else None
@@ -608,6 +622,11 @@ class Poller:
         next_poll = self._clock.monotonic()
         while not stop.is_set():
             self.poll_once()
+            if self._between_polls is not None:
+                try:
+                    self._between_polls()
+                except Exception:  # the hook must not stop the polling, and so the fail-safe's data
+                    log.exception("poller: between_polls hook failed")
             next_poll += self._interval_s
             now = self._clock.monotonic()
             if next_poll < now:

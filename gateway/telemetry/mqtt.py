@@ -11,6 +11,9 @@ discovery, and a broker that may be down, slow or gone without the control loop 
 * paho-mqtt's own network thread connects, reconnects in the background (1 s doubling to 30 s) and keeps
   the session alive. The last will sets ``availability`` to ``offline`` (retained); every (re)connect publishes
   ``online`` (retained) and the discovery configs, and so does Home Assistant's restart (``<prefix>/status``).
+* The BMS control switches (:mod:`~gateway.telemetry.switches`), when given: their discovery with the rest
+  (empty, removing them, while control is off), their states retained with each batch, and their commands
+  handed over to run on the poller thread, never on paho's.
 
 paho-mqtt is the ``mqtt`` extra, imported only when MQTT is enabled; the password never reaches a log line.
 """
@@ -37,6 +40,8 @@ if TYPE_CHECKING:
     from paho.mqtt.client import Client, ConnectFlags, DisconnectFlags, MQTTMessage
     from paho.mqtt.properties import Properties
     from paho.mqtt.reasoncodes import ReasonCode
+
+    from gateway.telemetry.switches import SwitchBridge
 
 log = logging.getLogger(__name__)
 
@@ -78,14 +83,18 @@ class MqttPublisher:
         *,
         node_id: str | None = None,
         client_factory: Callable[[str], Client] | None = None,
+        switches: SwitchBridge | None = None,
     ) -> None:
-        """:param client_factory: makes the paho client from a client id (tests); default: paho's own."""
+        """:param client_factory: makes the paho client from a client id (tests); default: paho's own.
+        :param switches: the BMS control switches (discovery, retained states, commands); None: none.
+        """
         self._config = config
         self._clock = clock
         node = node_id or resolve_node_id(config)
         self.topics = Topics(node, f"{config.topic_prefix}/{node}", config.discovery_prefix)
         self._client_id = config.client_id or f"bms-gateway-{node}"
         self._client_factory = client_factory
+        self._switches = switches
         self._client: Client | None = None
         self._queue: deque[Snapshot] = deque(maxlen=QUEUE_DEPTH)
         self._wake = threading.Event()
@@ -216,6 +225,9 @@ class MqttPublisher:
         self._connected = True
         self.last_error = None
         client.subscribe(f"{self.topics.discovery_prefix}/status", qos=1)
+        if self._switches is not None:
+            for topic in self._switches.command_topics():  # none unless control is on
+                client.subscribe(topic, qos=1)
         if self._throttle.failing:
             self._throttle.resolved(f"mqtt: connected to {self._broker} again")
         else:
@@ -245,6 +257,8 @@ class MqttPublisher:
         if message.topic == f"{self.topics.discovery_prefix}/status" and message.payload == AVAILABLE.encode():
             self._resync.set()  # Home Assistant restarted: it needs discovery and current values again
             self._wake.set()
+        elif self._switches is not None:
+            self._switches.on_command(message.topic, message.payload)  # runs later, on the poller thread
 
     # --- the publisher thread ------------------------------------------------------------------------------
 
@@ -295,10 +309,15 @@ class MqttPublisher:
                 topic = self.topics.of(suffix)
                 if sent.get(topic) != payload and self._publish(client, topic, payload):
                     sent[topic] = payload
+            for topic, payload in self._switches.states(pending.reading) if self._switches is not None else ():
+                if sent.get(topic) != payload and self._publish(client, topic, payload, qos=1, retain=True):
+                    sent[topic] = payload
             last_batch_s, last_key, pending = now, key, None
 
     def _publish_discovery(self, client: Client, cells_temps: tuple[int, int], previous: set[str]) -> set[str]:
         configs = discovery_configs(self.topics, *cells_temps)
+        if self._switches is not None:
+            configs |= self._switches.discovery()  # empty payloads while control is off: old switches go
         for topic in previous - configs.keys():
             self._publish(client, topic, "", qos=1, retain=True)  # an empty retained config removes the entity
         for topic, payload in configs.items():

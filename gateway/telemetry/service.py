@@ -20,13 +20,15 @@ from typing import Any, Final
 
 from gateway.clock import Clock
 from gateway.config import Config
+from gateway.control import Controller
 from gateway.errors import GatewayError
 from gateway.runtime import ControlLoop, FailsafeState, Snapshot
 from gateway.telemetry.fault import LoopFault
 from gateway.telemetry.http_status import LatestSnapshot, StatusServer
-from gateway.telemetry.mqtt import MqttPublisher, require_paho
+from gateway.telemetry.mqtt import MqttPublisher, require_paho, resolve_node_id
 from gateway.telemetry.relay import FailsafeRelay, open_relay
 from gateway.telemetry.sd_notify import Notifier, WatchdogPinger
+from gateway.telemetry.switches import SwitchBridge
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +48,7 @@ class Telemetry:
         pinger: WatchdogPinger,
         fault: LoopFault,
         publisher: MqttPublisher | None = None,
+        switches: SwitchBridge | None = None,
     ) -> None:
         self._config = config
         self._clock = clock
@@ -54,18 +57,31 @@ class Telemetry:
         self.fault = fault
         self.latest = LatestSnapshot()
         self.publisher = publisher
+        self.switches = switches
+        """The BMS control switches over MQTT; their commands run in :meth:`between_polls` (poller thread)."""
         self.status_server: StatusServer | None = None
         self.relay: FailsafeRelay | None = None
         self._state: FailsafeState | None = None
         self._next_snapshot_s = 0.0
 
     @classmethod
-    def from_config(cls, config: Config, clock: Clock, environ: Mapping[str, str] = os.environ) -> Telemetry:
-        """:raises ConfigError: an extra the config needs is not installed, or ``BMS_GATEWAY_FAULT`` is bad."""
-        publisher = None
+    def from_config(
+        cls,
+        config: Config,
+        clock: Clock,
+        environ: Mapping[str, str] = os.environ,
+        *,
+        controller: Controller | None = None,
+    ) -> Telemetry:
+        """:param controller: the BMS control, only when the config enables it: MQTT then offers its switches.
+        :raises ConfigError: an extra the config needs is not installed, or ``BMS_GATEWAY_FAULT`` is bad.
+        """
+        publisher = switches = None
         if config.mqtt.enabled:
             require_paho()  # fail now, with the extra's name, not later in a thread
-            publisher = MqttPublisher(config.mqtt, clock)
+            node_id = resolve_node_id(config.mqtt)
+            switches = SwitchBridge(config, node_id, controller)
+            publisher = MqttPublisher(config.mqtt, clock, node_id=node_id, switches=switches)
         notifier = Notifier.from_env(environ)
         return cls(
             config,
@@ -74,6 +90,7 @@ class Telemetry:
             pinger=WatchdogPinger.from_env(notifier, clock, environ),
             fault=LoopFault.from_env(clock, environ),
             publisher=publisher,
+            switches=switches,
         )
 
     # --- start-up and shutdown (Gateway.run's thread) --------------------------------------------------------
@@ -138,6 +155,11 @@ class Telemetry:
         self.latest.offer(snapshot)
         if self.publisher is not None:
             self.publisher.offer(snapshot)
+
+    def between_polls(self) -> None:
+        """The poller's hook, on its thread between two reads: run the switch commands MQTT brought. Never raises."""
+        if self.switches is not None:
+            self.switches.run_pending()
 
     def _mqtt_health(self) -> dict[str, Any] | None:
         return None if self.publisher is None else self.publisher.health()
