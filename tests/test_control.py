@@ -90,7 +90,8 @@ def test_write_frame_is_the_documented_22_bytes() -> None:
     assert len(frame) == WRITE_FRAME_LEN == 22
     assert frame[:4] == bytes.fromhex("4E 57 00 14")  # length 0x0014
     assert frame[4:8] == bytes(4)  # terminal
-    assert frame[8:11] == bytes((jk_nw.Command.WRITE, jk_nw.Source.PC, jk_nw.FrameType.REQUEST))
+    # Frame type 0x02 as in the one captured working switch write (see test_the_charge_switch_write_matches…).
+    assert frame[8:11] == bytes((jk_nw.Command.WRITE, jk_nw.Source.PC, 0x02))
     assert frame[11:13] == bytes((0xAB, 0x00))  # register, data byte
     assert frame[13:17] == bytes(4)  # record number
     assert frame[17] == 0x68
@@ -144,7 +145,7 @@ def test_decode_control_request_other_frames() -> None:
     with pytest.raises(FrameError, match="bad password frame"):
         decode_control_request(jk_nw.build_frame(jk_nw.Command.PASSWORD, 3, 0, b"\xb2123456"))
     with pytest.raises(FrameError, match="bad write frame"):
-        decode_control_request(jk_nw.build_frame(jk_nw.Command.WRITE, 3, 0, b"\xab\x00\x00"))
+        decode_control_request(jk_nw.build_frame(jk_nw.Command.WRITE, 3, 2, b"\xab\x00\x00"))
     with pytest.raises(FrameError, match="bad checksum"):
         decode_control_request(write_frame(0xAB, 0)[:-1] + b"\x00")
 
@@ -734,3 +735,13 @@ def test_cli_bad_arguments_exit_2(tmp_path: Path) -> None:
 
 def test_every_driver_with_control_is_registered() -> None:
     assert set(CONTROLS) <= {"jk-uart", "jk-modbus"}
+
+
+def test_the_charge_switch_write_matches_the_captured_frame() -> None:
+    """The one public capture of a working JK wired switch write (diysolarforum thread 66034): charge switch
+    on = 4E 57 00 14 00 00 00 00 02 03 02 AB 01 00 00 00 00 68 00 00 01 D4 (checksum 0x01D4 = sum of the bytes)."""
+    from gateway.bms.control import Switch
+    from gateway.bms.jk_nw_control import switch_frame
+
+    captured = bytes.fromhex("4E57 0014 00000000 02 03 02 AB 01 00000000 68 000001D4")
+    assert switch_frame(Switch.CHARGE, True) == captured

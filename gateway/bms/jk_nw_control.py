@@ -59,6 +59,12 @@ def encode_password(password: Secret) -> bytes:
     return data.ljust(PASSWORD_LEN, b"\x00")
 
 
+WRITE_FRAME_TYPE: Final = FrameType.UPLOAD
+"""Byte 10 of a write frame. The notes give 0x02 only as "BMS active upload", but the one captured working
+switch frame we know (a user's charge-switch write, ``4E 57 00 14 00 00 00 00 02 03 02 AB 01 … 68 00 00 01 D4``,
+diysolarforum thread 66034) carries 0x02 there, and its checksum verifies. [unverified on our own hardware]"""
+
+
 def password_frame(password: Secret, source: Source = Source.PC) -> bytes:
     """The password frame that must precede a write. [unverified] payload: 0xB2, then the 10-byte password."""
     return build_frame(Command.PASSWORD, source, FrameType.REQUEST, bytes((PASSWORD_TAG,)) + encode_password(password))
@@ -75,7 +81,7 @@ def write_frame(register: int, value: int, source: Source = Source.PC) -> bytes:
         raise ValueError(f"0x{register:02X} is not a one-byte setting")
     if not 0 <= value <= 0xFF:
         raise ValueError(f"value {value} is not a byte")
-    frame = build_frame(Command.WRITE, source, FrameType.REQUEST, bytes((register, value)))
+    frame = build_frame(Command.WRITE, source, WRITE_FRAME_TYPE, bytes((register, value)))
     assert len(frame) == WRITE_FRAME_LEN
     return frame
 
@@ -110,7 +116,8 @@ def decode_control_request(frame: bytes) -> PasswordRequest | WriteRequest | Non
     :raises FrameError: not a valid frame, not a request, or a password or write frame of the wrong shape.
     """
     envelope = parse_envelope(frame)
-    if envelope.frame_type != FrameType.REQUEST:
+    wanted = WRITE_FRAME_TYPE if envelope.command == Command.WRITE else FrameType.REQUEST
+    if envelope.frame_type != wanted:
         raise FrameError("not a request", f"frame type 0x{envelope.frame_type:02X}")
     payload = envelope.payload
     if envelope.command == Command.PASSWORD:

@@ -113,12 +113,13 @@ class JkUartSimulator:
             envelope = jk_nw.parse_envelope(request)
         except FrameError:
             return None
+        if envelope.command in (jk_nw.Command.PASSWORD, jk_nw.Command.WRITE):
+            self.commands_seen.append(envelope.command)
+            self._control(request)  # checks the frame type of each kind itself
+            return None
         if envelope.frame_type != jk_nw.FrameType.REQUEST:
             return None
         self.commands_seen.append(envelope.command)
-        if envelope.command in (jk_nw.Command.PASSWORD, jk_nw.Command.WRITE):
-            self._control(request)
-            return None
         reads_all = envelope.command == jk_nw.Command.READ_ALL or (
             envelope.command == jk_nw.Command.READ and envelope.payload[:1] == b"\x00"
         )
