@@ -109,7 +109,15 @@ def encode() -> dict[str, Any]:
     codec = load_profile("pylontech-can").frame(0x351)
     db, source = _dbc()
     message = db.get_message_by_frame_id(0x351)
-    signals = {DBC_NAMES[k]: v for k, v in LIMITS.items() if DBC_NAMES[k] in {s.name for s in message.signals}}
+    names = {s.name for s in message.signals}
+    signals: dict[str, float] = {}
+    for key, value in LIMITS.items():
+        # The third-party DBC's signal name, or our export's (the profile's field name: the value name
+        # without its unit suffix).
+        for name in (DBC_NAMES[key], key.rsplit("_", 1)[0]):
+            if name in names:
+                signals[name] = value
+                break
     ours_bytes = codec.encode(LIMITS)
     theirs_bytes = bytes(message.encode(signals))
     ours = rate(lambda: codec.encode(LIMITS))
