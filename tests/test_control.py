@@ -8,7 +8,6 @@ import json
 import logging
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -17,6 +16,7 @@ from typing import Any
 
 import pytest
 import yaml
+from nw_wire import Wire
 
 from gateway.app import limits_settings
 from gateway.bms import jk_nw
@@ -470,31 +470,6 @@ def test_handle_switch_command_never_raises(caplog: pytest.LogCaptureFixture) ->
 # ---------------------------------------------------------------------------------------------------------
 # End to end: the gateway and the simulated JK on the two ends of a null-modem, every byte recorded
 # ---------------------------------------------------------------------------------------------------------
-
-
-class Wire:
-    """Records every byte the gateway puts on the cable (the direction towards the BMS)."""
-
-    def __init__(self, modem: NullModem) -> None:
-        self._lock = threading.Lock()
-        self._bytes = bytearray()
-        modem.set_transform(B_TO_A, self._record)
-
-    def _record(self, chunk: bytes) -> bytes:
-        with self._lock:
-            self._bytes += chunk
-        return chunk
-
-    def commands(self) -> list[int]:
-        """The command byte of each frame sent; every byte must belong to a valid frame."""
-        with self._lock:
-            data = bytes(self._bytes)
-        commands: list[int] = []
-        while data:
-            length = jk_nw.frame_length(data[:4])
-            commands.append(jk_nw.parse_envelope(data[:length]).command)
-            data = data[length:]
-        return commands
 
 
 @dataclass

@@ -23,6 +23,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
+from nw_wire import Wire
 from telemetry_fixtures import Broker, Recorder, wait_until
 
 from gateway.app import Gateway, build_gateway
@@ -35,7 +36,7 @@ from gateway.errors import GatewayError, LinkTimeout
 from gateway.model import PackReading
 from gateway.runtime import Poller
 from gateway.sim.jk_uart import SIMULATOR_PASSWORD, JkUartSimulator
-from gateway.sim.nullmodem import B_TO_A, NullModem
+from gateway.sim.nullmodem import NullModem
 from gateway.sim.scenarios import SCENARIOS
 from gateway.telemetry.switches import SwitchBridge
 
@@ -47,31 +48,6 @@ COMMAND = {name: f"{BASE}/control/{name}/set" for name in SWITCHES}
 STATE = {name: f"{BASE}/control/{name}" for name in SWITCHES}
 READ_ALL = jk_nw.Command.READ_ALL
 POLL_S = 0.2
-
-
-class Wire:
-    """Records every byte the gateway puts on the cable (towards the BMS)."""
-
-    def __init__(self, modem: NullModem) -> None:
-        self._lock = threading.Lock()
-        self._bytes = bytearray()
-        modem.set_transform(B_TO_A, self._record)
-
-    def _record(self, chunk: bytes) -> bytes:
-        with self._lock:
-            self._bytes += chunk
-        return chunk
-
-    def commands(self) -> list[int]:
-        """The command byte of each frame sent; every byte must belong to a valid frame."""
-        with self._lock:
-            data = bytes(self._bytes)
-        commands: list[int] = []
-        while data:
-            length = jk_nw.frame_length(data[:4])
-            commands.append(jk_nw.parse_envelope(data[:length]).command)
-            data = data[length:]
-        return commands
 
 
 @dataclass

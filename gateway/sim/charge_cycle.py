@@ -27,7 +27,7 @@ import itertools
 import math
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Final
@@ -38,7 +38,6 @@ from gateway.limits.settings import LimitsSettings
 from gateway.model import (
     Alarm,
     BatteryState,
-    Chemistry,
     DeviceInfo,
     LimitReason,
     Limits,
@@ -48,6 +47,7 @@ from gateway.model import (
 from gateway.profiles import CanFrameCodec, load_profile
 from gateway.sim.cell_model import Balancing, PackModel, balance_decision, make_pack
 from gateway.sim.inverter import named_values
+from gateway.sim.scenarios import base_settings
 from gateway.values import Value, published_values
 
 CELL_COUNT: Final = 16
@@ -64,44 +64,22 @@ LIMIT_NAMES: Final = ("cvl_v", "ccl_a", "dcl_a")
 
 def cycle_settings() -> ProtectionSettings:
     """The issue's 16S LiFePO4 settings (OVP 3.65, OVPR 3.40, UVP 2.80, UVPR 3.00, charge 0…45 °C, 100 A
-    charge, 150 A discharge, balancer from 3.40 V at 5 mV and 2 A), completed like
-    :func:`gateway.sim.scenarios.base_settings`."""
-    return ProtectionSettings(
-        measured_at_s=0.0,
-        cell_count=CELL_COUNT,
+    charge, 150 A discharge, balancer from 3.40 V at 5 mV and 2 A): the simulator's pack with those changed."""
+    return replace(
+        base_settings(),
         capacity_ah=CAPACITY_AH,
-        battery_type=Chemistry.LIFEPO4,
-        cell_ovp_v=3.65,
         cell_ovpr_v=3.40,
         cell_uvp_v=2.80,
         cell_uvpr_v=3.00,
         max_charge_current_a=100.0,
         max_discharge_current_a=150.0,
-        pack_ovp_v=58.4,
         pack_uvp_v=44.8,
-        cell_ovp_delay_s=5.0,
-        cell_uvp_delay_s=5.0,
-        cell_delta_protect_v=0.3,
-        charge_ocp_delay_s=30.0,
         charge_ocp_recovery_s=60.0,
-        discharge_ocp_delay_s=300.0,
         discharge_ocp_recovery_s=60.0,
         balance_start_v=3.40,
-        balance_trigger_v=0.005,
         max_balance_current_a=2.0,
-        balancer_enabled=True,
         charge_otp_c=45.0,
-        charge_utp_c=0.0,
-        charge_utpr_c=5.0,
         discharge_otp_c=60.0,
-        discharge_utp_c=-20.0,
-        discharge_utpr_c=-10.0,
-        mos_otp_c=75.0,
-        mos_otpr_c=65.0,
-        box_otp_c=70.0,
-        box_otpr_c=60.0,
-        charge_mos_switch=True,
-        discharge_mos_switch=True,
     )
 
 
