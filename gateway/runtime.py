@@ -6,7 +6,9 @@ Two threads, one clock:
   silent BMS only ever delays the poller;
 * the **control loop** (:meth:`ControlLoop.tick`) decides the fail-safe state from the age of the newest good
   reading and sends every frame that is due, itself, one frame at a time (never a kernel broadcast task: if
-  this loop hangs, the inverter must stop hearing old limits).
+  this loop hangs, the inverter must stop hearing old limits). Between ticks it sleeps until the next thing
+  due: a frame's schedule, a deadline it computed (a reading or the heartbeat timing out, a retry), or a wake
+  (a reading, a request or heartbeat frame, stop); ``IDLE_TICK_S`` only caps that sleep.
 
 Fail-safe states (:class:`FailsafeState`): ``waiting`` until the first good reading (nothing is sent);
 ``normal``; ``stale`` once the newest good reading is older than ``bms_timeout_s`` (both currents 0, both
@@ -62,8 +64,12 @@ from gateway.values import Value, published_values
 
 log = logging.getLogger(__name__)
 
-IDLE_TICK_S = 0.1
-"""Longest the loop sleeps when nothing is due, s: bounds how late a state change is noticed."""
+IDLE_TICK_S = 1.0
+"""Longest the loop sleeps, s. A safety net only: every change the loop must act on is either a wake
+(a reading, a request, a heartbeat, stop) or a deadline it computes (:meth:`ControlLoop.tick`'s return)."""
+DEADLINE_SLACK_S = 0.001
+"""How far past a deadline the loop wakes, s: the limits compare ``age <= timeout``, so at the deadline itself
+nothing has changed yet."""
 
 
 class FailsafeState(enum.StrEnum):
@@ -286,11 +292,12 @@ class ControlLoop:
             if state in _SENDING_STATES:
                 self._next_due.clear()  # a change of state goes out at once
         self._supervise(now)
+        deadline = self._next_change(state, now)
         if self._profile.mode is SendMode.REQUEST:
             self._wanted = requests
         if state not in _SENDING_STATES or battery is None:
             self._drop_one_shots()  # nothing may go out: a request now is not answered later
-            return now + IDLE_TICK_S
+            return deadline
         if state is FailsafeState.NORMAL:
             self._packs.announce(battery, pack_errors)
         limits = self._limits_now(state, battery, missed, now, age, last_error)
@@ -300,13 +307,13 @@ class ControlLoop:
         )
         self._last_sent_limits = limits
         if self._profile.mode is SendMode.REQUEST:
-            return self._send_one_shots(values, now)
+            return min(deadline, self._send_one_shots(values, now))
         if self._stopped_for_inverter():
-            return min(self._retry(now), self._send_one_shots(values, now))
+            return min(deadline, self._retry(now), self._send_one_shots(values, now))
         self._drop_one_shots()
         if falls:
             self._next_due.clear()  # a falling limit goes out at once (min_gap_s permitting), not next period
-        return min(self._send_due(values, now), now + IDLE_TICK_S)
+        return min(deadline, self._send_due(values, now))
 
     def shutdown(self) -> None:
         """Send one last set with zero currents and enables cleared, then stop publishing."""
@@ -396,6 +403,28 @@ class ControlLoop:
             return FailsafeState.STALE, age
         return FailsafeState.SILENT, age
 
+    def _next_change(self, state: FailsafeState, now: float) -> float:
+        """When the state may next change with nothing arriving, s (monotonic), at most ``now + IDLE_TICK_S``:
+        a pack going offline, the fail-safe stepping to stale or silent, the inverter's heartbeat timing out."""
+        settings = self._settings
+        with self._lock:
+            measured = [r.measured_at_s for r in self._latest.values()]
+        ages_s: list[float] = []  # the ages at which something changes, of readings...
+        if state is FailsafeState.NORMAL:
+            ages_s = [settings.bms_timeout_s - (now - at_s) for at_s in measured]  # a pack drops out
+        elif state is FailsafeState.STALE and measured:
+            ages_s = [settings.silence_after_s - (now - max(measured))]
+        heartbeat = self._profile.heartbeat
+        if heartbeat is not None and self._heartbeat_age_s is not None:  # ... and of the heartbeat
+            if self._inverter_state is InverterState.ALIVE:
+                age = self._heartbeat_age_s()
+                if age is not None:
+                    ages_s.append(heartbeat.timeout_s - age)
+            elif self._inverter_state is InverterState.WAITING and self._first_sent_s is not None:
+                ages_s.append(heartbeat.timeout_s - (now - self._first_sent_s))
+        due = [now + left + DEADLINE_SLACK_S for left in ages_s if left >= 0]
+        return min((*due, now + IDLE_TICK_S))
+
     def _limits_now(
         self,
         state: FailsafeState,
@@ -429,7 +458,9 @@ class ControlLoop:
         return self._last_sent_at.get(frame.can_id, -math.inf) + frame.min_gap_s
 
     def _send_due(self, values: dict[str, Value], now: float) -> float:
-        """Broadcast: send every frame that is due and out of its min_gap_s; the next time one will be, s."""
+        """Broadcast: send every frame that is due and out of its min_gap_s; the next time one will be, s.
+
+        A frame held back by its min_gap_s is due at the gap's end, so it goes out then, not a tick later."""
         next_due = now + IDLE_TICK_S
         for frame in self._profile.frames:
             due = self._next_due.get(frame.can_id, now)
@@ -642,6 +673,11 @@ def _nothing_after(loop: ControlLoop) -> None:
     pass
 
 
+def _wake_on_stop(loop: ControlLoop, stop: threading.Event) -> None:
+    stop.wait()
+    loop.wake.set()
+
+
 def run_loop(
     loop: ControlLoop,
     poller: Poller,
@@ -658,6 +694,8 @@ def run_loop(
     """
     poll_thread = threading.Thread(target=poller.run, args=(stop,), name="bms-poller", daemon=True)
     poll_thread.start()
+    # The loop sleeps until its next deadline; a stop must end that sleep at once (the final zero set).
+    threading.Thread(target=_wake_on_stop, args=(loop, stop), name="loop-stop", daemon=True).start()
     try:
         while not stop.is_set():
             before_tick()

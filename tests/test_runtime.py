@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import logging
 import math
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -20,12 +21,21 @@ import pytest
 from jk_frames import REPLY_BY_ID
 
 from gateway.bms import jk_nw
-from gateway.clock import FakeClock
+from gateway.clock import FakeClock, SystemClock
 from gateway.errors import LinkTimeout
 from gateway.limits import LimitsSettings
 from gateway.model import PackReading
 from gateway.profiles import Profile, load_profile
-from gateway.runtime import ControlLoop, FailsafeState, InverterState, LoopSettings, Poller
+from gateway.runtime import (
+    DEADLINE_SLACK_S,
+    IDLE_TICK_S,
+    ControlLoop,
+    FailsafeState,
+    InverterState,
+    LoopSettings,
+    Poller,
+    run_loop,
+)
 from gateway.sim.scenarios import SCENARIOS
 
 PROFILE = load_profile("pylontech-can")
@@ -130,9 +140,14 @@ class Rig:
         profile: Profile = PROFILE,
         poll_s: float = POLL_S,
         heartbeat_age_s: Callable[[FakeClock, RecordingSink], Callable[[], float | None]] | None = None,
+        inverter_wake_s: Callable[[float, list[Sent]], float] | None = None,
     ) -> None:
         """:param heartbeat_age_s: builds the loop's heartbeat source from the clock and the sink (the inverter
-        side of a supervision test); None: the inverter is not supervised."""
+            side of a supervision test); None: the inverter is not supervised.
+        :param inverter_wake_s: when the inverter next sends a heartbeat, s since the start, given the time now
+            and the frames the last tick sent. The CAN link's reader wakes the loop for it
+            (:meth:`ControlLoop.on_frame`); the rig ticks then, as run_loop would.
+        """
         self.clock = FakeClock(start_s=START_S)
         self.sink = RecordingSink(self.clock, profile)
         self.driver = FakeDriver(self.clock)
@@ -142,6 +157,7 @@ class Rig:
         )
         source = None if heartbeat_age_s is None else heartbeat_age_s(self.clock, self.sink)
         self.loop = ControlLoop(profile, self.sink, self.clock, settings, heartbeat_age_s=source)
+        self._inverter_wake_s = inverter_wake_s
         self.poller = Poller(self.driver, self.loop, self.clock, poll_s)
         self.next_poll_s = START_S
         self.inverter_states: list[tuple[float, InverterState]] = []
@@ -174,8 +190,11 @@ class Rig:
             if polling and self.clock.monotonic() >= self.next_poll_s - EPS_S:
                 self.poller.poll_once()
                 self.next_poll_s += self.poll_s
+            sent_before = len(self.sink.frames)
             next_due = self.tick()
             target = min(next_due, end, self.next_poll_s if polling else math.inf)
+            if self._inverter_wake_s is not None:
+                target = min(target, START_S + self._inverter_wake_s(self.now, self.sink.frames[sent_before:]))
             self.clock.advance(max(target - self.clock.monotonic(), EPS_S))
 
 
@@ -427,6 +446,28 @@ def test_shutdown_sends_one_zero_set_then_nothing(rig: Rig) -> None:
     assert len(rig.sink.frames) == count + len(FRAME_IDS)
 
 
+def test_stop_ends_the_loops_sleep_at_once() -> None:
+    """The loop sleeps until its next deadline (up to IDLE_TICK_S); stop must not wait for it."""
+    clock = SystemClock()
+    driver = FakeDriver(FakeClock(start_s=START_S))
+    driver.mode = "silent"  # waiting: nothing is due, so the loop sleeps its longest
+    settings = LoopSettings(
+        poll_interval_s=3600.0, bms_timeout_s=BMS_TIMEOUT_S, silence_after_s=SILENCE_AFTER_S, limits=CAPS
+    )
+    loop = ControlLoop(PROFILE, RecordingSink(FakeClock(start_s=START_S)), clock, settings)
+    poller = Poller(driver, loop, clock, settings.poll_interval_s)
+    stop, ticked = threading.Event(), threading.Event()
+    runner = threading.Thread(
+        target=run_loop, args=(loop, poller, clock, stop), kwargs={"after_tick": lambda _: ticked.set()}
+    )
+    runner.start()
+    assert ticked.wait(5.0)
+    stop.set()
+    runner.join(IDLE_TICK_S / 2)
+    assert not runner.is_alive(), f"still sleeping {IDLE_TICK_S / 2} s after stop"
+    assert loop.state is FailsafeState.STOPPED
+
+
 def test_shutdown_before_any_reading_sends_nothing(rig: Rig) -> None:
     rig.loop.tick()
     rig.loop.shutdown()
@@ -446,7 +487,8 @@ def test_one_log_line_per_state_change(rig: Rig, caplog: pytest.LogCaptureFixtur
     rig.run_until(45.0)  # silent → normal
 
     changes = [(t, records) for t, records, changed in rig.ticks if changed]
-    assert [round(t, 1) for t, _ in changes] == [0.0, 10.1, 20.1, 40.0]
+    # The last good reading is at 5 s: stale just past 5 + 5 s, silent just past 5 + 15 s, normal at the 40 s poll.
+    assert [round(t, 3) for t, _ in changes] == [0.0, *(round(t + DEADLINE_SLACK_S, 3) for t in (10.0, 20.0)), 40.0]
     assert [len(records) for _, records in changes] == [1, 1, 1, 1], "each state change logs exactly one line"
     assert [records[0].levelno for _, records in changes] == [
         logging.INFO,  # normal
@@ -455,7 +497,8 @@ def test_one_log_line_per_state_change(rig: Rig, caplog: pytest.LogCaptureFixtur
         logging.INFO,  # normal again
     ]
     quiet = [records for _, records, changed in rig.ticks if not changed]
-    assert len(quiet) > 300
+    # Each of the 45 polls (one a second) is followed by a tick; only four ticks changed the state.
+    assert len(quiet) >= 45 - len(changes)
     assert all(records == [] for records in quiet), "a tick without a state change logs nothing"
 
     # The poller's side: one line when the BMS stopped answering (not one per failed poll), one when it is back.

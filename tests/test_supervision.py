@@ -13,6 +13,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import can
 import pytest
@@ -25,6 +26,7 @@ from test_runtime import (
     START_S,
     RecordingSink,
     Rig,
+    Sent,
     stamped,
 )
 
@@ -32,7 +34,7 @@ from gateway.clock import FakeClock, SystemClock
 from gateway.limits import LimitsSettings
 from gateway.model import PackReading
 from gateway.profiles import load_profile
-from gateway.runtime import ControlLoop, FailsafeState, InverterState, LoopSettings, Poller, run_loop
+from gateway.runtime import DEADLINE_SLACK_S, ControlLoop, FailsafeState, InverterState, LoopSettings, Poller, run_loop
 from gateway.sim.inverter import InverterSimulator
 from gateway.sim.scenarios import SCENARIOS
 from gateway.transport.can_link import CanLink, CanSettings
@@ -58,6 +60,16 @@ class FakeInverter:
 
         return age_s
 
+    def wake_s(self, now_s: float, sent: list[Sent]) -> float:
+        """When its next heartbeat arrives: at once if it answers a frame just sent, else the next scheduled beat."""
+        if any(f.at_s >= self.answers_from_s for f in sent):
+            return now_s
+        return min((t for t in self.beats if t > now_s + EPS_S), default=float("inf"))
+
+    def rig(self, **options: Any) -> Rig:
+        """A rig supervised by this inverter, woken by its heartbeats."""
+        return Rig(heartbeat_age_s=self.source, inverter_wake_s=self.wake_s, **options)
+
 
 def every(start_s: float, end_s: float, step_s: float = 1.0) -> list[float]:
     """Heartbeat times from ``start_s`` to ``end_s`` inclusive."""
@@ -74,7 +86,13 @@ def inverter_lines(caplog: pytest.LogCaptureFixture) -> list[tuple[int, str]]:
 
 
 def changes(rig: Rig) -> list[tuple[float, InverterState]]:
-    return [(round(t, 1), state) for t, state in rig.inverter_states]
+    """(time, new state) of each inverter-state change, to the ms."""
+    return [(round(t, 3), state) for t, state in rig.inverter_states]
+
+
+def past(deadline_s: float) -> float:
+    """When the loop acts on a deadline (a timeout running out): just past it, to the ms."""
+    return round(deadline_s + DEADLINE_SLACK_S, 3)
 
 
 def sets_after(rig: Rig, after_s: float) -> list[tuple[float, list[int]]]:
@@ -92,13 +110,13 @@ def sets_after(rig: Rig, after_s: float) -> list[tuple[float, list[int]]]:
 def test_waiting_alive_lost_and_back_with_keep_sending(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="gateway.runtime")
     inverter = FakeInverter(beats=every(2.0, 20.0), answers_from_s=60.0)
-    rig = Rig(heartbeat_age_s=inverter.source)
+    rig = inverter.rig()
     rig.run_until(1.5)
     assert rig.loop.snapshot().inverter_state is InverterState.WAITING
     rig.run_until(80.0)
-    # Alive at the first heartbeat; lost once the newest is older than timeout_s (10 s); alive again at the tick
-    # after the inverter answered our frames of 60 s.
-    assert changes(rig) == [(2.0, InverterState.ALIVE), (30.1, InverterState.LOST), (60.1, InverterState.ALIVE)]
+    # Alive at the first heartbeat; lost as soon as the newest (20 s) is older than timeout_s (10 s); alive again
+    # as soon as the inverter answers our frames of 60 s.
+    assert changes(rig) == [(2.0, InverterState.ALIVE), (past(30.0), InverterState.LOST), (60.0, InverterState.ALIVE)]
     # keep_sending: the frames never stopped.
     assert len(rig.sink.of(0x351, after_s=30.0, before_s=60.0)) == 30
     assert inverter_lines(caplog) == [
@@ -108,7 +126,8 @@ def test_waiting_alive_lost_and_back_with_keep_sending(caplog: pytest.LogCapture
     ]
     snapshot = rig.loop.snapshot()
     assert snapshot.inverter_state is InverterState.ALIVE
-    assert snapshot.heartbeat_age_s is not None and snapshot.heartbeat_age_s < 1.0
+    # The inverter answers every frame, and a frame goes out every period (1 s): never older than that.
+    assert snapshot.heartbeat_age_s is not None and snapshot.heartbeat_age_s <= 1.0 + EPS_S
     assert snapshot.next_retry_in_s is None
 
 
@@ -116,7 +135,7 @@ def test_a_late_heartbeat_is_not_a_loss(caplog: pytest.LogCaptureFixture) -> Non
     """Deye answers late now and then (every ~2 h): a 9 s gap within the 10 s timeout changes nothing."""
     caplog.set_level(logging.INFO, logger="gateway.runtime")
     inverter = FakeInverter(beats=[*every(0.0, 20.0), *every(29.0, 60.0)])
-    rig = Rig(heartbeat_age_s=inverter.source)
+    rig = inverter.rig()
     rig.run_until(60.0)
     assert changes(rig) == [(0.0, InverterState.ALIVE)]
     assert inverter_lines(caplog) == [(logging.INFO, "inverter: heartbeat 0x305 received: inverter alive")]
@@ -127,13 +146,13 @@ def test_an_inverter_that_never_answers_is_lost_timeout_after_the_first_frame(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.INFO, logger="gateway.runtime")
-    rig = Rig(heartbeat_age_s=FakeInverter(beats=[]).source)
+    rig = FakeInverter(beats=[]).rig()
     rig.driver.mode = "silent"
     rig.run_until(30.0)
     assert rig.loop.inverter_state is InverterState.WAITING, "not lost while we have not spoken yet"
     rig.driver.mode = "answer"
     rig.run_until(60.0)
-    assert changes(rig) == [(40.1, InverterState.LOST)]
+    assert changes(rig) == [(past(30.0 + 10.0), InverterState.LOST)]  # first frame at 30 s, timeout 10 s
     assert inverter_lines(caplog) == [
         (
             logging.WARNING,
@@ -154,12 +173,12 @@ def test_no_supervision_without_a_heartbeat_source() -> None:
 
 def test_stop_sends_nothing_while_lost_but_one_whole_set_every_retry_after_s(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="gateway.runtime")
-    rig = Rig(profile=SMA_LIKE, heartbeat_age_s=FakeInverter(beats=every(0.0, 10.0)).source)
+    rig = FakeInverter(beats=every(0.0, 10.0)).rig(profile=SMA_LIKE)
     rig.run_until(14.0)
     assert len(rig.sink.of(0x351, after_s=10.0)) == 8, "sending normally while alive (every 0.5 s)"
     rig.run_until(130.0)
-    # Lost once the newest heartbeat (10 s) is older than timeout_s (5 s).
-    assert changes(rig) == [(0.0, InverterState.ALIVE), (15.1, InverterState.LOST)]
+    # Lost as soon as the newest heartbeat (10 s) is older than timeout_s (5 s).
+    assert changes(rig) == [(0.0, InverterState.ALIVE), (past(15.0), InverterState.LOST)]
     lost_at = rig.inverter_states[1][0]
     # After the loss: nothing but one whole set (each id exactly once) every retry_after_s (30 s).
     retries = sets_after(rig, lost_at)
@@ -178,19 +197,19 @@ def test_a_retry_wakes_an_inverter_that_waits_for_the_battery(caplog: pytest.Log
     """The inverter restarts at 50 s and then speaks only once it hears a battery: neither side waits forever."""
     caplog.set_level(logging.INFO, logger="gateway.runtime")
     inverter = FakeInverter(beats=every(0.0, 10.0), answers_from_s=50.0)
-    rig = Rig(profile=SMA_LIKE, heartbeat_age_s=inverter.source)
+    rig = inverter.rig(profile=SMA_LIKE)
     rig.run_until(100.0)
     lost_at = rig.inverter_states[1][0]
-    first_retry = lost_at + 30  # at 45.1: nobody listening yet
-    second_retry = lost_at + 60  # at 75.1: the inverter hears it and answers
+    first_retry = lost_at + 30  # at 45 s: nobody listening yet
+    second_retry = lost_at + 60  # at 75 s: the inverter hears it and answers
     assert changes(rig) == [
         (0.0, InverterState.ALIVE),
-        (15.1, InverterState.LOST),
-        (round(second_retry + 0.1, 1), InverterState.ALIVE),  # the tick after the answer
+        (past(15.0), InverterState.LOST),
+        (round(second_retry, 3), InverterState.ALIVE),  # woken by the answer
     ]
     assert [t for t, _ in sets_after(rig, lost_at)][:2] == pytest.approx([first_retry, second_retry], abs=1e-3)
-    # Back to normal service at once: the retry at 75.1, the resumed set as soon as min_gap_s allows (75.3),
-    # then 0x351 every 0.5 s up to 99.8: 1 + 50 frames.
+    # Back to normal service at once: the retry at 75 s, the resumed set as soon as min_gap_s allows (75.2),
+    # then 0x351 every 0.5 s up to 99.7: 1 + 50 frames.
     resumed = [f.at_s for f in rig.sink.of(0x351, after_s=second_retry - EPS_S)]
     assert resumed[:3] == pytest.approx([second_retry, second_retry + 0.2, second_retry + 0.7], abs=1e-3)
     assert len(resumed) == 1 + 50
@@ -202,7 +221,7 @@ def test_a_retry_wakes_an_inverter_that_waits_for_the_battery(caplog: pytest.Log
 
 def test_after_a_bms_silence_the_first_retry_goes_out_at_once() -> None:
     inverter = FakeInverter(beats=every(0.0, 10.0), answers_from_s=90.0)
-    rig = Rig(profile=SMA_LIKE, heartbeat_age_s=inverter.source)
+    rig = inverter.rig(profile=SMA_LIKE)
     rig.run_until(20.5)
     rig.driver.mode = "silent"  # last good reading at 20 s; silent from 35 s, through the retry due at 45 s
     rig.run_until(100.0)
