@@ -50,9 +50,13 @@ def stamped(reading: PackReading, at_s: float) -> PackReading:
     )
 
 
+SNAPSHOT_CLOCK_S = 1000.0
+"""The monotonic time of :func:`snapshot`'s fake clock when it takes the reading, s."""
+
+
 def snapshot(scenario: str = "normal-charge", *, at_s: float = 0.0, stale: bool = False) -> Snapshot:
     """A snapshot of a loop that got one reading of ``scenario`` at ``at_s`` (and then went stale)."""
-    clock = FakeClock(start_s=1000.0)
+    clock = FakeClock(start_s=SNAPSHOT_CLOCK_S)
     loop = ControlLoop(PROFILE, NullSink(), clock, SETTINGS)
     loop.on_readings((stamped(SCENARIOS[scenario].step(at_s).reading, clock.monotonic()),))
     loop.tick()

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from telemetry_fixtures import free_port, snapshot
+from telemetry_fixtures import SNAPSHOT_CLOCK_S, free_port, snapshot
 
 from gateway.cli import main
-from gateway.clock import SystemClock
+from gateway.clock import FakeClock, SystemClock
 from gateway.config import StatusConfig, parse_config
 from gateway.errors import ConfigError, GatewayError
 from gateway.telemetry.http_status import LatestSnapshot, StatusServer
@@ -30,12 +30,16 @@ def latest() -> LatestSnapshot:
     return LatestSnapshot()
 
 
+SERVED_AFTER_S = 2.5
+"""The server's clock runs this far ahead of the snapshots' (the snapshot's age it reports), s."""
+
+
 @pytest.fixture
 def server(latest: LatestSnapshot) -> Iterator[StatusServer]:
     server = StatusServer(
         StatusConfig(port=0),
         latest,
-        SystemClock(),
+        FakeClock(start_s=SNAPSHOT_CLOCK_S + SERVED_AFTER_S),
         mqtt_health=lambda: {"broker": "127.0.0.1:1883", "connected": True, "dropped": 3},
     )
     server.start()
@@ -64,7 +68,7 @@ def test_status_is_json_with_cells_limits_alarms_and_links(server: StatusServer,
     assert doc["alarms"] == []
     assert doc["inverter"]["frames_sent"] == 6 and doc["inverter"]["link"] == "unsupervised"
     assert doc["mqtt"]["connected"] is True
-    assert doc["snapshot_age_s"] >= 0
+    assert doc["snapshot_age_s"] == SERVED_AFTER_S
 
 
 def test_metrics_are_valid_prometheus_text(server: StatusServer, latest: LatestSnapshot) -> None:
