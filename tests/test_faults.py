@@ -120,7 +120,11 @@ def test_noise_before_the_reply_is_skipped(wire: Wire, caplog: pytest.LogCapture
     # Noise with a false start marker towards the BMS: its framer takes the length 0x004E and swallows up to 78
     # bytes (our next requests). Bound: reading again within 5 polls, every failed poll a plain LinkTimeout.
     wire.cable.inject(B_TO_A, b"\x4e\x57\x00")
+    replies_before = wire.simulator.replies_sent
     results = [wire.read() for _ in range(5)]
+    # The BMS's side, exactly: the 77 bytes it still wants take four 21-byte requests, the false frame fails
+    # its checksum, the fifth request is the only one answered.
+    assert wire.simulator.replies_sent - replies_before == 1, f"BMS replies: {wire.simulator.replies_sent}"
     assert isinstance(results[-1], PackReading), results
     assert all(isinstance(r, PackReading | LinkTimeout) for r in results)
     assert_no_traceback(caplog)
