@@ -156,13 +156,16 @@ def cases(draw: st.DrawFn) -> Case:
 
 
 def window(bms: ProtectionSettings, tuning: LimitsSettings, side: Side) -> tuple[float, float]:
-    """The BMS's temperature window of ``side``, or the chemistry default where the BMS does not carry it."""
-    chemistry = tuning.chemistry or bms.battery_type or infer_chemistry(bms.cell_ovp_v)
-    preset = PRESETS[chemistry]
+    """The BMS's temperature window of ``side``, or the chemistry default where the BMS does not carry it: with
+    the BMS's battery type and its OVP implying different chemistries, the narrower of both defaults."""
+    inferred = infer_chemistry(bms.cell_ovp_v)
+    chemistries = [tuning.chemistry] if tuning.chemistry else [c for c in (bms.battery_type, inferred) if c]
+    presets = [PRESETS[c] for c in chemistries]
     if side is Side.CHARGE:
-        low, high, default = bms.charge_utp_c, bms.charge_otp_c, preset.charge_window_c
+        low, high, defaults = bms.charge_utp_c, bms.charge_otp_c, [p.charge_window_c for p in presets]
     else:
-        low, high, default = bms.discharge_utp_c, bms.discharge_otp_c, preset.discharge_window_c
+        low, high, defaults = bms.discharge_utp_c, bms.discharge_otp_c, [p.discharge_window_c for p in presets]
+    default = (max(d[0] for d in defaults), min(d[1] for d in defaults))
     return (default[0] if low is None else low, default[1] if high is None else high)
 
 
@@ -406,6 +409,45 @@ def test_published_current_never_exceeds_the_cap() -> None:
     out, _ = _healthy(5.875)
     assert out.charge_current_limit_a <= 5.875
     assert out.discharge_current_limit_a <= 5.875
+
+
+def test_published_current_never_exceeds_a_cap_a_hair_below_the_grid() -> None:
+    # Found by the sequence property: 5.999999999999986 A used to be published as 6.0 A.
+    cap_a = 6.0 - 1.4e-14
+    out, _ = _healthy(cap_a)
+    assert out.charge_current_limit_a <= cap_a
+    assert out.discharge_current_limit_a <= cap_a
+
+
+def test_type_and_ovp_disagreeing_takes_the_narrower_temperature_window() -> None:
+    # Found by the sequence property: a pack typed LiFePO4 with an LTO-like OVP (3.0 V) charged at -1 °C,
+    # because the lower-bulk chemistry (LTO, which charges down to -20 °C) supplied the temperature defaults.
+    bms = ProtectionSettings(
+        measured_at_s=NOW_S,
+        cell_count=7,
+        capacity_ah=100.0,
+        battery_type=Chemistry.LIFEPO4,
+        cell_ovp_v=3.0,
+        cell_ovpr_v=2.9,
+        cell_uvp_v=2.0,
+        cell_uvpr_v=2.1,
+        max_charge_current_a=10.0,
+        max_discharge_current_a=10.0,
+    )
+    state = BatteryState(
+        measured_at_s=NOW_S,
+        cell_voltages_v=(2.4,) * 7,
+        pack_voltage_v=16.8,
+        current_a=0.0,
+        soc_pct=50.0,
+        battery_temperatures_c=(-1.0,),
+        charge_mos_on=True,
+        discharge_mos_on=True,
+    )
+    tuning = LimitsSettings(max_charge_current_a=10.0, max_discharge_current_a=10.0)
+    out = compute_limits(PackReading("prop:pack", state, bms), tuning, None, NOW_S, max_age_s=MAX_AGE_S).limits
+    assert out.charge_current_limit_a == 0.0 and not out.charge_enable  # LiFePO4: no charging below 0 °C
+    assert out.discharge_current_limit_a > 0.0  # both chemistries discharge at -1 °C
 
 
 def test_enable_implies_a_published_nonzero_limit_tiny_cap() -> None:

@@ -19,6 +19,7 @@ from gateway.limits.charge_voltage import ChargePhase, VoltageState, start_volta
 from gateway.limits.dynamics import RampState, step_ramp
 from gateway.limits.enforcement import EnforcementState, enforce
 from gateway.limits.limiters import Candidate
+from gateway.limits.rounding import round_down, round_up
 from gateway.limits.settings import LimitsSettings
 from gateway.limits.thresholds import Thresholds, derive_thresholds
 from gateway.model import LimitReason, Limits, PackReading, Side
@@ -77,16 +78,6 @@ def _zero_limits(reading: PackReading, now_s: float, why: str, last_cvl: float, 
         },
         soc_pct=reading.state.soc_pct if math.isfinite(reading.state.soc_pct) else 0.0,
     )
-
-
-def _down(value: float, digits: int) -> float:
-    scale = 10.0**digits
-    return math.floor(value * scale + 1e-9) / scale
-
-
-def _up(value: float, digits: int) -> float:
-    scale = 10.0**digits
-    return math.ceil(value * scale - 1e-9) / scale
 
 
 def _voltages_from_settings(reading: PackReading, cell_count: int, tuning: LimitsSettings) -> tuple[float, float]:
@@ -207,7 +198,7 @@ def compute_limits(
             )
         else:
             cvl, dvl = _voltages_from_settings(reading, cell_count, tuning)
-        return EngineResult(_zero_limits(reading, now_s, problem, _down(cvl, 3), _up(dvl, 3)), memory, None)
+        return EngineResult(_zero_limits(reading, now_s, problem, round_down(cvl, 3), round_up(dvl, 3)), memory, None)
     t = derive_thresholds(reading.settings, cell_count, tuning)
     if memory is None:
         memory = EngineMemory(SideMemory(None), SideMemory(None), start_voltage(t, now_s))
@@ -253,16 +244,16 @@ def compute_limits(
     )
 
     # Published values round towards safety: currents and CVL down, DVL up; an enable follows the rounded limit.
-    ccl, dcl = _down(ccl, 2), _down(dcl, 2)
+    ccl, dcl = round_down(ccl, 2), round_down(dcl, 2)
     charge_enable = charge_enable and ccl > 0.0
     discharge_enable = discharge_enable and dcl > 0.0
     force_flag = force_flag and charge_enable
     limits = Limits(
         computed_at_s=reading.measured_at_s,
-        charge_voltage_limit_v=_down(cvl, 3),
+        charge_voltage_limit_v=round_down(cvl, 3),
         charge_current_limit_a=ccl,
         discharge_current_limit_a=dcl,
-        discharge_voltage_limit_v=_up(dvl, 3),
+        discharge_voltage_limit_v=round_up(dvl, 3),
         charge_enable=charge_enable,
         discharge_enable=discharge_enable,
         force_charge=force_flag,

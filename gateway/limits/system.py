@@ -32,10 +32,10 @@ packs × 35.0 A)``. A battery of one pack with none absent gets that pack's limi
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from gateway.limits.rounding import round_down
 from gateway.limits.settings import CurrentSharing, LimitsSettings
 from gateway.model import LimitReason, Limits, PackReading, Side
 
@@ -48,11 +48,6 @@ class PackLimits:
     """How reasons name the pack, e.g. ``pack #2``."""
     reading: PackReading
     limits: Limits
-
-
-def _down(value: float, digits: int) -> float:
-    scale = 10.0**digits
-    return math.floor(value * scale + 1e-9) / scale
 
 
 def _reason(pack: PackLimits, name: str, suffix: str = "") -> LimitReason:
@@ -110,7 +105,7 @@ def _side_limit(
     if total > cap:
         reason = LimitReason("user_cap", f"user cap {cap:g} A for the battery (packs allow {total:.1f} A)")
         total = cap
-    return _down(max(0.0, total), 2), reason
+    return round_down(max(0.0, total), 2), reason
 
 
 def _pick(packs: Sequence[PackLimits], value: Callable[[PackLimits], float], lowest: bool) -> PackLimits:

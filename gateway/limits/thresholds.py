@@ -7,7 +7,7 @@ that ``bms-gateway check`` can show why the gateway does what it does.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from gateway.audit import UNSAFE_CEILING_FRACTION, Finding, Severity, audit_settings, is_unsafe
@@ -107,12 +107,25 @@ def _preset_bulk(chemistry: Chemistry, cell_ovp_v: float) -> float:
     return min(preset.bulk_cell_v, min(cell_ovp_v, preset.absolute_max_cell_v) - preset.bulk_below_ovp_v)
 
 
+def _narrowest(
+    windows: Sequence[tuple[tuple[float, float], tuple[float, float]]],
+) -> tuple[float, float, float, float]:
+    """(low, low recovery, high, high recovery) of the narrowest of these (window, recovery) pairs, °C."""
+    return (
+        max(w[0][0] for w in windows),
+        max(w[1][0] for w in windows),
+        min(w[0][1] for w in windows),
+        min(w[1][1] for w in windows),
+    )
+
+
 def derive_thresholds(bms: ProtectionSettings, cell_count: int, tuning: LimitsSettings) -> Thresholds:
     """Thresholds for a pack with ``bms`` settings and ``cell_count`` cells, tuned by ``tuning``."""
     origins: dict[str, str] = {}
     warnings: list[str] = []
 
     inferred = infer_chemistry(bms.cell_ovp_v)
+    candidates: tuple[Chemistry, ...] = ()  # set when the BMS's type and OVP disagree
     if tuning.chemistry is not None:
         chemistry, origins["chemistry"] = tuning.chemistry, "config"
     elif bms.battery_type is not None and bms.battery_type == inferred:
@@ -120,7 +133,8 @@ def derive_thresholds(bms: ProtectionSettings, cell_count: int, tuning: LimitsSe
     elif bms.battery_type is not None:
         # The battery type contradicts the OVP setting (a LiFePO4 pack left on "Li-ion", or the reverse): one of
         # them is wrong, and only the chemistry with the lower bulk voltage is safe either way.
-        chemistry = min((bms.battery_type, inferred), key=lambda c: _preset_bulk(c, bms.cell_ovp_v))
+        candidates = (bms.battery_type, inferred)
+        chemistry = min(candidates, key=lambda c: _preset_bulk(c, bms.cell_ovp_v))
         origins["chemistry"] = f"the more cautious of BMS type {bms.battery_type.value} and cell OVP"
     else:
         chemistry, origins["chemistry"] = inferred, "derived from cell OVP"
@@ -189,28 +203,22 @@ def derive_thresholds(bms: ProtectionSettings, cell_count: int, tuning: LimitsSe
     ) -> TemperatureWindow:
         chosen: list[float] = [f if (c := _finite(v)) is None else c for v, f in zip(values, fallback, strict=True)]
         carried = sum(_finite(v) is not None for v in values)
-        origins[name] = "BMS" if carried == len(values) else default if carried == 0 else f"BMS, gaps {default}"
+        how = f"default (narrower of {' and '.join(c.value for c in candidates)})" if candidates else default
+        origins[name] = "BMS" if carried == len(values) else how if carried == 0 else f"BMS, gaps {how}"
         return TemperatureWindow(*chosen)
 
+    # The temperature defaults: with the type and OVP in disagreement, the narrower window of the two in each
+    # bound (the lower-bulk chemistry may be the one that charges below 0 °C: LTO beside LiFePO4).
+    presets = [PRESETS[c] for c in candidates] or [preset]
     charge_window = window(
         "charge_window",
         (bms.charge_utp_c, bms.charge_utpr_c, bms.charge_otp_c, bms.charge_otpr_c),
-        (
-            preset.charge_window_c[0],
-            preset.charge_recovery_c[0],
-            preset.charge_window_c[1],
-            preset.charge_recovery_c[1],
-        ),
+        _narrowest([(p.charge_window_c, p.charge_recovery_c) for p in presets]),
     )
     discharge_window = window(
         "discharge_window",
         (bms.discharge_utp_c, bms.discharge_utpr_c, bms.discharge_otp_c, bms.discharge_otpr_c),
-        (
-            preset.discharge_window_c[0],
-            preset.discharge_recovery_c[0],
-            preset.discharge_window_c[1],
-            preset.discharge_recovery_c[1],
-        ),
+        _narrowest([(p.discharge_window_c, p.discharge_recovery_c) for p in presets]),
     )
     mos_otp = _finite(bms.mos_otp_c)
     mos_otpr = _finite(bms.mos_otpr_c)
