@@ -50,7 +50,12 @@ READBACK_ATTEMPTS: Final = 3
 READBACK_DELAY_S: Final = 0.5
 """Between those reads, s: some firmware applies a setting a moment after the frame."""
 
-CONTROLS: Final[Mapping[str, str]] = MappingProxyType({"jk-uart": "gateway.bms.jk_uart_control:JkUartControl"})
+CONTROLS: Final[Mapping[str, str]] = MappingProxyType(
+    {
+        "jk-uart": "gateway.bms.jk_uart_control:JkUartControl",
+        "jk-modbus": "gateway.bms.jk_modbus_control:JkModbusControl",
+    }
+)
 """Driver name → ``module:class`` of its :class:`BmsControl`, built as ``cls(driver, password)``; the one place
 to add a protocol. Imported lazily, like the drivers."""
 

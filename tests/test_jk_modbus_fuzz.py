@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from jk_pb_data import DUMP, FRAMES_UNIT, TRIGGER_FRAMES, with_frame_sum
 
-from gateway.bms import jk_modbus
+from gateway.bms import jk_modbus, jk_modbus_switch
 from gateway.bms.jk_modbus import (
     BLOCKS,
     INFO,
@@ -168,3 +168,29 @@ def test_request_guard_with_valid_crc(frame: bytes) -> None:
             and int.from_bytes(request[2:4], "big") in jk_modbus.TRIGGER_REGISTERS
             and request[4:9] == b"\x00\x01\x02\x00\x00"
         )
+
+
+_NEAR_SWITCHES: Final = st.sampled_from([0x1070, 0x1074, 0x1078] * 2 + [0x106C, 0x1072, 0x107C, 0x1620, 0x0070])
+
+
+@FUZZ
+@given(
+    unit=st.sampled_from([1, 7, 247] * 2 + [0, 248, 255]),
+    function=st.sampled_from([0x10] * 5 + [0x06, 0x03, 0x90]),
+    address=_NEAR_SWITCHES,
+    count=st.sampled_from([2] * 5 + [1, 3, 0]),
+    data=st.sampled_from([[0, 0, 0, 0], [0, 0, 0, 1]] * 3 + [[0, 0, 0, 2], [0, 1, 0, 0], [1, 0, 0, 0], [0, 1], [0, 0]])
+    | st.lists(st.integers(0, 255), max_size=6),
+)
+def test_switch_guard_approves_only_canonical_switch_writes(
+    unit: int, function: int, address: int, count: int, data: list[int]
+) -> None:
+    """Near misses of a switch write (units, functions, registers, counts, values): whatever the guard lets
+    through is exactly the request the codec builds for that switch setting."""
+    body = bytes((unit, function)) + address.to_bytes(2, "big") + count.to_bytes(2, "big") + bytes((len(data), *data))
+    request = jk_modbus.with_crc(body)
+    if jk_modbus_switch.is_permitted_switch_request(request):
+        write = jk_modbus_switch.decode_switch_request(request)
+        assert request == jk_modbus_switch.switch_request(write)
+        assert address in jk_modbus_switch.SWITCH_REGISTERS.values() and 1 <= unit <= 247
+        assert not jk_modbus.is_permitted_request(request)  # the polling guard never lets a switch write out

@@ -1,8 +1,9 @@
 """What a BMS protocol offers for opt-in control: the three switches, read back from the BMS's settings.
 
 Protocol-neutral. Each protocol implements :class:`BmsControl` next to its driver (the wired NW protocol in
-:mod:`gateway.bms.jk_uart_control`); the policy (opt-in, password check, rate limit, verification, logging)
-lives once, in :mod:`gateway.control`, and never in an implementation.
+:mod:`gateway.bms.jk_uart_control`, JK-PB Modbus in :mod:`gateway.bms.jk_modbus_control`); the policy
+(opt-in, password check, rate limit, verification, logging) lives once, in :mod:`gateway.control`, and never
+in an implementation.
 """
 
 from __future__ import annotations

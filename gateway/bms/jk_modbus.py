@@ -18,7 +18,10 @@ JK-PB hands its data over:
 A field made of single bytes (``u8``, ``i8``) sits at the same byte offset in both byte orders; wider
 numbers are read in the image's byte order. Passcode fields are :attr:`Kind.SECRET`: their bytes are zeroed
 as soon as an image is made (:func:`image_from_registers`, :func:`parse_frame`) and never decoded, so no
-passcode reaches the model or a log. Facts and sources: ``shared/protocols/jk_bms.md``, family 2.
+passcode reaches the model or a log. The one exception is the settings passcode
+(:data:`SETTINGS_PASSCODE_NAME`), which opt-in control compares: it is lifted out of the bytes, before they
+are zeroed, into :attr:`BlockImage.settings_passcode`, a :class:`~gateway.secret.Secret`. Facts and sources:
+``shared/protocols/jk_bms.md``, family 2.
 
 Nothing here does I/O. Every malformed input from a wire raises :class:`~gateway.errors.FrameError`; a
 value that does not fit its field when encoding (the simulator's side) raises :class:`ValueError`.
@@ -290,6 +293,35 @@ INFO: Final = Block(
     frame_type=0x03,
 )
 
+SETTINGS_PASSCODE_NAME: Final = "setup_passcode"
+"""The info field holding the settings password, the one the JK app asks for before a setting changes (the
+wired protocol's tag 0xB2, "parameter password", factory ``123456``): info offset 0x70, 16 bytes of
+NUL-padded text, Modbus 0x1470. The only passcode the gateway keeps (as a Secret), for control's comparison.
+
+**[unverified]** which of the three info passcodes is the settings password is not documented. This one is
+the best supported: devices report ``Setup passcode: 123456`` beside ``Device passcode: 1234`` (the Bluetooth
+pairing PIN) and an empty or ``0000`` ``Passcode`` (syssi/esphome-jk-bms PR #759, a JK_B2A25SRP;
+tmkasun/solar-hybrid-inverter-monitor issue #3, a JK-B1A20S15P), 123456 being JK's factory settings password
+(syssi/esphome-jk-bms issue #682, on a JK_PB2A16S15P); syssi/esphome-jk-bms ``esp32-jk-pb-modbus-example.yaml``
+reads 0x1470 as the pack's "password"; our two real captures carry a user-set value there
+(``tests/data/jk_pb_frames.json``) and the factory 1234 in the device passcode. Correct it here once a capture
+of the JK app settles it."""
+
+SETTINGS_PASSCODE: Final = INFO.by_name[SETTINGS_PASSCODE_NAME]
+assert SETTINGS_PASSCODE.kind is Kind.SECRET  # zeroed in every image; only lifted out as a Secret
+
+
+def check_settings_passcode(password: Secret) -> None:
+    """Whether ``password`` could be a JK-PB's settings passcode (latin-1, at most 16 bytes): one that cannot
+    would never match. :raises ValueError: it cannot (the message does not show it)."""
+    try:
+        raw = password.reveal().encode("latin-1")
+    except UnicodeEncodeError:
+        raise ValueError("the password has a character a JK-PB cannot store") from None
+    if len(raw) > SETTINGS_PASSCODE.length:
+        raise ValueError(f"the password is longer than the {SETTINGS_PASSCODE.length} characters a JK-PB stores")
+
+
 COMMAND_BASE: Final = 0x1600
 """The write-only command block (calibration, shutdown, presets, ... and the trigger registers)."""
 
@@ -321,16 +353,26 @@ class BlockImage:
     """One byte per data byte: 1 if it was received."""
     byteorder: ByteOrder
     """``big`` from FC03 replies, ``little`` from trigger frames."""
+    settings_passcode: Secret | None = None
+    """The settings passcode (info block, :data:`SETTINGS_PASSCODE_NAME`) when all its bytes were received and
+    it is not empty; its bytes in :attr:`data` are zeroed like every other passcode's."""
 
     def has(self, spec: Field) -> bool:
         return all(self.known[spec.offset : spec.end])
 
 
-def _scrub(block: Block, data: bytearray, known: bytearray) -> None:
+def _scrub(block: Block, data: bytearray, known: bytearray) -> Secret | None:
+    """Zero every passcode in ``data``; return the settings passcode, if the bytes held it, as a Secret."""
+    passcode: Secret | None = None
     for spec in block.fields:
-        if spec.kind is Kind.SECRET:
-            data[spec.offset : spec.end] = bytes(spec.size)
-            known[spec.offset : spec.end] = bytes(spec.size)
+        if spec.kind is not Kind.SECRET:
+            continue
+        if spec is SETTINGS_PASSCODE and all(known[spec.offset : spec.end]):
+            text = bytes(data[spec.offset : spec.end]).split(b"\x00", 1)[0].decode("latin-1")
+            passcode = Secret(text) if text else None  # all NUL: firmware without one
+        data[spec.offset : spec.end] = bytes(spec.size)
+        known[spec.offset : spec.end] = bytes(spec.size)
+    return passcode
 
 
 def image_from_registers(block: Block, reads: Iterable[tuple[int, Sequence[int]]]) -> BlockImage:
@@ -358,8 +400,8 @@ def image_from_registers(block: Block, reads: Iterable[tuple[int, Sequence[int]]
             at = offset + 2 * index
             data[at : at + 2] = word.to_bytes(2, "big")
             known[at : at + 2] = b"\x01\x01"
-    _scrub(block, data, known)
-    return BlockImage(block, bytes(data), bytes(known), "big")
+    passcode = _scrub(block, data, known)
+    return BlockImage(block, bytes(data), bytes(known), "big", passcode)
 
 
 def registers_from_image(data: bytes, offset: int, count: int) -> list[int]:
@@ -546,8 +588,8 @@ def parse_frame(frame: bytes) -> BlockImage:
     known = bytearray(block.size)
     data[:FRAME_DATA_LEN] = frame[FRAME_DATA_AT : FRAME_LEN - 1]
     known[:FRAME_DATA_LEN] = b"\x01" * FRAME_DATA_LEN
-    _scrub(block, data, known)
-    return BlockImage(block, bytes(data), bytes(known), "little")
+    passcode = _scrub(block, data, known)
+    return BlockImage(block, bytes(data), bytes(known), "little", passcode)
 
 
 def encode_frame(block: Block, values: Mapping[str, Value]) -> bytes:
@@ -710,6 +752,9 @@ SETTINGS_NOT_CARRIED: Final = frozenset(
 """:class:`ProtectionSettings` fields a JK-PB does not report: always None from this codec."""
 
 INFO_POLLED: Final = ("model", "hardware_version", "software_version", "manufacture_date", "serial_number")
+
+SETTINGS_PASSCODE_READ: Final = Read(INFO.address(SETTINGS_PASSCODE_NAME), SETTINGS_PASSCODE.size // 2)
+"""The FC03 read of the settings passcode (0x1470, 8 words): made only for opt-in control, never by a poll."""
 
 POLL_PLAN: Final[Mapping[Block, tuple[Read, ...]]] = MappingProxyType(
     {

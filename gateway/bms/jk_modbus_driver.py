@@ -4,8 +4,10 @@ Each pack is read with FC03 (pymodbus client over pyserial) in chunks of at most
 (:data:`~gateway.bms.jk_modbus.POLL_PLAN`). Firmware that answers FC03 poorly is read with the trigger frames
 instead (an FC16 write of 0 to 0x1620 / 0x161E / 0x161C, answered by a 300-byte frame): a pack whose reads
 fail with one method is tried with the other in the same poll, and keeps the method that worked. Those three
-writes are the only ones the driver can send: :class:`RtuBus` refuses every other request before it reaches
-the wire (:func:`~gateway.bms.jk_modbus.is_permitted_request`).
+writes are the only ones polling can send: :class:`RtuBus` refuses every other request before it reaches
+the wire (:func:`~gateway.bms.jk_modbus.is_permitted_request`). The opt-in switch writes of
+:mod:`gateway.bms.jk_modbus_control` take a separate path, :meth:`RtuBus.write_switch`, with a guard of its
+own that approves those three registers and nothing else.
 
 Live data is read every poll; settings when older than ``settings_max_age_s``; device info once per
 pack while it answers. A pack that failed is offline: it gets one quick probe per poll (alternating the
@@ -26,17 +28,19 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Final, cast
+from typing import Final, TypeVar, cast
 
 import serial
 from pymodbus.client import ModbusSerialClient
 from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
 
-from gateway.bms import jk_modbus
+from gateway.bms import jk_modbus, jk_modbus_switch
 from gateway.bms.jk_modbus import INFO, LIVE, POLL_PLAN, SETTINGS, Block, BlockImage, Read
+from gateway.bms.jk_modbus_switch import SwitchWrite
 from gateway.clock import Clock
 from gateway.errors import FrameError, GatewayError, LinkError, LinkTimeout
 from gateway.model import DeviceInfo, PackReading, ProtectionSettings
+from gateway.secret import Secret
 from gateway.transport.serial_link import SerialFactory, SerialPort, open_serial_port
 
 log = logging.getLogger(__name__)
@@ -60,6 +64,7 @@ try:
 except ImportError:  # not POSIX
     _PORT_ERRORS = (serial.SerialException, OSError)
 _OPEN_ERRORS: tuple[type[Exception], ...] = (*_PORT_ERRORS, ValueError)  # ValueError: a bad setting
+_T = TypeVar("_T")
 
 
 def _cause(exc: BaseException) -> str:
@@ -187,6 +192,39 @@ class RtuBus:
         :raises LinkError: the port cannot be opened or failed.
         """
         request = jk_modbus.trigger_request(unit, block)
+
+        def frame(reply: bytes, final: bool) -> BlockImage | None:
+            return jk_modbus.scan_trigger_reply(reply, unit, block, final=final)
+
+        return self._exchange(request, unit, self._guard, frame)
+
+    def write_switch(self, write: SwitchWrite) -> None:
+        """Set a switch (FC 0x10 to 0x1070 / 0x1074 / 0x1078) and take the BMS's acknowledgement.
+
+        The one path by which anything but a read leaves the gateway, for :mod:`gateway.bms.jk_modbus_control`
+        only; its own guard (:func:`~gateway.bms.jk_modbus_switch.is_permitted_switch_request`) lets nothing
+        else through.
+
+        :raises LinkTimeout: no acknowledgement in time (the write may still have been applied).
+        :raises FrameError: the BMS refused the write (a Modbus exception), or answered something else.
+        :raises LinkError: the port cannot be opened or failed.
+        """
+        request = jk_modbus_switch.switch_request(write)
+
+        def acknowledged(reply: bytes, final: bool) -> bool | None:
+            return jk_modbus_switch.scan_switch_reply(reply.removeprefix(request), write, final=final) or None
+
+        self._exchange(request, write.unit, self._guard_switch, acknowledged)
+
+    def _exchange(
+        self,
+        request: bytes,
+        unit: int,
+        guard: Callable[[bytes], None],
+        scan: Callable[[bytes, bool], _T | None],
+    ) -> _T:
+        """Send ``request`` on the port (past ``guard``) and collect the reply until ``scan`` makes something of
+        it, or the timeout; ``scan(reply, final)`` returns None while the reply may be incomplete."""
         self.open()
         port = self._serial
         assert port is not None
@@ -195,11 +233,14 @@ class RtuBus:
         deadline = time.monotonic() + self.timeout_s
         try:
             port.reset_input_buffer()
-            self._write(port, request)
+            guard(request)
+            port.write(request)
+            port.flush()
+            self.requests_sent += 1
             while True:
-                image = jk_modbus.scan_trigger_reply(bytes(buffer), unit, block)
-                if image is not None:
-                    return image
+                result = scan(bytes(buffer), False)
+                if result is not None:
+                    return result
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
@@ -216,19 +257,17 @@ class RtuBus:
         reply = bytes(buffer).removeprefix(request)  # an adapter's echo of the request is no answer
         if not reply:
             raise LinkTimeout(f"no reply from unit {unit} on {self.port} within {self.timeout_s:g} s")
-        final = jk_modbus.scan_trigger_reply(reply, unit, block, final=True)
-        assert final is not None
+        final = scan(reply, True)
+        assert final is not None  # a final scan raises rather than wait
         return final
-
-    def _write(self, port: SerialPort, request: bytes) -> None:
-        self._guard(request)
-        port.write(request)
-        port.flush()
-        self.requests_sent += 1
 
     def _guard(self, request: bytes) -> None:
         if not jk_modbus.is_permitted_request(request):
             raise LinkError(f"refused to send a request that is not a read: {request[:8].hex(' ').upper()}")
+
+    def _guard_switch(self, request: bytes) -> None:
+        if not jk_modbus_switch.is_permitted_switch_request(request):
+            raise LinkError(f"refused to send a request that is not a switch write: {request[:8].hex(' ').upper()}")
 
     def _trace(self, sending: bool, data: bytes) -> bytes:
         """pymodbus's hook on every packet: the write guard on the way out, a byte count on the way in."""
@@ -320,6 +359,11 @@ class JkModbusDriver:
         return self._bus
 
     @property
+    def addresses(self) -> tuple[int, ...]:
+        """The Modbus unit of every configured pack, in polling order."""
+        return tuple(p.address for p in self._packs)
+
+    @property
     def pack_ids(self) -> tuple[str, ...]:
         """Every configured pack, in polling order: ``jk-modbus:<port>#<address>``."""
         return tuple(p.pack_id for p in self._packs)
@@ -357,6 +401,40 @@ class JkModbusDriver:
 
     def close(self) -> None:
         self._bus.close()
+
+    def read_for_control(self, address: int) -> tuple[PackReading, Secret | None]:
+        """One reading of the pack at ``address`` with its settings read now (not the kept ones), and the
+        settings passcode it reports (None: none): what opt-in control checks and verifies by. The pack's own
+        method is tried first, then the other; the kept settings are replaced, so the next poll shows them.
+
+        :raises ValueError: no pack has that address.
+        :raises LinkTimeout: / :raises FrameError: neither method gave a good reading.
+        :raises LinkError: the port failed.
+        """
+        pack = next((p for p in self._packs if p.address == address), None)
+        if pack is None:
+            raise ValueError(f"no pack at address {address}")
+        failures: list[LinkTimeout | FrameError] = []
+        for method in (pack.method, pack.method.other):
+            for attempt in range(self._attempts):
+                if attempt:
+                    self._bus.backoff(attempt)
+                try:
+                    reading = self._fetch(pack, method, settings_now=True)
+                    passcode = self._settings_passcode(pack, method)
+                except (LinkTimeout, FrameError) as exc:
+                    failures.append(exc)
+                    continue
+                pack.method = method
+                return reading, passcode
+        raise failures[0]
+
+    def _settings_passcode(self, pack: _Pack, method: Method) -> Secret | None:
+        if method is Method.TRIGGER:
+            return self._bus.trigger(pack.address, INFO).settings_passcode
+        read = jk_modbus.SETTINGS_PASSCODE_READ
+        words = self._bus.read_registers(pack.address, read)
+        return jk_modbus.image_from_registers(INFO, [(read.address, words)]).settings_passcode
 
     def _read_pack(self, pack: _Pack) -> PackReading:
         methods = (pack.method, pack.method.other) if pack.online else (pack.method,)
@@ -400,13 +478,15 @@ class JkModbusDriver:
         assert last is not None
         raise last
 
-    def _fetch(self, pack: _Pack, method: Method) -> PackReading:
+    def _fetch(self, pack: _Pack, method: Method, *, settings_now: bool = False) -> PackReading:
         live = self._image(pack, LIVE, method)
         measured_at_s = self._clock.monotonic()
         state = jk_modbus.to_state(jk_modbus.decode(live), measured_at_s)
-        if pack.settings is None or measured_at_s - pack.settings.measured_at_s >= self._settings_max_age_s:
+        settings = pack.settings
+        if settings_now or settings is None or measured_at_s - settings.measured_at_s >= self._settings_max_age_s:
             settings_image = self._image(pack, SETTINGS, method)
-            pack.settings = jk_modbus.to_settings(jk_modbus.decode(settings_image), self._clock.monotonic())
+            settings = jk_modbus.to_settings(jk_modbus.decode(settings_image), self._clock.monotonic())
+            pack.settings = settings
         if pack.device is None:
             try:
                 pack.device = jk_modbus.to_device(jk_modbus.decode(self._image(pack, INFO, method)))
@@ -414,7 +494,7 @@ class JkModbusDriver:
                 # Names and versions are for people; a pack without them still protects the battery.
                 log.debug("%s: no device info (%s)", pack.pack_id, exc)
                 pack.device = DeviceInfo()
-        return PackReading(pack_id=pack.pack_id, state=state, settings=pack.settings, device=pack.device)
+        return PackReading(pack_id=pack.pack_id, state=state, settings=settings, device=pack.device)
 
     def _image(self, pack: _Pack, block: Block, method: Method) -> BlockImage:
         if method is Method.TRIGGER:

@@ -9,6 +9,13 @@ frames of a real capture. Requests for other addresses get no answer, as on a re
 The server runs on a serial port (one end of a :class:`~gateway.sim.nullmodem.NullModem`, say), or, without a
 port, on a null-modem of its own whose other end is :attr:`JkModbusSimulator.path`. It survives the port
 vanishing and reopens it when it returns. Every write request is recorded in :attr:`JkModbusSimulator.writes`.
+
+Apart from the triggers it accepts one kind of write, the switch writes of opt-in control
+(:mod:`gateway.bms.jk_modbus_switch`): 0 or 1 as a u32 to 0x1070 (charge), 0x1074 (discharge) or 0x1078
+(balancer). A written switch holds over the scenario (:mod:`gateway.sim.switches`): the settings read back
+as written, and an off switch holds that MOS (or the balancer) off. Like a JK-PB it asks for no password:
+each pack reports its settings passcode (:attr:`SimPack.settings_passcode`) in its device info, for the
+gateway to compare. Any other write is refused with an illegal-address exception.
 """
 
 from __future__ import annotations
@@ -32,11 +39,15 @@ from pymodbus.server import ModbusSerialServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
 from gateway.bms import jk_modbus
+from gateway.bms.control import Switch
 from gateway.bms.jk_modbus import BLOCK_BY_TRIGGER, Block
+from gateway.bms.jk_modbus_switch import switch_of
 from gateway.clock import Clock
 from gateway.errors import LinkError
+from gateway.secret import Secret
 from gateway.sim.nullmodem import NullModem
 from gateway.sim.scenarios import Behaviour, Scenario, Step
+from gateway.sim.switches import SwitchOverrides
 from gateway.transport.serial_link import open_serial_port
 
 log = logging.getLogger(__name__)
@@ -48,6 +59,11 @@ any byte offset reaches :meth:`JkModbusSimulator._action`, which decides what it
 _NOISE: Final = bytes.fromhex("00 FF 55 AA EB")
 """Line noise with half a frame start marker, for the garbage-first behaviour."""
 _SUPERVISE_S: Final = 0.05
+
+_EXTRAS_PASSCODE = jk_modbus.SIMULATOR_EXTRAS[jk_modbus.SETTINGS_PASSCODE_NAME]
+assert isinstance(_EXTRAS_PASSCODE, Secret)
+SIMULATOR_SETTINGS_PASSCODE: Final = _EXTRAS_PASSCODE
+"""The settings passcode a simulated pack reports unless given another (:attr:`SimPack.settings_passcode`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +81,8 @@ class SimPack:
     """300-byte frames to send for the trigger writes instead of the scenario's."""
     reported_address: int | None = None
     """The device address its settings block states (DIP switches read at power-up); None: the unit it serves."""
+    settings_passcode: Secret = SIMULATOR_SETTINGS_PASSCODE
+    """The settings password it reports in its device info (info 0x70); it checks none itself."""
 
 
 def pack_variant(scenario: Scenario, index: int) -> Scenario:
@@ -142,7 +160,10 @@ class JkModbusSimulator:
         self._modem: NullModem | None = None
         self._modem_dir: Path | None = None
         self.writes: list[WriteSeen] = []
-        """Every write request received, in order (the gateway may only send trigger writes)."""
+        """Every write request received, in order (the gateway sends trigger writes, and switch writes only
+        with control on)."""
+        self._switches = {unit: SwitchOverrides() for unit in self.packs}
+        self.switch_writes_applied = 0
         self.requests_seen = 0
         self.serving = threading.Event()
         """Set while the server holds the port open."""
@@ -165,10 +186,26 @@ class JkModbusSimulator:
             self._overrides[unit] = behaviour
 
     def step(self, unit: int) -> Step:
-        """What ``unit`` reports now."""
+        """What ``unit`` reports now: its scenario, with the switches written to it applied."""
         step = self.packs[unit].scenario.step(self._clock.monotonic() - self._started_at)
+        step = replace(step, reading=self._switches[unit].apply(step.reading))
         override = self._overrides.get(unit)
         return step if override is None else replace(step, behaviour=override)
+
+    def switch_overrides(self, unit: int) -> dict[Switch, bool]:
+        """The switches written to ``unit`` so far (a copy)."""
+        return self._switches[unit].snapshot()
+
+    def apply_write(self, unit: int, address: int, words: tuple[int, ...]) -> bool:
+        """Apply a write to ``unit`` if it is a switch write (True); anything else changes nothing (False)."""
+        setting = switch_of(address, words)
+        if setting is None:
+            return False
+        switch, on = setting
+        self._switches[unit].set(switch, on)
+        self.switch_writes_applied += 1
+        log.info("simulator: unit %d %s switch set %s", unit, switch, "on" if on else "off")
+        return True
 
     def fc03_words(self, unit: int, address: int, count: int) -> list[int] | None:
         """The words ``unit`` answers to an FC03 read, or None when the read leaves every block."""
@@ -191,8 +228,12 @@ class JkModbusSimulator:
         return frame if frame is not None else jk_modbus.encode_frame(block, self._values(unit)[block])
 
     def _values(self, unit: int) -> Mapping[Block, Mapping[str, jk_modbus.Value]]:
-        reported = self.packs[unit].reported_address
-        extras = {**jk_modbus.SIMULATOR_EXTRAS, "device_address": unit if reported is None else reported}
+        pack = self.packs[unit]
+        extras = {
+            **jk_modbus.SIMULATOR_EXTRAS,
+            "device_address": unit if pack.reported_address is None else pack.reported_address,
+            jk_modbus.SETTINGS_PASSCODE_NAME: pack.settings_passcode,
+        }
         return jk_modbus.values_from_reading(self.step(unit).reading, extras)
 
     # --- serving --------------------------------------------------------------------------------------------
@@ -283,12 +324,17 @@ class JkModbusSimulator:
         if values is not None:
             written = tuple(int(v) for v in values)
             self.writes.append(WriteSeen(unit, function_code, address, written))
+            if function_code != jk_modbus.WRITE_MULTIPLE_REGISTERS:
+                return ExcCodes.ILLEGAL_ADDRESS
             block = BLOCK_BY_TRIGGER.get(address)
-            if block is None or count != 1 or written != (0,) or function_code != jk_modbus.WRITE_MULTIPLE_REGISTERS:
-                return ExcCodes.ILLEGAL_ADDRESS  # read-only, apart from the triggers
-            step = self.step(unit)
-            behaviour = step.behaviour if pack.answers_trigger else Behaviour.SILENT
-            self._pending[unit] = _Pending(behaviour, self.trigger_frame(unit, block))
+            if block is not None and count == 1 and written == (0,):
+                step = self.step(unit)
+                behaviour = step.behaviour if pack.answers_trigger else Behaviour.SILENT
+                self._pending[unit] = _Pending(behaviour, self.trigger_frame(unit, block))
+            elif self.apply_write(unit, address, written):
+                self._pending[unit] = _Pending(self.step(unit).behaviour)  # the echo, shaped like any reply
+            else:
+                return ExcCodes.ILLEGAL_ADDRESS  # read-only, apart from the triggers and the switches
         else:
             if function_code != jk_modbus.READ_HOLDING_REGISTERS:
                 return ExcCodes.ILLEGAL_FUNCTION

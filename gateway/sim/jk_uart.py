@@ -34,6 +34,7 @@ from gateway.errors import FrameError, LinkError
 from gateway.model import PackReading
 from gateway.secret import Secret
 from gateway.sim.scenarios import Behaviour, Scenario
+from gateway.sim.switches import SwitchOverrides
 from gateway.transport.serial_link import SerialPort, open_serial_port
 
 log = logging.getLogger(__name__)
@@ -76,7 +77,7 @@ class JkUartSimulator:
         self._extras = {**jk_nw.SIMULATOR_EXTRAS, "password": password}
         self._checks_password = checks_password
         self._control_lock = threading.Lock()
-        self._switches: dict[Switch, bool] = {}
+        self._switches = SwitchOverrides()
         """Switches written since the start; they hold over the scenario's own values."""
         self._armed = False
         """A password frame was accepted and no write has used it yet."""
@@ -140,14 +141,11 @@ class JkUartSimulator:
 
     def switch_overrides(self) -> dict[Switch, bool]:
         """The switches written so far (a copy)."""
-        with self._control_lock:
-            return dict(self._switches)
+        return self._switches.snapshot()
 
     def reading(self, scenario_reading: PackReading) -> PackReading:
         """``scenario_reading`` as this BMS reports it, with the switches written so far applied."""
-        with self._control_lock:
-            switches = dict(self._switches)
-        return apply_switches(scenario_reading, switches)
+        return self._switches.apply(scenario_reading)
 
     def _control(self, request: bytes) -> None:
         """Apply a password or write frame; anything wrong changes nothing (and is never answered)."""
@@ -171,7 +169,7 @@ class JkUartSimulator:
                 self.writes_rejected += 1
                 log.info("simulator: write to 0x%02X ignored", decoded.register)
                 return
-            self._switches[switch] = bool(decoded.value)
+            self._switches.set(switch, bool(decoded.value))
             self.writes_applied += 1
             log.info("simulator: %s switch set %s", switch, "on" if decoded.value else "off")
 
@@ -269,31 +267,6 @@ class JkUartSimulator:
         if port is not None:
             with contextlib.suppress(serial.SerialException, OSError):
                 port.close()
-
-
-def apply_switches(reading: PackReading, switches: dict[Switch, bool]) -> PackReading:
-    """``reading`` with the written switches: the setting as written, and an off switch holds its MOS (or the
-    balancer) off and stops the current it would carry. An on switch leaves the scenario's MOS state (a
-    protection may still hold it open)."""
-    if not switches:
-        return reading
-    settings, state = reading.settings, reading.state
-    charge = switches.get(Switch.CHARGE)
-    discharge = switches.get(Switch.DISCHARGE)
-    balancer = switches.get(Switch.BALANCER)
-    if charge is not None:
-        settings = replace(settings, charge_mos_switch=charge)
-        if not charge:
-            state = replace(state, charge_mos_on=False, current_a=min(state.current_a, 0.0))
-    if discharge is not None:
-        settings = replace(settings, discharge_mos_switch=discharge)
-        if not discharge:
-            state = replace(state, discharge_mos_on=False, current_a=max(state.current_a, 0.0))
-    if balancer is not None:
-        settings = replace(settings, balancer_enabled=balancer)
-        if not balancer:
-            state = replace(state, balancer_on=False, balance_current_a=None)
-    return replace(reading, settings=settings, state=state)
 
 
 def _cause(exc: Exception) -> str:
