@@ -376,7 +376,7 @@ def test_liveness_sequence(data: st.DataObject, case: Case, steps: list[float]) 
 # --- known engine bugs: minimal examples ------------------------------------------------------------------------
 
 
-def _healthy(cap_a: float, mos_c: float = 30.0) -> tuple[Limits, PackReading]:
+def _healthy_pack(mos_c: float = 30.0) -> PackReading:
     bms = ProtectionSettings(
         measured_at_s=NOW_S,
         cell_count=16,
@@ -400,7 +400,11 @@ def _healthy(cap_a: float, mos_c: float = 30.0) -> tuple[Limits, PackReading]:
         charge_mos_on=True,
         discharge_mos_on=True,
     )
-    r = PackReading("prop:pack", state, bms)
+    return PackReading("prop:pack", state, bms)
+
+
+def _healthy(cap_a: float, mos_c: float = 30.0) -> tuple[Limits, PackReading]:
+    r = _healthy_pack(mos_c)
     tuning = LimitsSettings(max_charge_current_a=cap_a, max_discharge_current_a=cap_a)
     return compute_limits(r, tuning, None, NOW_S, max_age_s=MAX_AGE_S).limits, r
 
@@ -422,28 +426,10 @@ def test_published_current_never_exceeds_a_cap_a_hair_below_the_grid() -> None:
 def test_type_and_ovp_disagreeing_takes_the_narrower_temperature_window() -> None:
     # Found by the sequence property: a pack typed LiFePO4 with an LTO-like OVP (3.0 V) charged at -1 °C,
     # because the lower-bulk chemistry (LTO, which charges down to -20 °C) supplied the temperature defaults.
-    bms = ProtectionSettings(
-        measured_at_s=NOW_S,
-        cell_count=7,
-        capacity_ah=100.0,
-        battery_type=Chemistry.LIFEPO4,
-        cell_ovp_v=3.0,
-        cell_ovpr_v=2.9,
-        cell_uvp_v=2.0,
-        cell_uvpr_v=2.1,
-        max_charge_current_a=10.0,
-        max_discharge_current_a=10.0,
-    )
-    state = BatteryState(
-        measured_at_s=NOW_S,
-        cell_voltages_v=(2.4,) * 7,
-        pack_voltage_v=16.8,
-        current_a=0.0,
-        soc_pct=50.0,
-        battery_temperatures_c=(-1.0,),
-        charge_mos_on=True,
-        discharge_mos_on=True,
-    )
+    healthy = _healthy_pack()
+    assert healthy.settings.battery_type is Chemistry.LIFEPO4
+    bms = replace(healthy.settings, cell_count=7, cell_ovp_v=3.0, cell_ovpr_v=2.9, cell_uvp_v=2.0, cell_uvpr_v=2.1)
+    state = replace(healthy.state, cell_voltages_v=(2.4,) * 7, pack_voltage_v=16.8, battery_temperatures_c=(-1.0,))
     tuning = LimitsSettings(max_charge_current_a=10.0, max_discharge_current_a=10.0)
     out = compute_limits(PackReading("prop:pack", state, bms), tuning, None, NOW_S, max_age_s=MAX_AGE_S).limits
     assert out.charge_current_limit_a == 0.0 and not out.charge_enable  # LiFePO4: no charging below 0 °C
