@@ -166,10 +166,22 @@ class Controller:
             log.info("control: %s switch already %s, nothing written (asked by %s)", switch, _on_off(on), source)
             return ControlResult(switch, on, changed=False, reading=before.reading, source=source)
         self._last_write_s = now_s  # counts from the attempt: a write that fails halfway still went out
-        self._backend.set_switch(switch, on)
-        after = self._read_back(switch, on)
-        log.info("control: %s switch set %s, verified (asked by %s)", switch, _on_off(on), source)
-        return ControlResult(switch, on, changed=True, reading=after.reading, source=source)
+        problem = ""
+        for form in range(max(1, self._backend.write_forms)):
+            if form:
+                log.info("control: the BMS ignored the %s switch write; trying the next frame layout", switch)
+            self._backend.set_switch(switch, on, form)
+            after, problem, ignored = self._read_back(switch, on)
+            if after is not None:
+                log.info("control: %s switch set %s, verified (asked by %s)", switch, _on_off(on), source)
+                return ControlResult(switch, on, changed=True, reading=after.reading, source=source)
+            if not ignored:
+                break  # no reading shows what the BMS did: another layout could act twice, so stop here
+        note = self._backend.not_verified_note(switch)
+        raise ControlNotVerified(
+            f"{switch} switch {_on_off(on)} was written but not verified after {self._readback_attempts} reads "
+            f"({problem}){'; ' + note if note else ''}"
+        )
 
     def _check_password(self, readout: SwitchReadout) -> None:
         if readout.password is None:
@@ -182,24 +194,24 @@ class Controller:
                 "password mismatch", "refused: control.password does not match the settings password the BMS reports"
             )
 
-    def _read_back(self, switch: Switch, on: bool) -> SwitchReadout:
+    def _read_back(self, switch: Switch, on: bool) -> tuple[SwitchReadout | None, str, bool]:
+        """Read until the BMS reports ``switch`` as ``on``: (that readout or None, the last problem, whether the
+        last read was a good reading that still shows the old setting, i.e. the BMS ignored the write)."""
         problem = ""
+        ignored = False
         for attempt in range(self._readback_attempts):
             if attempt:
                 self._clock.sleep(self._readback_delay_s)
             try:
                 readout = self._backend.read_switches()
             except GatewayError as exc:
-                problem = f"no reading: {exc}"
+                problem, ignored = f"no reading: {exc}", False
                 continue
             reported = readout.switches[switch]
             if reported is on:
-                return readout
-            problem = f"the BMS still reports {_on_off(reported)}"
-        raise ControlNotVerified(
-            f"{switch} switch {_on_off(on)} was written but not verified after {self._readback_attempts} reads "
-            f"({problem})"
-        )
+                return readout, "", False
+            problem, ignored = f"the BMS still reports {_on_off(reported)}", True
+        return None, problem, ignored
 
 
 class _ControlFactory(Protocol):

@@ -82,3 +82,34 @@ def wrap(payload: bytes, header_from: bytes = b"", frame_type: int | None = None
     head[2:4] = (total - 2).to_bytes(2, "big")
     body = bytes(head) + payload + record + b"\x68"
     return body + b"\x00\x00" + sum16(body).to_bytes(2, "big")
+
+
+def with_temperatures(frame: bytes, raw: int) -> bytes:
+    """``frame`` with tags 0x80, 0x81 and 0x82 all set to ``raw``.
+
+    In every real reply the three temperature tags come right after the cell block (0x79, length, cells),
+    each as a tag byte and a big-endian u16, so they are patched by position, not through the codec.
+    """
+    payload = bytearray(payload_of(frame))
+    first = 2 + payload[1]
+    for index, tag in enumerate((0x80, 0x81, 0x82)):
+        at = first + 3 * index
+        assert payload[at] == tag, f"tag 0x{tag:02X} expected at payload offset {at}"
+        payload[at + 1 : at + 3] = raw.to_bytes(2, "big")
+    return wrap(bytes(payload), header_from=frame)
+
+
+def without_protocol_version(frame: bytes) -> bytes:
+    """``frame`` without its last tag, 0xC0 (protocol version), as every real reply ends with ``C0 01``."""
+    payload = payload_of(frame)
+    assert payload[-2] == 0xC0, "tag 0xC0 expected last"
+    return wrap(payload[:-2], header_from=frame)
+
+
+def with_current_raw(frame: bytes, raw: int) -> bytes:
+    """``frame`` with tag 0x84 (current) set to ``raw``; 0x84 follows 0x80–0x83 (3 bytes each) after the cells."""
+    payload = bytearray(payload_of(frame))
+    at = 2 + payload[1] + 4 * 3
+    assert payload[at] == 0x84, f"tag 0x84 expected at payload offset {at}"
+    payload[at + 1 : at + 3] = raw.to_bytes(2, "big")
+    return wrap(bytes(payload), header_from=frame)

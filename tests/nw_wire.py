@@ -21,13 +21,18 @@ class Wire:
             self._bytes += chunk
         return chunk
 
-    def commands(self) -> list[int]:
-        """The command byte of each frame sent; every byte must belong to a valid frame."""
+    def frames(self) -> list[bytes]:
+        """Each frame sent, whole; every byte must belong to a valid frame."""
         with self._lock:
             data = bytes(self._bytes)
-        commands: list[int] = []
+        frames: list[bytes] = []
         while data:
             length = jk_nw.frame_length(data[:4])
-            commands.append(jk_nw.parse_envelope(data[:length]).command)
+            jk_nw.parse_envelope(data[:length])
+            frames.append(data[:length])
             data = data[length:]
-        return commands
+        return frames
+
+    def commands(self) -> list[int]:
+        """The command byte of each frame sent."""
+        return [frame[8] for frame in self.frames()]

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 import yaml
-from jk_frames import REPLIES, REQUESTS
+from jk_frames import REPLIES, REQUESTS, with_current_raw, with_temperatures, without_protocol_version
 
 from gateway.bms.jk_uart import JkUartDriver
 from gateway.cli import main
@@ -392,6 +392,24 @@ def test_decode_accepts_one_unbroken_hex_word(capsys: pytest.CaptureFixture[str]
     reply = REPLIES[2]
     assert main(["decode", "jk-uart", reply.frame.hex().upper()]) == 0
     assert json.loads(capsys.readouterr().out)["state"]["soc_pct"] == reply.expected["soc_pct"]
+
+
+def test_decode_of_a_real_frame_at_raw_temperature_100_shows_0_c() -> None:
+    # Raw 100 is 0 °C (vendor table "100 benchmark", field reports dbus-serialbattery #354, esphome-jk-bms #685).
+    frame = with_temperatures(REPLIES[2].frame, 100)
+    result = run_cli("decode", "jk-uart", *frame.hex(" ").split())
+    assert result.returncode == 0, result.stderr
+    state = json.loads(result.stdout)["state"]
+    assert state["mos_temperature_c"] == 0
+    assert state["battery_temperatures_c"] == [0, 0]
+
+
+def test_decode_notes_a_frame_without_protocol_version(capsys: pytest.CaptureFixture[str]) -> None:
+    frame = without_protocol_version(with_current_raw(REPLIES[1].frame, 11000))  # −10 A in version 0
+    assert main(["decode", "jk-uart", frame.hex()]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["state"]["current_a"] == -10.0
+    assert "tag 0xC0" in err and "version 0" in err
 
 
 def _with_bad_checksum(frame: bytes) -> bytes:

@@ -22,10 +22,12 @@ from gateway.app import limits_settings
 from gateway.bms import jk_nw
 from gateway.bms.control import Switch, SwitchReadout
 from gateway.bms.jk_nw_control import (
+    BALANCER_WRITE_NOTE,
     PASSWORD_LEN,
     PASSWORD_TAG,
     WRITE_FRAME_LEN,
     PasswordRequest,
+    WriteForm,
     WriteRequest,
     decode_control_request,
     encode_password,
@@ -85,8 +87,46 @@ def reading_at(t_s: float = 100.0, scenario: str = "normal-charge") -> PackReadi
 # ---------------------------------------------------------------------------------------------------------
 
 
-def test_write_frame_is_the_documented_22_bytes() -> None:
-    frame = write_frame(0xAB, 0)
+def esphome_frame(command: int, register: int, value: int) -> bytes:
+    """A frame as syssi/esphome-jk-bms builds it (components/jk_modbus/jk_modbus.cpp at 2fa4323, ``send()``),
+    byte by byte: 4E 57, length 00 14, terminal 00×4, command, source 0x02 (FRAME_SOURCE_GPS), frame type 0x00,
+    register, value, record 00×4, 68, then 00 00 and the 16-bit sum of bytes 0–17 (``chksum(frame, 18)``)."""
+    head = bytes([0x4E, 0x57, 0x00, 0x14, 0, 0, 0, 0, command, 0x02, 0x00, register, value, 0, 0, 0, 0, 0x68])
+    total = sum(head) & 0xFFFF
+    return head + bytes([0x00, 0x00, total >> 8, total & 0xFF])
+
+
+def test_first_form_password_frame_is_esphome_jk_bms_authenticate() -> None:
+    # authenticate_() = send(FUNCTION_PASSWORD = 0x05, 0x00, 0x00): register 0, data 0, no password at all.
+    frame = password_frame(Secret(RIGHT), WriteForm.ESPHOME)
+    assert frame == esphome_frame(0x05, 0x00, 0x00)
+    assert len(frame) == 22
+    assert RIGHT.encode() not in frame
+    assert decode_control_request(frame) == PasswordRequest(None, WriteForm.ESPHOME)
+
+
+@pytest.mark.parametrize(
+    ("switch", "register"), [(Switch.CHARGE, 0xAB), (Switch.DISCHARGE, 0xAC), (Switch.BALANCER, 0x9D)]
+)
+@pytest.mark.parametrize("on", [True, False])
+def test_first_form_write_frame_is_esphome_jk_bms_write_register(switch: Switch, register: int, on: bool) -> None:
+    # write_register(address, value) = send(FUNCTION_WRITE_REGISTER = 0x02, address, value); the registers are
+    # those of components/jk_bms/switch/__init__.py (charging 0xAB, discharging 0xAC, balancer 0x9D).
+    frame = switch_frame(switch, on, WriteForm.ESPHOME)
+    assert frame == esphome_frame(0x02, register, int(on))
+    decoded = decode_control_request(frame)
+    assert decoded == WriteRequest(register=register, value=int(on), form=WriteForm.ESPHOME)
+    assert isinstance(decoded, WriteRequest) and decoded.switch is switch
+
+
+def test_the_first_form_is_tried_first() -> None:
+    assert password_frame(Secret(RIGHT)) == password_frame(Secret(RIGHT), WriteForm.ESPHOME)
+    assert switch_frame(Switch.CHARGE, False) == switch_frame(Switch.CHARGE, False, WriteForm.ESPHOME)
+    assert JkUartControl.write_forms == 2
+
+
+def test_second_form_write_frame_is_the_documented_22_bytes() -> None:
+    frame = write_frame(0xAB, 0, WriteForm.CAPTURE)
     assert len(frame) == WRITE_FRAME_LEN == 22
     assert frame[:4] == bytes.fromhex("4E 57 00 14")  # length 0x0014
     assert frame[4:8] == bytes(4)  # terminal
@@ -96,28 +136,19 @@ def test_write_frame_is_the_documented_22_bytes() -> None:
     assert frame[13:17] == bytes(4)  # record number
     assert frame[17] == 0x68
     assert frame[18:] == jk_nw.checksum(frame[:18]).to_bytes(4, "big")
-    jk_nw.parse_envelope(frame)
+    assert decode_control_request(frame) == WriteRequest(0xAB, 0, WriteForm.CAPTURE)
 
 
-@pytest.mark.parametrize(
-    ("switch", "register"), [(Switch.CHARGE, 0xAB), (Switch.DISCHARGE, 0xAC), (Switch.BALANCER, 0x9D)]
-)
-@pytest.mark.parametrize("on", [True, False])
-def test_switch_frames_write_the_documented_registers(switch: Switch, register: int, on: bool) -> None:
-    decoded = decode_control_request(switch_frame(switch, on))
-    assert decoded == WriteRequest(register=register, value=int(on))
-    assert isinstance(decoded, WriteRequest) and decoded.switch is switch
-
-
-def test_password_frame_layout_and_round_trip() -> None:
-    frame = password_frame(Secret("1234"))
+def test_second_form_password_frame_layout_and_round_trip() -> None:
+    frame = password_frame(Secret("1234"), WriteForm.CAPTURE)
     envelope = jk_nw.parse_envelope(frame)
     assert envelope.command == jk_nw.Command.PASSWORD
     assert envelope.frame_type == jk_nw.FrameType.REQUEST
     assert envelope.payload == bytes((PASSWORD_TAG,)) + b"1234".ljust(PASSWORD_LEN, b"\x00")  # [unverified] layout
+    assert len(frame) == 31
     decoded = decode_control_request(frame)
     assert isinstance(decoded, PasswordRequest)
-    assert decoded.password == Secret("1234")
+    assert decoded.password == Secret("1234") and decoded.form is WriteForm.CAPTURE
     assert "1234" not in repr(decoded)
 
 
@@ -125,6 +156,9 @@ def test_password_frame_layout_and_round_trip() -> None:
 def test_a_password_the_bms_cannot_store_is_refused_without_showing_it(password: str) -> None:
     with pytest.raises(ValueError) as caught:
         encode_password(Secret(password))
+    assert password not in str(caught.value)
+    with pytest.raises(ValueError) as caught:
+        password_frame(Secret(password), WriteForm.CAPTURE)
     assert password not in str(caught.value)
 
 
@@ -144,6 +178,8 @@ def test_decode_control_request_other_frames() -> None:
         decode_control_request(jk_nw.build_frame(jk_nw.Command.WRITE, 0, jk_nw.FrameType.REPLY, b"\xab\x00"))
     with pytest.raises(FrameError, match="bad password frame"):
         decode_control_request(jk_nw.build_frame(jk_nw.Command.PASSWORD, 3, 0, b"\xb2123456"))
+    with pytest.raises(FrameError, match="bad password frame"):
+        decode_control_request(jk_nw.build_frame(jk_nw.Command.PASSWORD, 2, 0, b"\x00\x01"))
     with pytest.raises(FrameError, match="bad write frame"):
         decode_control_request(jk_nw.build_frame(jk_nw.Command.WRITE, 3, 2, b"\xab\x00\x00"))
     with pytest.raises(FrameError, match="bad checksum"):
@@ -185,8 +221,8 @@ def test_simulator_applies_a_write_after_the_right_password(sim: JkUartSimulator
 
 
 def test_simulator_ignores_a_write_after_a_wrong_password(sim: JkUartSimulator) -> None:
-    sim.respond(password_frame(Secret(WRONG)))
-    sim.respond(switch_frame(Switch.CHARGE, False))
+    sim.respond(password_frame(Secret(WRONG), WriteForm.CAPTURE))
+    sim.respond(switch_frame(Switch.CHARGE, False, WriteForm.CAPTURE))
     _, after = read_sim(sim)
     assert after.settings.charge_mos_switch is True and after.state.charge_mos_on is True
     assert (sim.writes_applied, sim.writes_rejected, sim.passwords_rejected) == (0, 1, 1)
@@ -216,10 +252,30 @@ def test_simulator_ignores_writes_that_are_not_switches(sim: JkUartSimulator) ->
 def test_simulator_without_password_check_applies_any_password() -> None:
     simulator = JkUartSimulator(SCENARIOS["normal-charge"], FakeClock(), checks_password=False)
     try:
-        simulator.respond(password_frame(Secret(WRONG)))
-        simulator.respond(switch_frame(Switch.DISCHARGE, False))
+        simulator.respond(password_frame(Secret(WRONG), WriteForm.CAPTURE))
+        simulator.respond(switch_frame(Switch.DISCHARGE, False, WriteForm.CAPTURE))
         _, after = read_sim(simulator)
         assert after.settings.discharge_mos_switch is False and after.state.discharge_mos_on is False
+    finally:
+        simulator.stop()
+
+
+def test_simulator_wants_the_write_in_the_layout_of_its_password_frame(sim: JkUartSimulator) -> None:
+    sim.respond(password_frame(SIMULATOR_PASSWORD, WriteForm.ESPHOME))
+    sim.respond(switch_frame(Switch.CHARGE, False, WriteForm.CAPTURE))
+    assert sim.switch_overrides() == {} and sim.writes_rejected == 1
+
+
+def test_simulator_of_firmware_that_takes_one_layout_only() -> None:
+    simulator = JkUartSimulator(SCENARIOS["normal-charge"], FakeClock(), write_forms={WriteForm.CAPTURE})
+    try:
+        simulator.respond(password_frame(SIMULATOR_PASSWORD, WriteForm.ESPHOME))
+        simulator.respond(switch_frame(Switch.CHARGE, False, WriteForm.ESPHOME))
+        assert simulator.switch_overrides() == {}
+        simulator.respond(password_frame(SIMULATOR_PASSWORD, WriteForm.CAPTURE))
+        simulator.respond(switch_frame(Switch.CHARGE, False, WriteForm.CAPTURE))
+        assert simulator.switch_overrides() == {Switch.CHARGE: False}
+        assert (simulator.writes_applied, simulator.writes_rejected) == (1, 1)
     finally:
         simulator.stop()
 
@@ -298,22 +354,34 @@ def test_password_the_protocol_cannot_send_is_a_config_error() -> None:
 
 @dataclass
 class FakeBms:
-    """A BmsControl that records writes; ``applies`` False plays a BMS that ignores them."""
+    """A BmsControl that records writes; ``applies`` False plays a BMS that ignores them, ``applies_forms`` one
+    that acts on those frame layouts only; ``fails_reads`` makes every read after a write fail."""
 
     password: Secret | None = SIMULATOR_PASSWORD
     applies: bool = True
     reading: PackReading = field(default_factory=reading_at)
     writes: list[tuple[Switch, bool]] = field(default_factory=list)
+    forms: list[int] = field(default_factory=list)
     reads: int = 0
     name: str = "fake"
+    write_forms: int = 1
+    applies_forms: frozenset[int] = frozenset({0, 1})
+    fails_reads: bool = False
+    note: str = ""
 
     def read_switches(self) -> SwitchReadout:
         self.reads += 1
+        if self.fails_reads and self.writes:
+            raise LinkTimeout("no reply")
         return SwitchReadout(self.reading, self.password)
 
-    def set_switch(self, switch: Switch, on: bool) -> None:
+    def not_verified_note(self, switch: Switch) -> str:
+        return self.note
+
+    def set_switch(self, switch: Switch, on: bool, form: int = 0) -> None:
         self.writes.append((switch, on))
-        if self.applies:
+        self.forms.append(form)
+        if self.applies and form in self.applies_forms:
             settings = self.reading.settings
             if switch is Switch.CHARGE:
                 settings = replace(settings, charge_mos_switch=on)
@@ -410,6 +478,47 @@ def test_a_write_the_bms_ignores_is_not_verified() -> None:
     )
     assert bms.reads == 1 + 3
     assert clock.monotonic() - started == pytest.approx(1.0)  # two pauses of 0.5 s between the reads
+
+
+def test_the_next_layout_only_when_the_bms_ignored_the_first(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="gateway.control")
+    bms, clock = FakeBms(write_forms=2, applies_forms=frozenset({1})), FakeClock()
+    control = controller(bms, clock)
+    result = control.set_switch(Switch.CHARGE, False, source="cli")
+    assert result.changed and result.reading.settings.charge_mos_switch is False
+    assert bms.forms == [0, 1]
+    assert bms.reads == 1 + 3 + 1  # the check, three reads showing the first ignored, one showing the second
+    messages = [r.getMessage() for r in caplog.records if r.name == "gateway.control"]
+    assert messages == [
+        "control: the BMS ignored the charge switch write; trying the next frame layout",
+        "control: charge switch set off, verified (asked by cli)",
+    ]
+    # One request is one write for the rate limit, counted from its start (1 s of read-back pauses, then 5 s).
+    clock.advance(5)
+    with pytest.raises(ControlRefused, match=r"6\.0 s ago"):
+        control.set_switch(Switch.CHARGE, True, source="cli")
+
+
+def test_a_bms_that_takes_the_first_layout_gets_only_that() -> None:
+    bms = FakeBms(write_forms=2)
+    controller(bms, FakeClock()).set_switch(Switch.DISCHARGE, False, source="cli")
+    assert bms.forms == [0]
+
+
+def test_no_second_layout_when_no_reading_shows_what_the_bms_did() -> None:
+    # Unreadable after the write: the first may have taken, so another layout is not sent on a guess.
+    bms = FakeBms(write_forms=2, fails_reads=True)
+    with pytest.raises(ControlNotVerified, match="no reading"):
+        controller(bms, FakeClock()).set_switch(Switch.CHARGE, False, source="cli")
+    assert bms.forms == [0]
+
+
+def test_a_write_ignored_in_every_layout_names_the_protocols_note() -> None:
+    bms = FakeBms(write_forms=2, applies=False, note=BALANCER_WRITE_NOTE)
+    with pytest.raises(ControlNotVerified) as caught:
+        controller(bms, FakeClock()).set_switch(Switch.BALANCER, False, source="cli")
+    assert bms.forms == [0, 1]
+    assert str(caught.value).endswith("(the BMS still reports on); " + BALANCER_WRITE_NOTE)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -699,6 +808,46 @@ def test_a_write_the_bms_drops_is_reported_not_verified(bench: Bench, capsys: py
     assert bench.simulator.switch_overrides() == {}
 
 
+def test_over_the_wire_the_esphome_layout_goes_first_and_alone(bench: Bench) -> None:
+    path = bench.config({"enabled": True, "password": RIGHT})
+    assert main(["control", "-c", str(path), "discharge", "off"]) == 0
+    frames = bench.wire.frames()
+    assert [f[8] for f in frames] == [READ_ALL, PASSWORD, WRITE, READ_ALL]
+    assert frames[1] == esphome_frame(0x05, 0x00, 0x00)
+    assert frames[2] == esphome_frame(0x02, 0xAC, 0x00)
+    assert (bench.simulator.writes_applied, bench.simulator.writes_rejected) == (1, 0)
+
+
+def test_over_the_wire_firmware_that_ignores_the_first_layout_gets_the_second(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for bench in start_bench(tmp_path, write_forms={WriteForm.CAPTURE}):
+        path = bench.config({"enabled": True, "password": RIGHT})
+        assert main(["control", "-c", str(path), "charge", "off"]) == 0
+        assert capsys.readouterr().out.startswith("charge switch off: written and verified")
+        frames = bench.wire.frames()
+        # check, esphome pair, three reads showing it ignored, the captured layout's pair, one read showing it
+        first_pair, second_pair = [PASSWORD, WRITE], [PASSWORD, WRITE]
+        assert [f[8] for f in frames] == [READ_ALL, *first_pair, *[READ_ALL] * 3, *second_pair, READ_ALL]
+        assert frames[6] == password_frame(Secret(RIGHT), WriteForm.CAPTURE)
+        assert frames[7] == bytes.fromhex("4E57 0014 00000000 02 03 02 AB 00 00000000 68 000001D3")
+        assert bench.simulator.writes_applied == 1
+        assert bench.simulator.switch_overrides() == {Switch.CHARGE: False}
+
+
+def test_over_the_wire_a_refused_balancer_write_says_some_firmware_refuses_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for bench in start_bench(tmp_path, refuses_balancer=True):
+        path = bench.config({"enabled": True, "password": RIGHT})
+        assert main(["control", "-c", str(path), "balancer", "off"]) == 1
+        line = one_error_line(capsys.readouterr().err)
+        assert "balancer switch off was written but not verified" in line
+        assert "some JK firmware refuses balancer writes" in line and "0x9D" in line
+        assert bench.wire.commands().count(WRITE) == 2
+        assert bench.simulator.writes_applied == 0
+
+
 def test_cli_bad_arguments_exit_2(tmp_path: Path) -> None:
     path = write_config(tmp_path / "c.yaml", config_with({"enabled": True}))
     bad_config = run_cli("control", "-c", str(path), "charge", "off")
@@ -715,8 +864,5 @@ def test_every_driver_with_control_is_registered() -> None:
 def test_the_charge_switch_write_matches_the_captured_frame() -> None:
     """The one public capture of a working JK wired switch write (diysolarforum thread 66034): charge switch
     on = 4E 57 00 14 00 00 00 00 02 03 02 AB 01 00 00 00 00 68 00 00 01 D4 (checksum 0x01D4 = sum of the bytes)."""
-    from gateway.bms.control import Switch
-    from gateway.bms.jk_nw_control import switch_frame
-
     captured = bytes.fromhex("4E57 0014 00000000 02 03 02 AB 01 00000000 68 000001D4")
-    assert switch_frame(Switch.CHARGE, True) == captured
+    assert switch_frame(Switch.CHARGE, True, WriteForm.CAPTURE) == captured

@@ -12,7 +12,18 @@ from types import MappingProxyType
 from typing import Any
 
 import pytest
-from jk_frames import REPLIES, REPLY_BY_ID, REQUESTS, Reply, payload_of, sum16, wrap
+from jk_frames import (
+    REPLIES,
+    REPLY_BY_ID,
+    REQUESTS,
+    Reply,
+    payload_of,
+    sum16,
+    with_current_raw,
+    with_temperatures,
+    without_protocol_version,
+    wrap,
+)
 
 from gateway.bms import jk_nw
 from gateway.bms.jk_nw import (
@@ -279,13 +290,53 @@ def test_reply_reencoded_as_protocol_version_0_keeps_its_current(reply: Reply) -
     assert again["current_a"] == current
 
 
+def test_reply_without_tag_c0_reads_the_current_as_version_0() -> None:
+    # The vendor table: "0xC0 … Default value 0x00" (syssi docs/protocol-design-uart-ttl-gps-port.md, row 0xC0);
+    # version 0 reads the current as (10000 − raw) × 0.01 A, e.g. 11000 → −10 A, 9500 → +5 A (row 0x84).
+    for raw, current_a in ((10000, 0.0), (9500, 5.0), (11000, -10.0)):
+        frame = without_protocol_version(with_current_raw(REPLY_BY_ID["B"].frame, raw))
+        reply = decode_reply(frame)
+        assert "protocol_version" not in reply.fields
+        assert not reply.protocol_version_stated
+        assert reply.protocol_version == 0
+        assert reply["current_a"] == current_a
+
+
+def test_a_reply_with_tag_c0_says_so() -> None:
+    reply = _decoded(REPLY_BY_ID["B"])
+    assert reply.protocol_version_stated
+    assert reply.protocol_version == 1
+
+
 # --- temperatures -------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("raw", "celsius"), [(0, 0), (1, 1), (29, 29), (100, 100), (101, -1), (120, -20), (140, -40)])
-def test_temperature_rule(raw: int, celsius: int) -> None:
+# Decoding as the sources have it: the vendor table says "101 is −1 (100 benchmark)" (syssi/esphome-jk-bms
+# docs/protocol-design-uart-ttl-gps-port.md, row 0x80), and real BMSs send 100 at about 0 °C
+# (Louisvdw/dbus-serialbattery #354: the JK app shows "−0 °C" where raw 100 was read as 100 °C; #339: 0x64 is
+# not 100 °C; syssi/esphome-jk-bms #685 "below 0 it became 100"). So 100 and up are at or below freezing.
+@pytest.mark.parametrize(
+    ("raw", "celsius"),
+    [(0, 0), (1, 1), (29, 29), (99, 99), (100, 0), (101, -1), (120, -20), (140, -40)],
+)
+def test_temperature_decodes_as_the_vendor_table_and_field_reports_say(raw: int, celsius: int) -> None:
     wire = bytes((0x80, *raw.to_bytes(2, "big")))
-    # Encoding puts exactly these bytes on the wire ...
+    assert decode_reply(build_frame(6, 0, 1, wire))["mos_temperature_c"] == celsius
+
+
+@pytest.mark.parametrize("reply", REPLIES, ids=REPLY_IDS)
+def test_real_reply_at_raw_100_reads_0_c_on_every_sensor(reply: Reply) -> None:
+    # A real reply whose three temperature fields are patched by position to 100: a pack at the freezing point.
+    state = to_reading(decode_reply(with_temperatures(reply.frame, 100)), 1.0, "p").state
+    assert state.mos_temperature_c == 0.0
+    assert all(t in (0.0, None) for t in state.battery_temperatures_c)
+    assert 0.0 in state.battery_temperatures_c
+
+
+# Encoding (the simulator's side) puts out what a real BMS would: 0 °C as 100, as in the reports above.
+@pytest.mark.parametrize(("celsius", "raw"), [(99, 99), (29, 29), (1, 1), (0, 100), (-1, 101), (-40, 140)])
+def test_temperature_encodes_as_a_real_bms_sends_it(celsius: int, raw: int) -> None:
+    wire = bytes((0x80, *raw.to_bytes(2, "big")))
     assert encode_payload({"mos_temperature_c": celsius}) == wire
     # ... and a whole reply carries them in the place of tag 0x80 (right after the cell block).
     base = _decoded(REPLY_BY_ID["A"])
@@ -296,8 +347,12 @@ def test_temperature_rule(raw: int, celsius: int) -> None:
     decoded = decode_reply(frame)
     assert decoded["mos_temperature_c"] == celsius
     assert decoded["temperature_2_c"] == celsius
-    # A frame written by hand decodes the same way.
-    assert decode_reply(build_frame(6, 0, 1, wire))["mos_temperature_c"] == celsius
+
+
+def test_temperature_above_99_c_cannot_be_encoded() -> None:
+    # Raw 100 means 0 °C, so +100 °C has no code: refuse rather than send the freezing point.
+    with pytest.raises(ValueError, match="99"):
+        encode_payload({"mos_temperature_c": 100})
 
 
 def test_protection_temperatures_are_plain_and_signed() -> None:

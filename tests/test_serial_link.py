@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 import serial
-from jk_frames import REPLIES, wrap
+from jk_frames import REPLIES, with_current_raw, without_protocol_version, wrap
 
 from gateway.bms import jk_nw
 from gateway.bms.jk_uart import JkUartDriver
@@ -441,3 +441,22 @@ def test_port_failure_is_a_link_error_and_the_next_transact_reopens(failure: Bas
     assert link.transact(REQUEST, jk_nw.FRAMER, 1.0) == FRAME
     assert [o["port"] for o in opened] == ["fake", "fake"]
     assert opened[0]["baudrate"] == 115200
+
+
+def test_driver_says_once_that_a_reply_without_tag_c0_is_read_as_version_0(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The vendor default for a missing 0xC0 is 0 (syssi docs/protocol-design-uart-ttl-gps-port.md, row 0xC0).
+    frame = without_protocol_version(with_current_raw(REPLIES[1].frame, 9500))  # +5 A in version 0
+    port = FakePort([frame] * 3)
+
+    def factory(name: str, **settings: Any) -> FakePort:
+        return port
+
+    driver = JkUartDriver(port="fake", retries=0, clock=FakeClock(), serial_factory=factory)
+    with caplog.at_level(logging.WARNING, logger="gateway.bms.jk_uart"):
+        currents = [driver.read()[0].state.current_a for _ in range(3)]
+    assert currents == [5.0, 5.0, 5.0]
+    lines = [r.getMessage() for r in caplog.records if r.name == "gateway.bms.jk_uart"]
+    assert len(lines) == 1, lines
+    assert "0xC0" in lines[0] and "version 0" in lines[0]

@@ -59,13 +59,23 @@ class BmsControl(Protocol):
     name: str
     """Driver name, e.g. ``"jk-uart"``."""
 
+    write_forms: int
+    """How many frame layouts :meth:`set_switch` knows (at least 1). Where the sources disagree on a protocol's
+    write frames there are several: the controller tries the next only when a read back shows the BMS ignored
+    the one before, so one request still makes one write on a BMS that takes the first."""
+
     def read_switches(self) -> SwitchReadout:
         """Read the BMS once. :raises GatewayError: (FrameError, LinkError) no good reading."""
         ...
 
-    def set_switch(self, switch: Switch, on: bool) -> None:
-        """Send the frames that set ``switch``; no read back (the caller verifies).
+    def set_switch(self, switch: Switch, on: bool, form: int = 0) -> None:
+        """Send the frames that set ``switch``, in layout ``form`` (``0 <= form < write_forms``); no read back
+        (the caller verifies).
 
         :raises GatewayError: the frames could not be sent.
         """
+        ...
+
+    def not_verified_note(self, switch: Switch) -> str:
+        """What the user should know when a write of ``switch`` reads back unchanged ("" for nothing)."""
         ...

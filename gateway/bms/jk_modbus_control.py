@@ -35,6 +35,8 @@ class JkModbusControl:
     """
 
     name = "jk-modbus"
+    write_forms = 1
+    """One layout: the V1.1 map's FC 0x10 of a u32."""
 
     def __init__(self, driver: JkModbusDriver, password: Secret) -> None:
         addresses = driver.addresses
@@ -54,7 +56,10 @@ class JkModbusControl:
         reading, passcode = self._driver.read_for_control(self._unit)
         return SwitchReadout(reading, passcode)
 
-    def set_switch(self, switch: Switch, on: bool) -> None:
+    def not_verified_note(self, switch: Switch) -> str:
+        return ""
+
+    def set_switch(self, switch: Switch, on: bool, form: int = 0) -> None:
         write = SwitchWrite(self._unit, switch, on)
         try:
             self._driver.bus.write_switch(write)

@@ -34,6 +34,8 @@ HEADER_LEN: Final = 11
 TRAILER_LEN: Final = 9
 """Record number (4), end marker, checksum (4)."""
 MIN_FRAME_LEN: Final = HEADER_LEN + TRAILER_LEN
+MAX_TEMPERATURE_C: Final = 99
+"""The highest temperature tags 0x80–0x82 can carry: raw 100 and above are 0 °C and below."""
 MAX_FRAME_LEN: Final = 1024
 """No JK reply comes near this (about 300 bytes for 32 cells); a larger length field is garbage."""
 
@@ -96,15 +98,23 @@ def _signed() -> Kind:
 
 
 def _temperature() -> Kind:
-    # Raw 0..100 is °C as is; above 100 the value is negative with 100 as reference (101 = −1 °C).
+    # Raw 0..99 is °C as is; from 100 up the value is 100 − raw, so 100 is 0 °C and 101 is −1 °C.
+    # Source: the vendor table "101 is −1 (100 benchmark)" (syssi/esphome-jk-bms
+    # docs/protocol-design-uart-ttl-gps-port.md, 0x80 row) and the field reports that real BMSs send 100 at
+    # about 0 °C: Louisvdw/dbus-serialbattery #354 (app shows "−0 °C", ice-bath check 100 − raw) and #339,
+    # syssi/esphome-jk-bms #685 (fixed in c90367c). syssi's fix reads 99 − raw (1 °C colder); we follow the
+    # vendor's 100 benchmark and the app. A BMS never reports +100 °C here: raw 100 is the freezing point.
     def decode(raw: bytes) -> FieldValue:
         value = int.from_bytes(raw, "big")
-        return value if value <= 100 else 100 - value
+        return value if value < 100 else 100 - value
 
     def encode(value: FieldValue, length: int) -> bytes:
         assert isinstance(value, int | float)
         celsius = round(value)
-        return (celsius if celsius >= 0 else 100 - celsius).to_bytes(length, "big")
+        if celsius > MAX_TEMPERATURE_C:
+            raise ValueError(f"temperature {value} °C does not fit the JK field (at most {MAX_TEMPERATURE_C} °C)")
+        # 0 °C goes out as 100, as real BMSs send it (the reports above); raw 0 still decodes to 0 °C.
+        return (celsius if celsius > 0 else 100 - celsius).to_bytes(length, "big")
 
     return Kind(decode, encode)
 
@@ -228,8 +238,13 @@ BATTERY_TYPES: Final[Mapping[int, Chemistry]] = MappingProxyType(
 )
 TEMPERATURE_SENSOR_NAMES: Final = ("temperature_1_c", "temperature_2_c")
 
-DEFAULT_PROTOCOL_VERSION: Final = 1
-"""Assumed when a reply lacks tag 0xC0: every known capture is version 1."""
+DEFAULT_PROTOCOL_VERSION: Final = 0
+"""Assumed when a reply lacks tag 0xC0: the vendor's stated default ("0xC0 … Default value 0x00", syssi
+docs/protocol-design-uart-ttl-gps-port.md, 0xC0 row), i.e. the 10000-offset current. Every capture we have
+carries 0xC0 = 1, so a reply without it is rare: :attr:`JkNwReply.protocol_version_stated` says so, and the
+driver logs it once."""
+SIMULATOR_PROTOCOL_VERSION: Final = 1
+"""What the simulator states in tag 0xC0: the version of every real capture (replies A–E)."""
 KNOWN_PROTOCOL_VERSIONS: Final = frozenset({0, 1})
 
 
@@ -355,6 +370,18 @@ class JkNwReply:
     def get_text(self, name: str) -> str | None:
         value = self.fields.get(name)
         return value if isinstance(value, str) else None
+
+    @property
+    def protocol_version_stated(self) -> bool:
+        """Whether the reply carried tag 0xC0; without it the current was read as :data:`DEFAULT_PROTOCOL_VERSION`."""
+        return "protocol_version" in self.fields
+
+    @property
+    def protocol_version(self) -> int:
+        """The version the current (tag 0x84) was decoded with: tag 0xC0, else :data:`DEFAULT_PROTOCOL_VERSION`."""
+        value = self.fields.get("protocol_version", DEFAULT_PROTOCOL_VERSION)
+        assert isinstance(value, int)
+        return value
 
 
 def current_from_raw(raw: int, protocol_version: int) -> float:
@@ -599,7 +626,7 @@ SIMULATOR_EXTRAS: Final[Mapping[str, FieldValue]] = MappingProxyType(
         "device_id": "bmsgw-sm",
         "start_current_calibration": 0,
         "actual_capacity_ah": 0,
-        "protocol_version": DEFAULT_PROTOCOL_VERSION,
+        "protocol_version": SIMULATOR_PROTOCOL_VERSION,
     }
 )
 """Values for tags the domain model does not hold, used when the simulator builds a reply."""

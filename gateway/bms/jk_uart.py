@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+
 from gateway.bms import jk_nw
 from gateway.clock import Clock
 from gateway.errors import FrameError, GatewayError, LinkError
 from gateway.model import PackReading
 from gateway.transport.serial_link import SerialFactory, SerialLink
+
+log = logging.getLogger(__name__)
 
 
 class JkUartDriver:
@@ -35,6 +39,7 @@ class JkUartDriver:
         self._attempts = 1 + max(0, retries)
         self._request = jk_nw.read_all_request()
         self.pack_id = f"jk-uart:{port}"
+        self._told_version_assumed = False
         self._link = (
             SerialLink(port, baudrate)
             if serial_factory is None
@@ -59,11 +64,24 @@ class JkUartDriver:
                 frame = self._link.transact(self._request, jk_nw.FRAMER, self._timeout_s)
                 received_at = self._clock.monotonic()
                 reply = jk_nw.decode_reply(frame)
+                self._tell_if_version_assumed(reply)
                 return reply, jk_nw.to_reading(reply, received_at, self.pack_id)
             except (FrameError, LinkError) as exc:
                 last_error = exc
         assert last_error is not None
         raise last_error
+
+    def _tell_if_version_assumed(self, reply: jk_nw.JkNwReply) -> None:
+        # Once per driver: the assumption holds for every reply of this BMS, and a line per poll would flood.
+        if reply.protocol_version_stated or self._told_version_assumed:
+            return
+        self._told_version_assumed = True
+        log.warning(
+            "%s: reply has no protocol version (tag 0xC0): current read as version %d (offset 10000), "
+            "the vendor's default",
+            self.pack_id,
+            reply.protocol_version,
+        )
 
     def close(self) -> None:
         self._link.close()

@@ -12,7 +12,14 @@ import time
 
 from gateway.bms import jk_nw
 from gateway.bms.control import Switch, SwitchReadout
-from gateway.bms.jk_nw_control import PASSWORD_GAP_S, encode_password, password_frame, switch_frame
+from gateway.bms.jk_nw_control import (
+    BALANCER_WRITE_NOTE,
+    PASSWORD_GAP_S,
+    WRITE_FORMS,
+    encode_password,
+    password_frame,
+    switch_frame,
+)
 from gateway.bms.jk_uart import JkUartDriver
 from gateway.errors import ConfigError, LinkTimeout
 from gateway.secret import Secret
@@ -30,6 +37,7 @@ class JkUartControl:
     """
 
     name = "jk-uart"
+    write_forms = len(WRITE_FORMS)
 
     def __init__(self, driver: JkUartDriver, password: Secret, *, gap_s: float = PASSWORD_GAP_S) -> None:
         try:
@@ -45,9 +53,14 @@ class JkUartControl:
         password = reply.fields.get("password")
         return SwitchReadout(reading, password if isinstance(password, Secret) else None)
 
-    def set_switch(self, switch: Switch, on: bool) -> None:
-        self._send(password_frame(self._password))
-        self._send(switch_frame(switch, on))
+    def set_switch(self, switch: Switch, on: bool, form: int = 0) -> None:
+        layout = WRITE_FORMS[form]
+        log.debug("jk-uart control: %s switch write in the %s form", switch, layout.value)
+        self._send(password_frame(self._password, layout))
+        self._send(switch_frame(switch, on, layout))
+
+    def not_verified_note(self, switch: Switch) -> str:
+        return BALANCER_WRITE_NOTE if switch is Switch.BALANCER else ""
 
     def _send(self, frame: bytes) -> None:
         """Send ``frame`` and let ``gap_s`` of real time pass: the BMS needs the pause, whatever the clock.

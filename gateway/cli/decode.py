@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from gateway.bms import jk_nw
 from gateway.errors import FrameError
@@ -33,4 +34,10 @@ def run(args: argparse.Namespace) -> int:
         "settings": reading.settings.to_json(),
     }
     print(json.dumps(out, indent=2, ensure_ascii=False))
+    if not reply.protocol_version_stated:
+        print(
+            f"note: no protocol version (tag 0xC0) in the frame: current read as version {reply.protocol_version}, "
+            "the vendor's default",
+            file=sys.stderr,
+        )
     return 0

@@ -5,11 +5,14 @@ by a :class:`~gateway.sim.scenarios.Scenario`. Either it creates a pseudo-termin
 printed path) or it opens an existing port, such as one end of a :class:`~gateway.sim.nullmodem.NullModem`.
 Like a real JK it never talks unasked and answers nothing that is not a valid request.
 
-It accepts the opt-in control writes (:mod:`gateway.bms.jk_nw_control`): a password frame with its password
-arms it for one write frame of the charge (0xAB), discharge (0xAC) or balancer (0x9D) switch, which then
-holds over the scenario: switch off → the setting reads 0 and that MOS (or the balancer) is off. A wrong
-password disarms it and changes nothing. [unverified] It answers neither frame: whether a real JK does is
-unknown. ``checks_password=False`` plays firmware that applies a write whatever the password.
+It accepts the opt-in control writes (:mod:`gateway.bms.jk_nw_control`) in both frame layouts: a password
+frame arms it for one write frame of the same layout to the charge (0xAB), discharge (0xAC) or balancer (0x9D)
+switch, which then holds over the scenario: switch off → the setting reads 0 and that MOS (or the balancer) is
+off. The esphome-jk-bms layout's password frame carries no password and arms it; the other layout's carries
+one, and a wrong one disarms it and changes nothing. [unverified] It answers neither frame: whether a real JK
+does is unknown. ``checks_password=False`` plays firmware that applies a write whatever the password;
+``write_forms`` plays firmware that acts on some layouts only, ``refuses_balancer`` firmware (v11, as
+esphome-jk-bms notes) that ignores balancer writes.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import select
 import threading
 import tty
 from collections import deque
+from collections.abc import Collection
 from dataclasses import replace
 from typing import Final
 
@@ -28,7 +32,7 @@ import serial
 
 from gateway.bms import jk_nw
 from gateway.bms.control import Switch
-from gateway.bms.jk_nw_control import PasswordRequest, WriteRequest, decode_control_request
+from gateway.bms.jk_nw_control import WRITE_FORMS, PasswordRequest, WriteForm, WriteRequest, decode_control_request
 from gateway.clock import Clock
 from gateway.errors import FrameError, LinkError
 from gateway.model import PackReading
@@ -59,6 +63,8 @@ class JkUartSimulator:
     :param reply_delay_s: wait this long before answering (a slow BMS), s.
     :param password: the settings password it reports (tag 0xB2) and accepts before a write.
     :param checks_password: False: apply a write after any password frame (firmware that does not check).
+    :param write_forms: the frame layouts this firmware acts on; frames of another layout are ignored.
+    :param refuses_balancer: ignore writes to the balancer switch (0x9D).
     """
 
     def __init__(
@@ -71,16 +77,20 @@ class JkUartSimulator:
         reply_delay_s: float = 0.0,
         password: Secret = SIMULATOR_PASSWORD,
         checks_password: bool = True,
+        write_forms: Collection[WriteForm] = WRITE_FORMS,
+        refuses_balancer: bool = False,
     ) -> None:
         self.scenario = scenario
         self._password = password
         self._extras = {**jk_nw.SIMULATOR_EXTRAS, "password": password}
         self._checks_password = checks_password
+        self._write_forms = frozenset(write_forms)
+        self._refuses_balancer = refuses_balancer
         self._control_lock = threading.Lock()
         self._switches = SwitchOverrides()
         """Switches written since the start; they hold over the scenario's own values."""
-        self._armed = False
-        """A password frame was accepted and no write has used it yet."""
+        self._armed: WriteForm | None = None
+        """The layout of a password frame accepted that no write has used yet."""
         self.commands_seen: deque[int] = deque(maxlen=4096)  # bounded: `simulate` may run for days
         """The command byte of each valid request received, latest last (0x06 read-all, 0x05, 0x02, ...)."""
         self.writes_applied = 0
@@ -156,16 +166,23 @@ class JkUartSimulator:
             return
         with self._control_lock:
             if isinstance(decoded, PasswordRequest):
-                self._armed = not self._checks_password or decoded.password == self._password
-                if not self._armed:
+                self._armed = None
+                if decoded.form not in self._write_forms:
+                    log.info("simulator: password frame of the %s layout ignored", decoded.form.value)
+                    return
+                checked = decoded.password is not None and self._checks_password
+                if checked and decoded.password != self._password:
                     self.passwords_rejected += 1
                     log.info("simulator: wrong settings password; the next write is ignored")
+                    return
+                self._armed = decoded.form
                 return
             if not isinstance(decoded, WriteRequest):
                 return
-            armed, self._armed = self._armed, False  # one write per password frame
+            armed, self._armed = self._armed, None  # one write per password frame
             switch = decoded.switch
-            if not armed or switch is None or decoded.value not in (0, 1):
+            refused = switch is Switch.BALANCER and self._refuses_balancer
+            if armed is not decoded.form or switch is None or decoded.value not in (0, 1) or refused:
                 self.writes_rejected += 1
                 log.info("simulator: write to 0x%02X ignored", decoded.register)
                 return
