@@ -12,12 +12,16 @@ from collections.abc import Mapping
 from typing import Final
 
 from gateway.alarms import FAULT_GROUPS, active_fault_groups
-from gateway.model import Alarm, BatteryState, Limits, PackReading
+from gateway.chemistry import infer_chemistry
+from gateway.model import Alarm, BatteryState, Chemistry, Limits, PackReading, ProtectionSettings
 
 Value = float | int | bool | str
 
 DEFAULT_SOH_PCT: Final = 100.0
 """Sent when the BMS protocol carries no state of health (the JK wired protocol does not)."""
+
+IDLE_CURRENT_A: Final = 0.5
+"""Below this magnitude the battery counts as idle (neither charging nor discharging), A."""
 
 NUMERIC_VALUES: Final[Mapping[str, str]] = {
     "charge_voltage_limit_v": "charge voltage limit, V",
@@ -37,6 +41,7 @@ NUMERIC_VALUES: Final[Mapping[str, str]] = {
     "remaining_capacity_ah": "remaining capacity, Ah (SOC × capacity when not carried)",
     "cycle_count": "charge cycles",
     "module_count": "packs in parallel",
+    "cell_count": "cells in series (the cell-count setting, else the cells reported)",
 }
 FLAG_VALUES: Final[Mapping[str, str]] = {
     "charge_enable": "the inverter may charge",
@@ -44,6 +49,14 @@ FLAG_VALUES: Final[Mapping[str, str]] = {
     "force_charge": "charge now, SOC critically low",
     "full_charge_request": "charge fully to recalibrate SOC",
     "comm_alarm": "BMS data is stale: communication lost",
+    "is_charging": f"current above +{IDLE_CURRENT_A} A",
+    "is_discharging": f"current below −{IDLE_CURRENT_A} A",
+    "is_idle": "neither charging nor discharging",
+    **{
+        f"chemistry_{chemistry.value}": f"the cells are {chemistry.value} (the BMS's battery type, else implied by its "
+        "cell OVP)"
+        for chemistry in Chemistry
+    },
     **{f"alarm_{alarm.value}": f"BMS alarm {alarm.value}" for alarm in Alarm},
     **{
         f"fault_{group.value}": f"any BMS alarm of the {group.value} group (gateway/alarms.py)"
@@ -58,6 +71,11 @@ def _battery_temperatures(state: BatteryState) -> list[float]:
     if fitted:
         return fitted
     return [state.mos_temperature_c] if state.mos_temperature_c is not None else []
+
+
+def chemistry_of(settings: ProtectionSettings) -> Chemistry:
+    """The cell chemistry: the BMS's battery-type setting, else what its cell OVP implies."""
+    return settings.battery_type or infer_chemistry(settings.cell_ovp_v)
 
 
 def published_values(
@@ -88,12 +106,19 @@ def published_values(
         "remaining_capacity_ah": remaining,
         "cycle_count": state.cycle_count or 0,
         "module_count": module_count,
+        "cell_count": settings.cell_count if settings.cell_count > 0 else state.cell_count,
         "charge_enable": limits.charge_enable,
         "discharge_enable": limits.discharge_enable,
         "force_charge": limits.force_charge,
         "full_charge_request": limits.full_charge_request,
         "comm_alarm": comm_alarm,
+        "is_charging": state.current_a > IDLE_CURRENT_A,
+        "is_discharging": state.current_a < -IDLE_CURRENT_A,
+        "is_idle": abs(state.current_a) <= IDLE_CURRENT_A,
     }
+    chemistry = chemistry_of(settings)
+    for each in Chemistry:
+        values[f"chemistry_{each.value}"] = each is chemistry
     for alarm in Alarm:
         values[f"alarm_{alarm.value}"] = alarm in state.alarms
     groups = active_fault_groups(state.alarms)

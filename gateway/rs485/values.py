@@ -22,9 +22,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Final
 
-from gateway.chemistry import MOS_OTP_C, PRESETS, infer_chemistry
+from gateway.chemistry import MOS_OTP_C, PRESETS
 from gateway.model import Limits, PackReading
-from gateway.values import FLAG_VALUES, NUMERIC_VALUES, Value, published_values
+from gateway.values import FLAG_VALUES, IDLE_CURRENT_A, NUMERIC_VALUES, Value, chemistry_of, published_values
 
 ListValue = tuple[float, ...]
 AnyValue = Value | ListValue
@@ -33,8 +33,6 @@ Namespace = Mapping[str, AnyValue]
 MODULE_SELECTOR: Final = "module_selector"
 """Set by the Pylontech responder: the pack's address in a one-pack answer, the module count in an all-pack one."""
 
-IDLE_CURRENT_A: Final = 0.5
-"""Below this magnitude the pack counts as idle (neither charging nor discharging), A."""
 
 CELL_STATE_NORMAL: Final = 0x00
 CELL_STATE_BELOW: Final = 0x01
@@ -57,7 +55,6 @@ RS485_NUMERIC: Final[Mapping[str, str]] = {
     MODULE_SELECTOR: "pack address (one pack asked) or module count (all packs asked); Pylontech only",
     "pack_address": "the module's Pylontech address (configured address + pack index)",
     "module_number": "the module's number in the stack, 1-based",
-    "cell_count": "cells in series",
     "bms_soc_pct": "state of charge as the BMS reports it, % (soc_pct may be capped for the inverter)",
     "reported_remaining_capacity_ah": "remaining capacity consistent with soc_pct, Ah (soc_pct × capacity)",
     "pack_capacity_ah": "capacity, Ah: the setting, else remaining / SOC, else 0",
@@ -102,9 +99,6 @@ RS485_FLAGS: Final[Mapping[str, str]] = {
     "charge_mos_on": "the charge MOSFET conducts",
     "discharge_mos_on": "the discharge MOSFET conducts",
     "balancer_on": "the balancer is balancing",
-    "is_charging": f"current above +{IDLE_CURRENT_A} A",
-    "is_discharging": f"current below −{IDLE_CURRENT_A} A",
-    "is_idle": "neither charging nor discharging",
     "is_full": "SOC at 100 %",
     "always": "always set",
 }
@@ -151,8 +145,7 @@ def _finite(value: float | None, default: float) -> float:
 def _temperature_windows(reading: PackReading) -> tuple[float, float, float, float, float]:
     """(charge UTP, charge OTP, discharge UTP, discharge OTP, MOS OTP), °C, with chemistry defaults."""
     bms = reading.settings
-    chemistry = bms.battery_type or infer_chemistry(bms.cell_ovp_v)
-    preset = PRESETS[chemistry]
+    preset = PRESETS[chemistry_of(bms)]
     return (
         _finite(bms.charge_utp_c, preset.charge_window_c[0]),
         _finite(bms.charge_otp_c, preset.charge_window_c[1]),
@@ -221,7 +214,7 @@ def module_values(
         {
             "pack_address": pack_address,
             "module_number": module,
-            "cell_count": cell_count,
+            "cell_count": cell_count,  # the cells this module lists, so a count always matches its cell list
             "bms_soc_pct": state.soc_pct,
             "pack_capacity_ah": capacity,
             "reported_remaining_capacity_ah": capacity * soc / 100
@@ -265,9 +258,6 @@ def module_values(
             "charge_mos_on": state.charge_mos_on,
             "discharge_mos_on": state.discharge_mos_on,
             "balancer_on": state.balancer_on,
-            "is_charging": state.current_a > IDLE_CURRENT_A,
-            "is_discharging": state.current_a < -IDLE_CURRENT_A,
-            "is_idle": abs(state.current_a) <= IDLE_CURRENT_A,
             "is_full": soc >= 100.0,
             "always": True,
             "serial_number": reading.device.serial_number or "",
