@@ -688,3 +688,15 @@ def test_only_reads_and_trigger_writes_are_permitted() -> None:
         assert not is_permitted_request(jk_modbus.with_crc(bytes.fromhex(text))), text
     assert not is_permitted_request(trigger_request(1, LIVE)[:-1] + b"\x00")  # bad CRC
     assert not is_permitted_request(b"")
+
+
+@pytest.mark.parametrize("unit", [0, 248, 255])
+def test_no_request_to_the_broadcast_or_a_reserved_address(unit: int) -> None:
+    # Modbus over Serial Line V1.02 §2.2: address 0 is the broadcast every unit obeys without answering,
+    # 248-255 are reserved. The requests are built by hand: trigger_request itself refuses these units.
+    trigger = f"{unit:02X} 10 16 20 00 01 02 00 00"  # the live-block trigger (0x1620, one word, 0)
+    read = f"{unit:02X} 03 12 00 00 22"
+    for text in (trigger, read):
+        frame = jk_modbus.with_crc(bytes.fromhex(text))
+        assert is_permitted_request(jk_modbus.with_crc(bytes.fromhex("01" + text[2:]))), text  # unit 1: fine
+        assert not is_permitted_request(frame), text

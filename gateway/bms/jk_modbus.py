@@ -656,8 +656,13 @@ def scan_trigger_reply(buffer: bytes, unit: int, block: Block, *, final: bool = 
 
 def is_permitted_request(frame: bytes) -> bool:
     """True for the only requests the gateway may send: an FC03 read, or the FC16 write of one word, 0, to a
-    trigger register. Everything else (any other write above all) is refused before it reaches the wire."""
+    trigger register, each to one unit. Everything else (any other write above all) is refused before it
+    reaches the wire, and so is any request to unit 0: that is the broadcast address, which every pack on the
+    bus would obey without answering (Modbus over Serial Line V1.02 §2.2: 0 broadcast, 1–247 a unit,
+    248–255 reserved)."""
     if len(frame) < 4 or with_crc(frame[:-2]) != frame:
+        return False
+    if not 1 <= frame[0] <= 247:
         return False
     if frame[1] == READ_HOLDING_REGISTERS:
         return len(frame) == 8
