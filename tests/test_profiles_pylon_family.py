@@ -1,9 +1,12 @@
 """Golden bytes of the Pylontech-family profiles, their metadata, and a cross-check with a third-party DBC.
 
-The family: ``pylontech-plus``, ``deye`` (alias ``sunsynk``), ``sol-ark``, ``goodwe``, ``sofar``, ``luxpower``
-and ``solis``, each a variant (``extends:``) of ``pylontech-can`` or of ``pylontech-plus``. For one fixed state
-the exact bytes of every frame of every profile are worked out by hand below from the protocol facts
-(little-endian, low byte first), never by calling our encoder.
+The family: ``pylontech-plus``, ``deye`` (alias ``sunsynk``), ``sol-ark`` (and ``sol-ark-10mv``), ``goodwe``,
+``sofar``, ``luxpower`` and ``solis``, each a variant (``extends:``) of ``pylontech-can``, ``pylontech-plus`` or
+``sol-ark``. For one fixed state the exact bytes of every frame of every profile are worked out by hand below
+from the vendor documents, cited beside each (little-endian, low byte first), never by calling our encoder:
+PYLON CANBUS Protocol v1.2 (2018-04-08) pages 3-5, Sol-Ark CAN Bus Protocol V1.3 pages 2-5, SEPLOS BMS CAN
+Protocol V1.0 pages 5-6, BMS_Protocol_CAN_Hybrid_EN_V1.0 (GoodWe) page 1 (all in Sleeper85/esphome-jk-bms-can,
+``documents/BMS LV CAN Protocol/``).
 
 The cantools check decodes our frames with the DBC of plewka/PylontechUSX00C_CAN2MQTT from ``../shared/dbc``
 (tests/dbc_check.py): skipped with the reason without ``../shared``, failed under ``CI=true``.
@@ -22,11 +25,12 @@ from dbc_check import THIRD_PARTY_DBC, load_dbc
 from gateway.profiles import OnLost, Profile, StaleAction, builtin_profiles, load_profile
 from gateway.values import FLAG_VALUES, NUMERIC_VALUES, Value
 
-FAMILY: Final = ("pylontech-plus", "deye", "sol-ark", "goodwe", "sofar", "luxpower", "solis")
+FAMILY: Final = ("pylontech-plus", "deye", "sol-ark", "sol-ark-10mv", "goodwe", "sofar", "luxpower", "solis")
 BASES: Final = {
     "pylontech-plus": "pylontech-can",
     "deye": "pylontech-can",
     "sol-ark": "pylontech-plus",
+    "sol-ark-10mv": "sol-ark",
     "goodwe": "pylontech-plus",
     "sofar": "pylontech-can",
     "luxpower": "pylontech-plus",
@@ -63,8 +67,8 @@ def family_state() -> dict[str, Value]:
         fault_over_voltage=True,
         fault_over_temperature=True,
         fault_charge_over_current=True,
-        # A cell imbalance without any other BMS-internal fault: Pylon folds it into the system-error bit,
-        # GoodWe's "Hybrid" layout has a bit of its own for it.
+        # A cell imbalance without any other BMS-internal fault: no protection or alarm bit anywhere (Pylon
+        # v1.2 has no imbalance bit; a "system error" would fault-stop a Deye), only GoodWe's warning bit.
         fault_cell_imbalance=True,
         fault_system=False,
         comm_alarm=True,
@@ -80,31 +84,37 @@ def family_state() -> dict[str, Value]:
 LIMITS = bytes.fromhex("2802 e803 dc05 e001")
 # 0x355: SOC 76 % = 0x004C -> 4c 00; SOH 98 % = 0x0062 -> 62 00 (DLC 4)
 SOC_SOH = bytes.fromhex("4c00 6200")
-# 0x356: voltage 53.12 V / 0.01 = 5312 = 0x14C0 -> c0 14
+# 0x356 (Pylon v1.2 p.4): voltage 53.12 V / 0.01 = 5312 = 0x14C0 -> c0 14
 #        current -12.3 A / 0.1 = -123 -> 0x10000 - 123 = 0xFF85 -> 85 ff
 #        temperature 23.4 °C / 0.1 = 234 = 0x00EA -> ea 00 (DLC 6)
 MEASUREMENTS = bytes.fromhex("c014 85ff ea00")
-# 0x359, Pylon v1.2 layout (DLC 7):
+# 0x356 as Sol-Ark V1.3 p.3 has it: "Battery Terminal Voltage 0.1V": 53.12 V / 0.1 = 531.2 -> 531 = 0x0213
+#        -> 13 02; current and temperature as above; bytes 6-7 reserved "00" (DLC 8)
+MEASUREMENTS_SOL_ARK = bytes.fromhex("1302 85ff ea00 0000")
+# 0x359, Pylon v1.2 layout (p.3, tables 1-4; DLC 7):
 #   byte 0 protection: b1 over-voltage 0x02 | b3 over-temperature 0x08 = 0x0a
-#   byte 1 protection: b0 charge over-current 0x01 | b3 system error (the cell imbalance) 0x08 = 0x09
+#   byte 1 protection: b0 charge over-current 0x01; b3 "system error" clear: the spec has no imbalance bit
 #   byte 2 alarm, mirrors byte 0 = 0x0a
-#   byte 3 alarm: b0 charge high current 0x01 | b3 internal communication (comm_alarm) 0x08 = 0x09
+#   byte 3 alarm: b0 charge high current 0x01 | b3 internal communication fail (comm_alarm) 0x08 = 0x09
 #   byte 4 modules in parallel = 2; bytes 5-6 'P' 'N' = 50 4e
-PROTECTION_PYLON = bytes([0x02 | 0x08, 0x01 | 0x08, 0x02 | 0x08, 0x01 | 0x08, 2, 0x50, 0x4E])
-# 0x359, GoodWe "Hybrid" layout: as Pylon except byte 1 =
-#   b0 charge over-current 0x01 | b4 cell imbalance 0x10 = 0x11 (b3 "BMS internal" clear: no system fault)
-PROTECTION_GOODWE = bytes([0x0A, 0x01 | 0x10, 0x0A, 0x09, 2, 0x50, 0x4E])
+PROTECTION_PYLON = bytes([0x02 | 0x08, 0x01, 0x02 | 0x08, 0x01 | 0x08, 2, 0x50, 0x4E])
+# 0x359, Sol-Ark V1.3 pp.2-3 (tables 1-4): as Pylon, but byte 3 b3 is "Critical System Error" (no system
+#   fault here: clear, whatever comm_alarm says), byte 7 reserved "00" (DLC 8)
+PROTECTION_SOL_ARK = bytes([0x0A, 0x01, 0x0A, 0x01, 2, 0x50, 0x4E, 0x00])
+# 0x359, GoodWe "Hybrid" layout (p.1: Data0/1 alarm, Data2/3 warn): as Pylon, but the cell imbalance is the
+#   Data3 b4 warning 0x10 only (its Data1 b4 alarm stays clear): byte 3 = 0x01 | 0x08 | 0x10 = 0x19
+PROTECTION_GOODWE = bytes([0x0A, 0x01, 0x0A, 0x01 | 0x08 | 0x10, 2, 0x50, 0x4E])
 # 0x35C: b7 charge enable 0x80 | b3 full charge request 0x08 = 0x88; byte 1 reserved 0 (DLC 2)
 REQUESTS = bytes([0x80 | 0x08, 0x00])
 # 0x35E: "PYLON" = 50 59 4c 4f 4e + 3 spaces (20)
 NAME_PYLON = bytes.fromhex("50594c4f4e 202020")
 # 0x35E: "GOODWE" = 47 4f 4f 44 57 45 + 2 spaces
 NAME_GOODWE = bytes.fromhex("474f4f445745 2020")
-# 0x370 PYLON+ cell extremes, s16 / s16 / u16 / u16:
+# 0x070 PYLON+ cell extremes (Seplos V1.0 p.5 "CAN ID: 0X70"), s16 / s16 / u16 / u16:
 #   max temperature 25.6 °C / 0.1 = 256 = 0x0100 -> 00 01;  min 21.1 °C / 0.1 = 211 = 0x00D3 -> d3 00
 #   max cell 3.342 V / 0.01 = 334.2 -> 334 = 0x014E -> 4e 01;  min 3.308 V / 0.01 = 330.8 -> 331 = 0x014B -> 4b 01
 CELL_EXTREMES = bytes.fromhex("0001 d300 4e01 4b01")
-# 0x371 cell and sensor IDs: the gateway knows none, four u16 zeros
+# 0x371 cell and sensor IDs (Seplos V1.0 p.6 "CAN ID: 0X371"): the gateway knows none, four u16 zeros
 CELL_IDS = bytes(8)
 # 0x379 installed capacity 280 Ah = 0x0118 -> 18 01, bytes 2-7 unused (0)
 CAPACITY = bytes.fromhex("1801") + bytes(6)
@@ -117,22 +127,26 @@ PYLON_V12 = {
     0x35C: REQUESTS,
     0x35E: NAME_PYLON,
 }
-PYLON_PLUS = PYLON_V12 | {0x370: CELL_EXTREMES, 0x371: CELL_IDS, 0x379: CAPACITY}
+PYLON_PLUS = PYLON_V12 | {0x070: CELL_EXTREMES, 0x371: CELL_IDS, 0x379: CAPACITY}
+# Sol-Ark V1.3: every frame 8 bytes ("only recognize standard CAN Bus frames containing 8 bytes", p.2), the
+# added bytes "00"; 0x379 capacity (p.5); no 0x070/0x371.
+SOL_ARK = {
+    0x351: LIMITS,
+    0x355: SOC_SOH + bytes(4),  # 4c 00 62 00 | bytes 4-7 reserved
+    0x356: MEASUREMENTS_SOL_ARK,
+    0x359: PROTECTION_SOL_ARK,
+    0x35C: REQUESTS + bytes(6),  # 88 00 | bytes 2-7 reserved
+    0x35E: NAME_PYLON,
+    0x379: CAPACITY,
+}
 
 GOLDEN: Final[dict[str, dict[int, bytes]]] = {
     "pylontech-plus": PYLON_PLUS,
     # Deye / Sunsynk: the v1.2 set unchanged (only the fail-safe differs).
     "deye": PYLON_V12,
-    # Sol-Ark: every frame 8 bytes, the added bytes 0; 0x379 capacity; no 0x370/0x371.
-    "sol-ark": {
-        0x351: LIMITS,
-        0x355: SOC_SOH + bytes(4),  # 4c 00 62 00 | 00 00 00 00
-        0x356: MEASUREMENTS + bytes(2),  # c0 14 85 ff ea 00 | 00 00
-        0x359: PROTECTION_PYLON + bytes(1),  # byte 7 reserved, must be 0
-        0x35C: REQUESTS + bytes(6),  # 88 00 | six zero bytes of padding
-        0x35E: NAME_PYLON,
-        0x379: CAPACITY,
-    },
+    "sol-ark": SOL_ARK,
+    # The variant for units that read 0.01 V, as Pylon v1.2 p.4 has it: c0 14, then 2 reserved bytes.
+    "sol-ark-10mv": SOL_ARK | {0x356: MEASUREMENTS + bytes(2)},
     # GoodWe: the "Hybrid" 0x359, the name GOODWE, the cell frames, no 0x379.
     "goodwe": {
         0x351: LIMITS,
@@ -141,7 +155,7 @@ GOLDEN: Final[dict[str, dict[int, bytes]]] = {
         0x359: PROTECTION_GOODWE,
         0x35C: REQUESTS,
         0x35E: NAME_GOODWE,
-        0x370: CELL_EXTREMES,
+        0x070: CELL_EXTREMES,
         0x371: CELL_IDS,
     },
     # Sofar: 0x355 and 0x356 8 bytes long with two extra fields.
@@ -184,8 +198,29 @@ def test_golden_bytes_decode_back_to_the_state(name: str) -> None:
                 assert decoded[field.name] == pytest.approx(state[field.value], abs=field.scale / 2), field.name
 
 
-def test_sol_ark_sends_8_bytes_on_every_frame() -> None:
-    assert {frame.dlc for frame in load_profile("sol-ark").frames} == {8}
+@pytest.mark.parametrize("name", ["sol-ark", "sol-ark-10mv"])
+def test_sol_ark_sends_8_bytes_on_every_frame(name: str) -> None:
+    assert {frame.dlc for frame in load_profile(name).frames} == {8}
+
+
+@pytest.mark.parametrize("name", FAMILY)
+def test_a_force_charge_sets_both_request_bits(name: str) -> None:
+    # Pylon v1.2 p.4-5, table 5: b5 "request force charge I", b4 "II" (the one Pylontech suggests to
+    # inverters); Sol-Ark V1.3 p.4 numbers them the other way, "until these 2 flags = 0". Both go out.
+    quiet = {key: (False if key in FLAG_VALUES else value) for key, value in family_state().items()}
+    frame = load_profile(name).frame(0x35C)
+    assert frame.encode(quiet | {"force_charge": True})[0] == 0x20 | 0x10
+    assert frame.encode(quiet)[0] == 0
+
+
+@pytest.mark.parametrize("name", ["pylontech-can", *FAMILY])
+def test_a_cell_imbalance_alone_sets_no_protection_or_alarm_bit(name: str) -> None:
+    # Pylon v1.2 p.3 and Sol-Ark V1.3 pp.2-3 have no imbalance bit in 0x359; GoodWe's Hybrid p.1 has one in
+    # its alarm byte 1 (b4) and its warning byte 3 (b4): only the warning may carry it.
+    quiet = {key: (False if key in FLAG_VALUES else value) for key, value in family_state().items()}
+    payload = load_profile(name).frame(0x359).encode(quiet | {"fault_cell_imbalance": True})
+    expected = [0, 0, 0, 0x10 if name == "goodwe" else 0]
+    assert list(payload[:4]) == expected
 
 
 def test_goodwe_every_flag_maps_to_its_hybrid_bit() -> None:
@@ -198,7 +233,7 @@ def test_goodwe_every_flag_maps_to_its_hybrid_bit() -> None:
         "fault_discharge_over_current": [(0, 0x80), (2, 0x80)],
         "fault_charge_over_current": [(1, 0x01), (3, 0x01)],
         "fault_system": [(1, 0x08)],  # BMS internal
-        "fault_cell_imbalance": [(1, 0x10)],  # its own bit, not folded into b3
+        "fault_cell_imbalance": [(3, 0x10)],  # the Data3 b4 warning only, never the Data1 b4 alarm
         "comm_alarm": [(3, 0x08)],
     }
     quiet = {key: (False if key in FLAG_VALUES else value) for key, value in family_state().items()}
@@ -239,9 +274,11 @@ def test_metadata(name: str) -> None:
         ("deye", StaleAction.SILENCE),
         ("solis", StaleAction.SILENCE),
         ("pylontech-plus", StaleAction.ZEROS),
-        ("sol-ark", StaleAction.ZEROS),
+        # Sol-Ark LV inverters are Deye-built; Sofar is reported to ignore 0 A (diyBMS pylon_canbus.cpp).
+        ("sol-ark", StaleAction.SILENCE),
+        ("sol-ark-10mv", StaleAction.SILENCE),
         ("goodwe", StaleAction.ZEROS),
-        ("sofar", StaleAction.ZEROS),
+        ("sofar", StaleAction.SILENCE),
         ("luxpower", StaleAction.ZEROS),
     ],
 )
@@ -299,7 +336,10 @@ def test_a_variant_restates_nothing_of_its_base(name: str) -> None:
         if entry["id"] not in base_ids:
             continue  # a new frame: see the test below
         ours, theirs = profile.frame(entry["id"]).spec, base.frame(entry["id"]).spec
-        for key in set(entry) - {"id", "fields"}:
+        for removed in entry.get("remove_fields", []):
+            assert removed in {field.name for field in theirs.fields}, f"{name} removes {removed}, not in the base"
+            assert removed not in {field.name for field in ours.fields}
+        for key in set(entry) - {"id", "fields", "remove_fields"}:
             attribute = {"name": "name", "dlc": "dlc", "period_s": "period_s", "min_gap_s": "min_gap_s"}[key]
             assert getattr(ours, attribute) != getattr(theirs, attribute), f"{name} {entry['id']:#x} {key}"
         base_fields = {field.name: field for field in theirs.fields}
@@ -360,7 +400,13 @@ def other_state() -> dict[str, Value]:
 
 def dbc_view(name: str, state: dict[str, Value]) -> dict[str, Any]:
     """What the DBC must decode for ``state``, worked out from the protocol's bit map (not from our codec)."""
-    internal = state["fault_system"] or (name != "goodwe" and state["fault_cell_imbalance"])
+    internal = state["fault_system"]
+    sol_ark = name.startswith("sol-ark")
+    # Sol-Ark V1.3 p.3: byte 3 b3 is "Critical System Error", where Pylon (and the DBC) has "internal
+    # communication fail"; and sol-ark sends the voltage in 0.1 V, which the Pylon DBC reads as 0.01 V.
+    warn_internal = state["fault_system"] if sol_ark else state["comm_alarm"]
+    volts = float(state["pack_voltage_v"])
+    dbc_volts = round(volts / 0.1) * 0.01 if name == "sol-ark" else volts
     pad = " " * (8 - len("GOODWE" if name == "goodwe" else "PYLON"))
     return {
         "limits": {
@@ -370,7 +416,7 @@ def dbc_view(name: str, state: dict[str, Value]) -> dict[str, Any]:
         },
         "soc_soh": {"SOC": state["soc_pct"], "SOH": state["soh_pct"]},
         "measurements": {
-            "Battery_Voltage": state["pack_voltage_v"],
+            "Battery_Voltage": dbc_volts,
             "Battery_Current": state["current_a"],
             "Battery_Temperature": state["temperature_c"],
         },
@@ -390,7 +436,7 @@ def dbc_view(name: str, state: dict[str, Value]) -> dict[str, Any]:
             "Warn_Low_Temperature": int(bool(state["fault_under_temperature"])),
             "Warn_High_Current_Discharge": int(bool(state["fault_discharge_over_current"])),
             "Warn_High_Current_Charge": int(bool(state["fault_charge_over_current"])),
-            "Warn_Internal": int(bool(state["comm_alarm"])),
+            "Warn_Internal": int(bool(warn_internal)),
             "Pack_Nr": state["module_count"],
         },
         # Charge_Immediately is force charge request I (b5), the one the gateway raises.

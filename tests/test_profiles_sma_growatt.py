@@ -67,6 +67,9 @@ def golden_values() -> dict[str, Value]:
         remaining_capacity_ah=214.3,
         cycle_count=42,
         module_count=1,
+        cell_count=16,
+        is_discharging=True,  # -12.3 A
+        chemistry_lifepo4=True,
         charge_enable=True,
         discharge_enable=False,
         force_charge=True,
@@ -169,7 +172,6 @@ SMA_PAIRS: dict[str, list[tuple[int, int]]] = {
     "fault_discharge_over_current": [GENERAL, (1, 6)],
     "fault_charge_over_current": [GENERAL, (2, 0)],
     "fault_system": [GENERAL, (2, 6)],
-    "fault_cell_imbalance": [GENERAL, (3, 0)],
     "comm_alarm": [GENERAL, (2, 6)],  # stale BMS data: BMS internal
     "alarm_charge_over_temperature": [(1, 2)],  # high T charge (it comes with fault_over_temperature)
     "alarm_charge_mos_fault": [(2, 2)],  # contactor
@@ -178,6 +180,17 @@ SMA_PAIRS: dict[str, list[tuple[int, int]]] = {
     "alarm_charge_short_circuit": [(2, 4)],  # short circuit
     "alarm_discharge_short_circuit": [(2, 4)],
 }
+
+
+def test_sma_a_cell_imbalance_is_a_warning_only() -> None:
+    # SMA FSS-ConnectingBat-TI-en-10 p.25: "External Alarm 13 Cell Imbalance" is byte 3 bits 0-1, and an
+    # alarm stops the Sunny Island; its warning twin is byte 7 bits 0-1 (p.28). A cell imbalance is no
+    # protection the BMS acts on: the warnings "general" (byte 4 bit 0) and "cell imbalance" are raised, the
+    # alarm pair stays cleared (10).
+    expected = bytearray(SMA_ALL_CLEAR)
+    for byte, bit in ((4, 0), (7, 0)):
+        expected[byte] ^= 0b11 << bit
+    assert SMA.frame(0x35A).encode(quiet_values() | {"fault_cell_imbalance": True}) == bytes(expected)
 
 
 @pytest.mark.parametrize("flag", sorted(SMA_PAIRS))
@@ -190,9 +203,10 @@ def test_sma_each_flag_raises_its_pairs(flag: str) -> None:
 
 
 def test_sma_every_fault_group_raises_an_alarm() -> None:
-    assert {name for name in FLAG_VALUES if name.startswith("fault_")} <= set(SMA_PAIRS)
+    faults = {name for name in FLAG_VALUES if name.startswith("fault_")} - {"fault_cell_imbalance"}
+    assert faults <= set(SMA_PAIRS)
     flags = {flag for field in SMA.frame(0x35A).spec.fields for flag in field.flags}
-    assert flags == set(SMA_PAIRS), "the table above covers every flag the frame carries"
+    assert flags == set(SMA_PAIRS) | {"fault_cell_imbalance"}, "the tables above cover every flag the frame carries"
 
 
 @pytest.mark.parametrize(
@@ -341,28 +355,33 @@ def test_victron_temperatures_in_kelvin_decode_back() -> None:
 
 # --- Growatt: golden bytes ----------------------------------------------------------------------------------
 
+# Growatt BMS CAN-Bus protocol low voltage Rev04 (V1.04), in Sleeper85/esphome-jk-bms-can
+# documents/BMS LV CAN Protocol/ (the English machine translation's tables, read by column).
 GROWATT_GOLDEN: dict[int, bytes] = {
     # 0x311, big-endian (high byte first):
     #   CVL 55.2 V / 0.1 = 552 = 0x0228 -> 02 28; CCL 100 A / 0.1 = 1000 = 0x03E8 -> 03 e8;
     #   DCL 150 A / 0.1 = 1500 = 0x05DC -> 05 dc
     #   status word, byte 6 = bits 15-8: SP status 01 (standby) at bits 11-10 -> bit 10 = byte 6 bit 2 = 0x04
     #   byte 7 = bits 7-0: b6 output charge enable (charge enabled) 0x40 | b5 output discharge enable (off) 0 |
-    #   b2 error flags valid 0x04 | state 01 standby at bits 1-0 = 0x01 -> 0x45
-    0x311: bytes.fromhex("0228 03e8 05dc 04 45"),
-    # 0x312: byte 0 protection: b4 cell over-voltage 0x10 | b5 short circuit 0x20 | b6 charge over-current
-    #   0x40 = 0x70; byte 1: 0; byte 2 warnings repeat byte 0: 0x70; byte 3: 0 (no comm alarm);
-    #   byte 4 pack count 1; bytes 5-6 manufacturer code "JK" = 4a 4b; byte 7 cells 16 = 0x10
-    0x312: bytes.fromhex("70 00 70 00 01 4a4b 10"),
+    #   b2 error flags valid 0x04 | state at bits 1-0 (p.3 table 1: 00 soft start, 01 standby, 10 charging,
+    #   11 discharging): discharging at -12.3 A, 0x03 -> 0x47
+    0x311: bytes.fromhex("0228 03e8 05dc 04 47"),
+    # 0x312 (p.5, tables 1-4): byte 0 protection: b4 cell over-voltage 0x10 | b6 charge over-current 0x40 =
+    #   0x50 (b5 is "SCD (Short Circuit Discharge)": a charge short circuit is not one); byte 1: 0;
+    #   byte 2 warnings (table 3: b4 cell over voltage, b6 charge over current): 0x50; byte 3: 0 (no comm alarm);
+    #   byte 4 pack count 1; bytes 5-6 manufacturer code "JK" = 4a 4b; byte 7 "Total Cell Number" 16 = 0x10
+    0x312: bytes.fromhex("50 00 50 00 01 4a4b 10"),
     # 0x313: 53.12 V / 0.01 = 5312 = 0x14C0 -> 14 c0; -12.3 A / 0.1 = -123 = 0xFF85 -> ff 85;
     #   highest temperature 24.5 °C / 0.1 = 245 = 0x00F5 -> 00 f5; SOC round(76.54) = 77 = 0x4D; SOH 100 = 0x64
     0x313: bytes.fromhex("14c0 ff85 00f5 4d 64"),
     # 0x314: remaining 214.3 Ah / 0.01 = 21430 = 0x53B6 -> 53 b6; full 280 Ah / 0.01 = 28000 = 0x6D60 -> 6d 60;
     #   cell delta 0 -> 00 00; cycles 42 = 0x002A -> 00 2a
     0x314: bytes.fromhex("53b6 6d60 0000 002a"),
-    # 0x319: byte 0: b7 charge enable 0x80 | b5 force charge I 0x20 = 0xA0 (battery type bits 1-0: 00 LiFePO4);
+    # 0x319: byte 0: b7 charge enable 0x80 | b5 force charge I 0x20 | b4 force charge II 0x10 = 0xB0 (battery
+    #   type bits 1-0, p.2 change of 2018/12/6: 00 lithium iron phosphate);
     #   max cell 3.412 V = 3412 mV = 0x0D54 -> 0d 54; min cell 3.287 V = 3287 mV = 0x0CD7 -> 0c d7;
     #   cell numbers 0, 0; protecting pack 0
-    0x319: bytes.fromhex("a0 0d54 0cd7 00 00 00"),
+    0x319: bytes.fromhex("b0 0d54 0cd7 00 00 00"),
     # 0x320: "JK" = 4a 4b; hardware revision 1; software revision 1; date-time 0 (4 bytes)
     0x320: bytes.fromhex("4a4b 01 01 00000000"),
 }
@@ -373,11 +392,10 @@ GROWATT_BITS: dict[str, list[tuple[int, int]]] = {
     "alarm_pack_over_voltage": [(0, 0x04), (2, 0x04)],
     "fault_under_voltage": [(0, 0x08), (2, 0x08)],
     "fault_over_voltage": [(0, 0x10), (2, 0x10)],
-    "alarm_charge_short_circuit": [(0, 0x20), (2, 0x20)],
-    "alarm_discharge_short_circuit": [(0, 0x20), (2, 0x20)],
+    "alarm_discharge_short_circuit": [(0, 0x20)],  # table 1 b5 SCD; table 3 (warnings) has no bit 5
     "fault_charge_over_current": [(0, 0x40), (2, 0x40)],
     "fault_discharge_over_current": [(0, 0x80), (2, 0x80)],
-    "fault_cell_imbalance": [(1, 0x04), (3, 0x04)],
+    "fault_cell_imbalance": [(3, 0x04)],  # table 4 b2 "Delta V Fail" warning; never table 2's protection
     "fault_system": [(1, 0x08)],
     "fault_under_temperature": [(1, 0x10), (3, 0x10)],  # charge low temperature
     "fault_over_temperature": [(1, 0x40 | 0x80), (3, 0x40 | 0x80)],  # charge and discharge high temperature
@@ -414,17 +432,37 @@ def test_growatt_every_fault_group_is_carried() -> None:
 
 
 @pytest.mark.parametrize(
-    ("flag", "mask"), [("charge_enable", 0x80), ("discharge_enable", 0x40), ("force_charge", 0x20)]
+    ("flag", "mask"), [("charge_enable", 0x80), ("discharge_enable", 0x40), ("force_charge", 0x20 | 0x10)]
 )
 def test_growatt_request_flags(flag: str, mask: int) -> None:
     assert GROWATT.frame(0x319).encode(quiet_values() | {flag: True})[0] == mask
 
 
+@pytest.mark.parametrize(("chemistry", "bits"), [("lifepo4", 0b00), ("li_ion", 0b01), ("lto", 0b10)])
+def test_growatt_battery_type_from_the_chemistry(chemistry: str, bits: int) -> None:
+    # Rev04 p.2, change of 2018/12/6: 0x319 byte 0 bits 0-1, 00 lithium iron phosphate, 01 ternary,
+    # 10 lithium titanate.
+    values = quiet_values() | {f"chemistry_{chemistry}": True}
+    assert GROWATT.frame(0x319).encode(values)[0] & 0b11 == bits
+
+
+@pytest.mark.parametrize(("direction", "state"), [("is_idle", 0b01), ("is_charging", 0b10), ("is_discharging", 0b11)])
+def test_growatt_state_from_what_the_battery_does(direction: str, state: int) -> None:
+    # Rev04 p.3, table 1 bits 0-1: 01 stand by, 10 charging, 11 discharging.
+    assert GROWATT.frame(0x311).encode(quiet_values() | {direction: True})[7] & 0b11 == state
+
+
+@pytest.mark.parametrize("cells", [8, 15, 16])
+def test_growatt_cell_count_from_the_reading(cells: int) -> None:
+    assert GROWATT.frame(0x312).encode(quiet_values() | {"cell_count": cells})[7] == cells
+
+
 def test_growatt_status_word_enables() -> None:
-    # Both enables: byte 7 = 0x40 | 0x20 | 0x04 | 0x01 = 0x65; none: 0x04 | 0x01 = 0x05. Byte 6 stays 0x04.
+    # Both enables: byte 7 = 0x40 | 0x20 | 0x04 = 0x64; none: 0x04. Byte 6 stays 0x04. (No direction flag set
+    # in quiet_values: state bits 00.)
     both = GROWATT.frame(0x311).encode(quiet_values() | {"charge_enable": True, "discharge_enable": True})
-    assert both[6:] == bytes([0x04, 0x65])
-    assert GROWATT.frame(0x311).encode(quiet_values())[6:] == bytes([0x04, 0x05])
+    assert both[6:] == bytes([0x04, 0x64])
+    assert GROWATT.frame(0x311).encode(quiet_values())[6:] == bytes([0x04, 0x04])
 
 
 # --- the control loop on a fake clock -------------------------------------------------------------------------

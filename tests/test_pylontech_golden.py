@@ -149,6 +149,7 @@ def test_decode_of_golden_bytes(profile: Profile) -> None:
         "charge_enable": True,
         "discharge_enable": False,
         "force_charge_1": False,
+        "force_charge_2": False,
         "full_charge_request": True,
     }
     assert decoded[0x35E] == {"manufacturer": "PYLON"}
@@ -196,7 +197,9 @@ def test_every_flag_maps_to_the_spec_bit(profile: Profile) -> None:
         "fault_discharge_over_current": [(0, 0x80), (2, 0x80)],
         "fault_charge_over_current": [(1, 0x01), (3, 0x01)],
         "fault_system": [(1, 0x08)],
-        "fault_cell_imbalance": [(1, 0x08)],
+        # PYLON CANBUS v1.2 p.3, tables 1-4: no bit names an imbalance, and "system error" would fault-stop
+        # the inverter over a mere imbalance: it sets nothing.
+        "fault_cell_imbalance": [],
         "comm_alarm": [(3, 0x08)],
     }
     assert set(bits) == {name for name in FLAG_VALUES if name.startswith("fault_")} | {"comm_alarm"}
@@ -210,7 +213,8 @@ def test_every_flag_maps_to_the_spec_bit(profile: Profile) -> None:
     for name, mask in [
         ("charge_enable", 0x80),
         ("discharge_enable", 0x40),
-        ("force_charge", 0x20),
+        # p.4-5, table 5: request force charge I (b5) and II (b4), both for a force charge.
+        ("force_charge", 0x20 | 0x10),
         ("full_charge_request", 0x08),
     ]:
         assert profile.frame(0x35C).encode(quiet | {name: True}) == bytes([mask, 0]), name
@@ -319,7 +323,7 @@ def test_cantools_our_supplement_dbc(profile: Profile) -> None:
     requests = db.decode_message(0x35C, profile.frame(0x35C).encode(values))
     assert requests == {
         "Full_Charge_Request": 1,
-        "Force_Charge_Request_II": 0,
+        "Force_Charge_Request_II": 1,
         "Force_Charge_Request_I": 1,
         "Discharge_Enable": 0,
         "Charge_Enable": 1,
