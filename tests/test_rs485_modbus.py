@@ -8,18 +8,21 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from pymodbus.client import ModbusSerialClient, ModbusTcpClient
 from pymodbus.exceptions import ModbusIOException
 from rs485_fixtures import FixedSource, limits, reading
 
+from gateway.limits import LimitsSettings
 from gateway.model import Alarm
 from gateway.rs485.modbus_map import ModbusException, RegisterMap
 from gateway.rs485.profile import load_rs485_profile
-from gateway.rs485.server import OutputSettings, Rs485Output
-from gateway.rs485.values import battery_view
+from gateway.rs485.server import LimitsFeed, OutputSettings, Rs485Output
+from gateway.rs485.values import BatteryView, battery_view
 from gateway.runtime import FailsafeState
 from gateway.sim.nullmodem import NullModem
 from gateway.transport.serial_server import SerialEndpoint, TcpEndpoint
@@ -77,13 +80,13 @@ def test_growatt_cells_text_and_gaps() -> None:
 def test_growatt_alarms_and_force_charge() -> None:
     view = battery_view(
         (reading(alarms=frozenset({Alarm.CELL_OVER_VOLTAGE, Alarm.CHARGE_OVER_CURRENT}), current_a=20.0),),
-        limits(charge_enable=False, force_charge=True),
+        limits(discharge_enable=False, force_charge=True),
         comm_alarm=False,
     )
     words = _map("growatt-rs485").read(view, 3, 0x0013, 0x10)
     assert isinstance(words, list)
     status, error, warning = words[0], words[1], words[0x22 - 0x13]
-    assert status & 0b11 == 0b10 and not status & 1 << 6 and status & 1 << 12  # charging; charge off; force
+    assert status & 0b11 == 0b10 and not status & 1 << 5 and status & 1 << 12  # charging; discharge off; force
     assert error == 1 << 2 | 1 << 11  # OV, OCC
     assert warning == 1 << 0 | 1 << 5 | 1 << 13  # cell OV, charge OC, low-voltage pre-shutdown (force charge)
 
@@ -97,11 +100,165 @@ def test_voltronic_map() -> None:
     assert (words[0x0070], words[0x0071], words[0x0072], words[0x0073]) == (552, 496, 900, 1350)
     assert words[0x0074] == 0xC0  # charge and discharge enabled
     assert (words[0x0076], words[0x0077]) == (0x0002, 0x5990)  # 154000 mAh
-    cells = _words("voltronic-rs485", 0x0010, 22)
+    cells = _words("voltronic-rs485", 0x0010, 21)
     assert cells[0] == 16 and cells[1:17] == [3301 + i for i in range(15)] + [3290]
-    assert cells[17:] == [0, 0, 0, 0, 10]  # cells 17-20 absent; then 10 temperature registers
-    temperatures = _words("voltronic-rs485", 0x0026, 4)
-    assert temperatures == [3046, 2971, 2986, 0]  # 0.1 K: MOS 31.5 °C, sensors 24.0 and 25.5; then none
+    assert cells[17:] == [0, 0, 0, 0]  # cells 17-20 absent
+
+
+# --- voltronic-rs485 against "Voltronic Inverter and BMS 485 communication protocol 20200325.pdf" -------------
+# (HotNoob/PythonProtocolGateway, documentation/3rdparty/protocols/). Every expected word below is written out
+# from the PDF's tables, page by page, not from the profile.
+
+VOLTRONIC_ALARM_REGISTERS: Final = range(0x0037, 0x003D)
+
+
+def test_voltronic_temperatures() -> None:
+    # p.9-10: 0x0025 N = 6 ("NTC number 6"), 0x0026-0x002A NTC1-NTC5, 0x002B sensor 6 = MOSFET, 0x002C-0x002F
+    # "Default 0"; 0.1 K. The reference pack: sensors 24.0 and 25.5 °C (NTC3-5 not fitted: 0x0000, p.10
+    # "if the parameter doesn't exist, return 0x0000"), MOS 31.5 °C.
+    assert _words("voltronic-rs485", 0x0025, 11) == [6, 2971, 2986, 0, 0, 0, 3046, 0, 0, 0, 0]
+
+
+def test_voltronic_cell_states_two_cells_per_register() -> None:
+    # p.16-17: 0x0040 the number of cells M, then "Cell 1/2 voltage state" at 0x0041 ... "Cell 19/20" at 0x004A;
+    # 00H normal, 01H under voltage protect, 02H over voltage protect. Cell 1 at 3.70 V (OVP 3.65 V): 02; cell 4
+    # at 2.75 V (UVP 2.80 V): 01. The first cell named in the high byte (our reading, see the profile).
+    cells = (3.70, 3.30, 3.30, 2.75, *(3.30,) * 12)
+    words = _words("voltronic-rs485", 0x0040, 11, cell_voltages_v=cells)
+    assert words == [16, 0x0200, 0x0001, 0, 0, 0, 0, 0, 0, 0, 0]
+
+
+@pytest.mark.parametrize(
+    ("alarm", "expected"),
+    [
+        # Charge alarm p.12 (b0 CHT, b1 COV, b2 CLT, b3 OCC); discharge alarm p.13 (b0 DHT, b1 DLT, b2 FETHT,
+        # b3 CUV); charge protect p.13-14 (b6 FETHT, b8 CHT, b9 CLT, b10 OCV, b11 OCC); charge protect 2 p.14
+        # (b2 OCCHw); discharge protect p.14-15 (b10 FETHT, b11 CUV, b12 OCD, b14 DHT); discharge protect 2
+        # p.15-16 (b1 Short).
+        (Alarm.CELL_OVER_VOLTAGE, {0x0037: 1 << 1, 0x0039: 1 << 10}),
+        (Alarm.CHARGE_OVER_TEMPERATURE, {0x0037: 1 << 0, 0x0039: 1 << 8}),
+        (Alarm.BATTERY_UNDER_TEMPERATURE, {0x0037: 1 << 2, 0x0039: 1 << 9}),  # the JK's charge UTP
+        (Alarm.CHARGE_OVER_CURRENT, {0x0037: 1 << 3, 0x0039: 1 << 11}),
+        (Alarm.CHARGE_SHORT_CIRCUIT, {0x003A: 1 << 2}),
+        (Alarm.DISCHARGE_OVER_TEMPERATURE, {0x0038: 1 << 0, 0x003B: 1 << 14}),
+        (Alarm.BATTERY_OVER_TEMPERATURE, {0x0037: 1 << 0, 0x0038: 1 << 0, 0x0039: 1 << 8, 0x003B: 1 << 14}),
+        (Alarm.MOS_OVER_TEMPERATURE, {0x0038: 1 << 2, 0x0039: 1 << 6, 0x003B: 1 << 10}),
+        (Alarm.CELL_UNDER_VOLTAGE, {0x0038: 1 << 3, 0x003B: 1 << 11}),
+        (Alarm.DISCHARGE_OVER_CURRENT, {0x003B: 1 << 12}),
+        (Alarm.DISCHARGE_SHORT_CIRCUIT, {0x003C: 1 << 1}),
+        # No bit in the document: a cell imbalance is no protection; pack voltages and box temperature have none.
+        (Alarm.CELL_VOLTAGE_DIFFERENCE, {}),
+        (Alarm.PACK_OVER_VOLTAGE, {}),
+        (Alarm.PACK_UNDER_VOLTAGE, {}),
+        (Alarm.BOX_OVER_TEMPERATURE, {}),
+    ],
+)
+def test_voltronic_alarm_and_protection_bits(alarm: Alarm, expected: dict[int, int]) -> None:
+    words = _words("voltronic-rs485", 0x0037, len(VOLTRONIC_ALARM_REGISTERS), alarms=frozenset({alarm}))
+    assert dict(zip(VOLTRONIC_ALARM_REGISTERS, words, strict=True)) == {
+        address: expected.get(address, 0) for address in VOLTRONIC_ALARM_REGISTERS
+    }
+
+
+def test_voltronic_healthy_pack_sets_no_alarm_or_protection_bit() -> None:
+    # b0 PRES ("In System" signal, p.14/p.15) included: the gateway is the RS485 link that activates the battery
+    # (p.5 §1.2), so no pack is held off by its In-System signal.
+    assert _words("voltronic-rs485", 0x0037, len(VOLTRONIC_ALARM_REGISTERS)) == [0] * len(VOLTRONIC_ALARM_REGISTERS)
+
+
+# 0x0072/0x0073 are "(not used by UPS yet)" (p.18): a Voltronic inverter obeys 0x0074's b7 charge enable and b6
+# discharge enable (p.19), so whatever makes a current limit 0 must clear its enable bit.
+
+
+def _enables(words: list[int]) -> tuple[bool, bool]:
+    """(charge enable, discharge enable) of 0x0074 (p.19) in the words read from 0x0070."""
+    return bool(words[4] & 1 << 7), bool(words[4] & 1 << 6)
+
+
+def _limits_and_enables(view: BatteryView | None) -> list[int] | None:
+    """0x0070-0x0074 as the inverter reads them, or None when the gateway does not answer."""
+    if view is None:
+        return None
+    words = _map("voltronic-rs485").read(view, 3, 0x0070, 5)
+    assert isinstance(words, list)
+    return words
+
+
+def _engine_output(**state: Any) -> tuple[FixedSource, LimitsFeed, Rs485Output]:
+    """The real chain: the limits engine (LimitsFeed, as `run` uses without CAN) and the output's fail-safe rules."""
+    source = FixedSource()
+    feed = LimitsFeed(source.clock, LimitsSettings(), SETTINGS)
+    feed.on_readings((reading(**state),))
+    profile = load_rs485_profile("voltronic-rs485")
+    output = Rs485Output(profile, SerialEndpoint("/dev/null", 9600), 1, feed, source.clock, SETTINGS)
+    return source, feed, output
+
+
+@pytest.mark.parametrize(
+    ("state", "charge", "discharge"),
+    [
+        ({}, True, True),
+        ({"alarms": frozenset({Alarm.CELL_OVER_VOLTAGE})}, False, True),
+        ({"alarms": frozenset({Alarm.CELL_UNDER_VOLTAGE})}, True, False),
+        ({"alarms": frozenset({Alarm.MOS_OVER_TEMPERATURE})}, False, False),
+        ({"alarms": frozenset({Alarm.CHARGE_MOS_FAULT})}, False, False),
+        ({"charge_mos_on": False}, False, True),
+        ({"discharge_mos_on": False}, True, False),
+        ({"battery_temperatures_c": (-5.0, -5.0)}, False, True),  # below charge UTP 0 °C
+        ({"cell_voltages_v": (3.65, *(3.40,) * 15)}, False, True),  # a cell at OVP
+        ({"cell_voltages_v": (2.80, *(3.20,) * 15)}, True, False),  # a cell at UVP
+    ],
+)
+def test_voltronic_every_blocked_state_clears_its_enable(state: dict[str, Any], charge: bool, discharge: bool) -> None:
+    _source, _feed, output = _engine_output(**state)
+    words = _limits_and_enables(output.view())
+    assert words is not None
+    assert (words[2] > 0, words[3] > 0) == (charge, discharge)  # the engine's current limits, 0.1 A
+    assert _enables(words) == (charge, discharge)
+
+
+def test_voltronic_stale_and_silent_data_clear_both_enables() -> None:
+    source, feed, output = _engine_output()
+    words = _limits_and_enables(output.view())
+    assert words is not None and _enables(words) == (True, True)
+    source.clock.advance(SETTINGS.bms_timeout_s + 1)  # no new reading: stale (failsafe: zeros)
+    words = _limits_and_enables(output.view())
+    assert words is not None and words[2:4] == [0, 0] and _enables(words) == (False, False)
+    source.clock.advance(SETTINGS.silence_after_s)  # older still: no answer, the inverter's BMS-loss trips
+    assert _limits_and_enables(output.view()) is None
+    feed.on_readings((reading(measured_at_s=source.clock.monotonic()),))  # fresh data: going again
+    words = _limits_and_enables(output.view())
+    assert words is not None and _enables(words) == (True, True)
+
+
+@given(
+    st.one_of(st.just(0.0), st.floats(0.0, 0.2), st.floats(0.0, 500.0)),
+    st.one_of(st.just(0.0), st.floats(0.0, 0.2), st.floats(0.0, 500.0)),
+    st.booleans(),
+    st.booleans(),
+    st.booleans(),
+)
+def test_voltronic_no_enable_beside_a_zero_limit(
+    ccl: float, dcl: float, charge: bool, discharge: bool, force: bool
+) -> None:
+    # Whatever built the limits: an enable bit is never set while its limit register reads 0.
+    view = battery_view(
+        (reading(),),
+        limits(
+            charge_current_limit_a=ccl,
+            discharge_current_limit_a=dcl,
+            charge_enable=charge,
+            discharge_enable=discharge,
+            force_charge=force,
+        ),
+        comm_alarm=False,
+    )
+    words = _limits_and_enables(view)
+    assert words is not None
+    charge_bit, discharge_bit = _enables(words)
+    assert not (charge_bit and words[2] == 0) and not (discharge_bit and words[3] == 0)
+    assert not (words[4] & 1 << 5 and not charge_bit)  # no "charge immediately" while charging is stopped
+    assert charge_bit == (charge and ccl >= 0.1) and discharge_bit == (discharge and dcl >= 0.1)
 
 
 def test_modbus_battery_map() -> None:

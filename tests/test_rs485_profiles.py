@@ -68,6 +68,15 @@ MODBUS = "name: t\ntransport: rs485\nframing: modbus-rtu\nspan: [0, 10]\n"
         (MODBUS + "steers: true\nfailsafe: {answer_when_silent: true}\nregisters:\n  - {address: 1, name: a, words: 1, "
          "constant: 1}\n", "failsafe: answer_when_silent: only for read-only profiles (steers: false)"),
         ("name: t\ntransport: rs485\nframing: modbus-rtu\nname: u\n", "invalid YAML at line 4: duplicate key 'name'"),
+        # Items packed smaller than a register (Voltronic's cell states): lists with a length only, whole registers.
+        (MODBUS + "registers:\n  - {address: 1, name: a, bytes: 1, value: soc_pct}\n",
+         "at 0x0001 'a': bytes: only a register list with length may size its items in bytes"),
+        (MODBUS + "registers:\n  - {address: 1, name: a, bytes: 1, words: 1, list: cell_states, length: 2}\n",
+         "at 0x0001 'a': bytes: only a register list with length"),
+        (MODBUS + "registers:\n  - {address: 1, name: a, bytes: 1, list: cell_states, length: 3}\n",
+         "at 0x0001 'a': length: 3 items of 1 bytes do not fill whole registers"),
+        (HEAD + "commands:\n  - {cid2: 0x42, name: a, fields: [{name: x, words: 1, value: soc_pct}]}\n",
+         "command 0x42 (a): field 0: unknown key 'words'"),
     ],
 )  # fmt: skip
 def test_invalid_profiles(text: str, message: str) -> None:

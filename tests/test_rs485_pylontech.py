@@ -244,8 +244,9 @@ def test_golden_management_info() -> None:
 
 
 def test_golden_management_info_force_and_full_charge() -> None:
-    battery = view(charge_enable=False, force_charge=True, full_charge_request=True)
-    assert answer_info(0x92, b"\x02", battery=battery)[-2:] == "68"  # b6 discharge, b5 force, b3 full
+    # Force charge only while charging is enabled (as the limits engine sets it): b7 charge, b5 force, b3 full.
+    battery = view(discharge_enable=False, force_charge=True, full_charge_request=True)
+    assert answer_info(0x92, b"\x02", battery=battery)[-2:] == "A8"
 
 
 def test_golden_serial_number() -> None:

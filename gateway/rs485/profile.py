@@ -38,7 +38,8 @@ The YAML reference (see the shipped files for complete examples)::
     modules: {base: 0x1000, stride: 0x100, count: 16, registers: [{offset: 0, <field>}, ...]}
     writes: [{function: 0x10, address: 0x0013, count: 1}]   # every other write: illegal function
 
-A field (Pylontech: ``bytes``; registers: ``words``) carries exactly one of ``value`` (a number, with ``scale``,
+A field (Pylontech: ``bytes``; registers: ``words``, or ``bytes`` per item for a list with ``length`` that packs
+items smaller than a register, first item in the high byte) carries exactly one of ``value`` (a number, with ``scale``,
 ``offset``, ``signed``, ``negate``, ``bitmask``/``shift``), ``constant``, ``flags`` ({bit: [flag names]}),
 ``text`` (a text value) or ``text_constant`` (with ``pad: nul|space``), ``list`` (a list value, with
 ``count_bytes`` or ``length``/``missing``), ``state`` ({above: [flags], below: [flags]}) or ``modules``
@@ -321,7 +322,9 @@ def _check_names(node: _Node, spec: FieldSpec) -> None:
 
 def _field(data: object, where: str, *, unit: str, modules_allowed: bool, earlier: Sequence[str]) -> FieldSpec:
     """One field; ``unit`` is ``bytes`` (Pylontech) or ``words`` (registers)."""
-    node = _Node(data, where, [k for k in _FIELD_KEYS if k not in ("bytes", "words") or k == unit])
+    # A register field gives its size in words; only a register list may give bytes instead (items smaller
+    # than a register, packed big-endian: Voltronic's two cell states per register).
+    node = _Node(data, where, [k for k in _FIELD_KEYS if k not in ("bytes", "words") or k == unit or unit == "words"])
     name = node.string("name")
     node.where = f"{where} '{name}'"
     carriers = [key for key in _CARRIERS if node.has(key)]
@@ -345,7 +348,13 @@ def _field(data: object, where: str, *, unit: str, modules_allowed: bool, earlie
             node.fail("modules: expected a non-empty list of fields")
         sub = _fields(items, f"{node.where}: modules", unit=unit, modules_allowed=False)
         return FieldSpec(kind=FieldKind.MODULES, size=0, fields=sub, **common)
-    size = node.integer(unit, 1, 64 if unit == "bytes" else 32, None if carrier != "flags" else 1) * per_unit
+    packed = unit == "words" and node.has("bytes")
+    if packed:
+        if carrier != "list" or node.has("words") or not node.has("length"):
+            node.fail("bytes: only a register list with length may size its items in bytes (not with words)")
+        size = node.integer("bytes", 1, 64)
+    else:
+        size = node.integer(unit, 1, 64 if unit == "bytes" else 32, None if carrier != "flags" else 1) * per_unit
     numeric: dict[str, Any] = {
         "scale": node.number("scale", 1.0),
         "offset": node.number("offset", 0.0),
@@ -400,6 +409,8 @@ def _field(data: object, where: str, *, unit: str, modules_allowed: bool, earlie
             if node.has("count_bytes"):
                 node.fail("list: give count_bytes or length, not both")
             length = node.integer("length", 1, 256)
+            if packed and size * length % 2:
+                node.fail(f"length: {length} items of {size} bytes do not fill whole registers")
             missing = node.integer("missing", 0, (1 << (8 * size)) - 1, 0)
             spec = FieldSpec(
                 kind=FieldKind.LIST, size=size, value=value, count_size=0, length=length, missing=missing,
