@@ -147,7 +147,7 @@ def test_pylontech_0_1_3(gateway: tuple[FixedSource, Path], tmp_path: Path) -> N
     # 0x47: this client reads the parameters from the first INFO byte on (its "TODO: decoding seems
     # broken"), one byte before they start. So check its INFO: test_golden_system_parameters's, with this
     # module's share of the current limits: 45.0 A = 01C2, −67.5 A = FD5D.
-    assert got["SystemParameter"]["PAYLOAD"] == "000E420BB80AF00C6D0AAB01C2D7A0C1C0AF000D0309E3FD5D"
+    assert got["SystemParameter"]["PAYLOAD"] == "110E420BB80AF00C6D0AAB01C2D7A0C1C0AF000D0309E3FD5D"
     assert got["ProtocolVersion"]["VER"] == 0x20
     assert got["ManufacturerInfo"]["BatteryName"] == "JK-BMS"
     assert got["ManufacturerInfo"]["ManufacturerName"] == "PYLON"

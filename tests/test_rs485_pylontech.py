@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from rs485_fixtures import limits, reading
 
 from gateway.errors import FrameError
+from gateway.model import Alarm
 from gateway.rs485.profile import load_rs485_profile
 from gateway.rs485.pylontech_ascii import (
     PylontechResponder,
@@ -29,6 +30,9 @@ from gateway.rs485.values import BatteryView, battery_view
 
 DATA: Final = Path(__file__).parent / "data" / "pylontech_rs485_frames.json"
 FRAMES: Final[dict[str, Any]] = json.loads(DATA.read_text(encoding="utf-8"))["frames"]
+CAPTURES_0X47: Final[dict[str, Any]] = json.loads(
+    (Path(__file__).parent / "data" / "pylontech_0x47_captures.json").read_text(encoding="utf-8")
+)["frames"]
 SPEC: Final = load_rs485_profile("pylontech-rs485").pylontech
 assert SPEC is not None
 
@@ -199,14 +203,12 @@ def test_golden_alarm_info() -> None:
         "00"  # status 1: no protection
         "0E"  # status 2: b3 module power in use, b2 discharge MOSFET on, b1 charge MOSFET on
         "40"  # status 3: b6 discharging
-        "00" "00"  # status 4 and 5: no cell at UVP
+        "00" "00"  # status 4 and 5: no failed cell
     )  # fmt: skip
     assert answer_info(0x44, b"\x02") == expected
 
 
 def test_golden_alarm_info_with_alarms() -> None:
-    from gateway.model import Alarm
-
     low = reading(
         cell_voltages_v=(2.79, *reading().state.cell_voltages_v[1:8], 2.75, *reading().state.cell_voltages_v[9:]),
         alarms=frozenset({Alarm.CELL_UNDER_VOLTAGE, Alarm.DISCHARGE_OVER_CURRENT}),
@@ -215,12 +217,23 @@ def test_golden_alarm_info_with_alarms() -> None:
     assert info[6:38] == "01" + "00" * 7 + "01" + "00" * 7  # cells 1 and 9 below UVP
     assert info[46:52] == "000002"  # discharge current above its limit
     assert info[52:54] == "12"  # status 1: b4 discharge over current, b1 cell under voltage
-    assert info[-4:] == "0101"  # status 4: cell 1; status 5: cell 9
+    assert info[-4:] == "0000"  # status 4 and 5: a cell below UVP is no failed cell (see the next test)
+
+
+def test_golden_alarm_info_failed_cells() -> None:
+    # V3.3 §3.5 p.19: status 4 b0-b7 = cells 1-8, status 5 b0-b7 = cells 9-16, "1: error": "cell voltage > 4.2V
+    # (battery charge MOS off) or cell voltage < 1V (battery shut down by itself)", "supposed to be a failure".
+    # Cell 2 at 4.25 V → status 4 b1; cell 10 at 0.90 V → status 5 b1. Cells 1 and 9 exactly at 4.2 and 1.0 V,
+    # cell 3 at UVP (2.75 V): not beyond the document's limits, no error.
+    cells = list(reading().state.cell_voltages_v)
+    cells[0], cells[1], cells[2], cells[8], cells[9] = 4.20, 4.25, 2.75, 1.00, 0.90
+    info = answer_info(0x44, b"\x02", battery=view(reading(cell_voltages_v=tuple(cells))))
+    assert info[-4:] == "0202"
 
 
 def test_golden_system_parameters() -> None:
     expected = (
-        "00"  # INFOFLAG
+        "11"  # INFOFLAG, as the real batteries send it (test_system_parameters_info_flag_as_real_batteries)
         "0E42"  # cell high voltage limit: OVP 3650 mV
         "0BB8"  # cell low voltage limit: UVPR 3000 mV
         "0AF0"  # cell under voltage limit: UVP 2800 mV
@@ -237,6 +250,17 @@ def test_golden_system_parameters() -> None:
     assert answer_info(0x47) == expected
 
 
+@pytest.mark.parametrize("name", sorted(CAPTURES_0X47))
+def test_system_parameters_info_flag_as_real_batteries(name: str) -> None:
+    # A US5000 (python-pylontech #31) and a US2000C (#10) both answer 0x47 with INFOFLAG 0x11 (the first byte
+    # of INFO), followed by the layout the profile sends; ours carries the same INFOFLAG.
+    raw = str(CAPTURES_0X47[name]["response"]).encode("ascii")
+    captured = decode_frame(raw, SPEC, request_cid2=0x47)["fields"]
+    assert parse_frame(raw).info[0] == 0x11 == captured["info_flag"]
+    assert captured["cell_high_voltage_limit"] == 3.65  # 0E42: the rest of the layout lines up
+    assert answer_info(0x47)[:2] == "11"
+
+
 def test_golden_management_info() -> None:
     # Address, CVL 55200 mV, DVL 49600 mV, CCL 900, DCL −1350 (0.1 A), status C0: charge and discharge enabled.
     assert answer_info(0x92, b"\x02") == "02D7A0C1C00384FABAC0"
@@ -244,9 +268,20 @@ def test_golden_management_info() -> None:
 
 
 def test_golden_management_info_force_and_full_charge() -> None:
-    # Force charge only while charging is enabled (as the limits engine sets it): b7 charge, b5 force, b3 full.
+    # V3.3 §3.6 p.20-21: b7 charge enable, b6 discharge enable, b5 "charge immediately" (SOC 5~9 %), b4
+    # "charge immediately" (SOC 9~13 %), b3 full charge request; "We suggest inverter to use both charge
+    # immediately bit": force charge sets both b5 and b4.
     battery = view(discharge_enable=False, force_charge=True, full_charge_request=True)
-    assert answer_info(0x92, b"\x02", battery=battery)[-2:] == "A8"
+    assert answer_info(0x92, b"\x02", battery=battery)[-2:] == "B8"  # b7, b5, b4, b3
+    assert answer_info(0x92, b"\x02", battery=view(force_charge=True))[-2:] == "F0"  # b7, b6, b5, b4
+
+
+def test_system_alarms_carry_no_cell_imbalance() -> None:
+    # A cell imbalance is no protection: no alarm or protection bit of 0x62 (protection 2 b3 "system" included).
+    imbalance = reading(alarms=frozenset({Alarm.CELL_VOLTAGE_DIFFERENCE}))
+    assert answer_info(0x62, battery=view(imbalance)) == "00000000"
+    internal = reading(alarms=frozenset({Alarm.INTERNAL_COMMUNICATION}))
+    assert answer_info(0x62, battery=view(internal)) == "00000008"  # a real BMS fault still is one
 
 
 def test_golden_serial_number() -> None:

@@ -40,6 +40,13 @@ CELL_STATE_ABOVE: Final = 0x02
 CELL_STATE_OTHER: Final = 0xF0
 """Pylontech per-cell and per-sensor state codes (0x44): normal, below the lower limit, above the upper, other."""
 
+CELL_ERROR_HIGH_V: Final = 4.2
+CELL_ERROR_LOW_V: Final = 1.0
+"""A cell reading above 4.2 V or below 1.0 V is a cell *error*, "supposed to be a failure" (Pylontech RS485 V3.3,
+0x44 status 4/5, p.19: "cell voltage > 4.2 V (battery charge MOS off) or cell voltage < 1 V (battery shut down by
+itself)"). Pylontech packs are LiFePO4; for the other chemistries these are failures too (NMC charges to 4.2 V at
+most, LTO to 2.85 V; none is usable below 1 V)."""
+
 MIN_ENABLED_LIMIT_A: Final = 0.1
 """An RS485 answer sets a charge/discharge enable only beside a current limit of at least this, A: one step of the
 coarsest current register the built-in profiles send (0.1 A: Pylontech 0x92/0x47, Voltronic 0x0072/0x0073,
@@ -83,6 +90,8 @@ RS485_NUMERIC: Final[Mapping[str, str]] = {
     "average_soh_pct": "mean state of health over the packs, %",
     "min_soh_pct": "lowest state of health over the packs, %",
     "low_cells_mask": "bit n set: cell n + 1 at or below cell UVP",
+    "failed_cells_mask": f"bit n set: cell n + 1 reads above {CELL_ERROR_HIGH_V} V or below {CELL_ERROR_LOW_V} V (a "
+    "failed cell, Pylontech 0x44 status 4/5)",
     "high_cells_mask": "bit n set: cell n + 1 at or above cell OVP",
     "cell_ovp_v": "cell over-voltage protection, V",
     "cell_ovpr_v": "cell over-voltage recovery, V",
@@ -224,6 +233,8 @@ def module_values(
     if capacity <= 0 and state.remaining_capacity_ah and state.soc_pct > 0:
         capacity = state.remaining_capacity_ah * 100 / state.soc_pct
     low_mask = sum(1 << n for n, v in enumerate(cells) if v <= bms.cell_uvp_v)
+    # "not within" also catches a reading that is not a number: no voltage is a failed reading.
+    failed_mask = sum(1 << n for n, v in enumerate(cells) if not CELL_ERROR_LOW_V <= v <= CELL_ERROR_HIGH_V)
     high_mask = sum(1 << n for n, v in enumerate(cells) if v >= bms.cell_ovp_v)
     max_index = cells.index(max(cells)) + 1 if cells else 0
     min_index = cells.index(min(cells)) + 1 if cells else 0
@@ -257,6 +268,7 @@ def module_values(
             "average_soh_pct": out["soh_pct"],
             "min_soh_pct": out["soh_pct"],
             "low_cells_mask": low_mask,
+            "failed_cells_mask": failed_mask,
             "high_cells_mask": high_mask,
             "cell_ovp_v": bms.cell_ovp_v,
             "cell_ovpr_v": bms.cell_ovpr_v,
