@@ -303,7 +303,12 @@ class ControlLoop:
         limits = self._limits_now(state, battery, missed, now, age, last_error)
         falls = self._falls(limits)
         values = published_values(
-            battery.reading, limits, comm_alarm=state is FailsafeState.STALE, module_count=battery.module_count
+            battery.reading,
+            limits,
+            comm_alarm=state is FailsafeState.STALE,
+            module_count=battery.module_count,
+            where=battery.extremes,
+            pack_ids=battery.online,
         )
         self._last_sent_limits = limits
         if self._profile.mode is SendMode.REQUEST:
@@ -331,7 +336,14 @@ class ControlLoop:
         if sending and reading is not None:
             assert battery is not None
             limits = failsafe_limits(self._limits, now, "gateway stopping")
-            values = published_values(reading, limits, comm_alarm=True, module_count=battery.module_count)
+            values = published_values(
+                reading,
+                limits,
+                comm_alarm=True,
+                module_count=battery.module_count,
+                where=battery.extremes,
+                pack_ids=battery.online,
+            )
             for frame in self._profile.frames:
                 wait_s = self._last_sent_at.get(frame.can_id, -math.inf) + frame.min_gap_s - self._clock.monotonic()
                 if wait_s > 0:

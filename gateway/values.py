@@ -8,10 +8,11 @@ names, their units, and how they derive from a :class:`~gateway.model.PackReadin
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Final
 
 from gateway.alarms import FAULT_GROUPS, active_fault_groups
+from gateway.battery import Extreme, Extremes, extremes
 from gateway.chemistry import infer_chemistry
 from gateway.model import Alarm, BatteryState, Chemistry, Limits, PackReading, ProtectionSettings
 
@@ -63,6 +64,13 @@ FLAG_VALUES: Final[Mapping[str, str]] = {
         for group in FAULT_GROUPS
     },
 }
+TEXT_VALUES: Final[Mapping[str, str]] = {
+    "min_cell_name": "where the lowest cell is: 'Cell 07' (one pack), 'P2 C07' (cell 7 of the second pack)",
+    "max_cell_name": "where the highest cell is, as min_cell_name",
+    "min_temperature_name": "the coldest battery sensor: 'Temp 1' (one pack), 'P2 T1'; 'MOS' with no battery sensor",
+    "max_temperature_name": "the hottest battery sensor, as min_temperature_name",
+}
+"""Text values, for text_value fields (Victron names the cell or sensor holding each extreme as text)."""
 VALUE_NAMES: Final = frozenset(NUMERIC_VALUES) | frozenset(FLAG_VALUES)
 
 
@@ -78,10 +86,46 @@ def chemistry_of(settings: ProtectionSettings) -> Chemistry:
     return settings.battery_type or infer_chemistry(settings.cell_ovp_v)
 
 
+def _where(extreme: Extreme | None, pack_ids: Sequence[str], *, cell: bool) -> str:
+    """The name of an extreme's cell or sensor, for the text values (see :data:`TEXT_VALUES`)."""
+    if extreme is None:
+        return ""
+    if extreme.index is None:
+        return "MOS"
+    if len(pack_ids) > 1 and extreme.pack_id in pack_ids:
+        pack = pack_ids.index(extreme.pack_id) + 1
+        return f"P{pack} C{extreme.index:02d}" if cell else f"P{pack} T{extreme.index}"
+    return f"Cell {extreme.index:02d}" if cell else f"Temp {extreme.index}"
+
+
+def location_names(reading: PackReading, where: Extremes | None = None, pack_ids: Sequence[str] = ()) -> dict[str, str]:
+    """The :data:`TEXT_VALUES`: where each extreme of ``reading`` sits. ``where`` and ``pack_ids`` (the packs in
+    order) come from a battery of several packs; without them the reading is one pack's."""
+    found = where if where is not None else extremes((reading,))
+    hottest = found.max_temperature or found.max_mos_temperature
+    coldest = found.min_temperature or found.max_mos_temperature
+    return {
+        "min_cell_name": _where(found.min_cell, pack_ids, cell=True),
+        "max_cell_name": _where(found.max_cell, pack_ids, cell=True),
+        "min_temperature_name": _where(coldest, pack_ids, cell=False),
+        "max_temperature_name": _where(hottest, pack_ids, cell=False),
+    }
+
+
 def published_values(
-    reading: PackReading, limits: Limits, *, comm_alarm: bool = False, module_count: int = 1
+    reading: PackReading,
+    limits: Limits,
+    *,
+    comm_alarm: bool = False,
+    module_count: int = 1,
+    where: Extremes | None = None,
+    pack_ids: Sequence[str] = (),
 ) -> dict[str, Value]:
-    """Every value of :data:`VALUE_NAMES` for one battery reading and its limits."""
+    """Every value of :data:`VALUE_NAMES` and :data:`TEXT_VALUES` for one battery reading and its limits.
+
+    :param where: for a battery of several packs, where its extremes are (:attr:`BatteryAggregate.extremes`).
+    :param pack_ids: the packs of that battery in order, to number them in the text values.
+    """
     state, settings = reading.state, reading.settings
     temperatures = _battery_temperatures(state)
     capacity = settings.capacity_ah or 0.0
@@ -119,6 +163,7 @@ def published_values(
     chemistry = chemistry_of(settings)
     for each in Chemistry:
         values[f"chemistry_{each.value}"] = each is chemistry
+    values.update(location_names(reading, where, pack_ids))
     for alarm in Alarm:
         values[f"alarm_{alarm.value}"] = alarm in state.alarms
     groups = active_fault_groups(state.alarms)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Final
 
 from gateway.profiles import Profile
-from gateway.values import FLAG_VALUES, NUMERIC_VALUES, Value
+from gateway.values import FLAG_VALUES, NUMERIC_VALUES, TEXT_VALUES, Value
 
 NUMBERS: Final[dict[str, float]] = {
     "charge_voltage_limit_v": 55.2,
@@ -44,6 +44,12 @@ NUMBERS: Final[dict[str, float]] = {
     "inverter_power_w": -640,
 }
 FALLBACK_NUMBER: Final = 12.5
+TEXTS: Final[dict[str, str]] = {
+    "min_cell_name": "Cell 03",
+    "max_cell_name": "Cell 14",
+    "min_temperature_name": "Temp 2",
+    "max_temperature_name": "Temp 1",
+}
 FLAGS: Final[dict[str, bool]] = {
     "charge_enable": True,
     "discharge_enable": False,
@@ -61,9 +67,10 @@ def fixed_values(profile: Profile | None = None) -> dict[str, Value]:
     if profile is not None:
         for codec in (*profile.frames, *profile.inverter_frames):
             for field in codec.spec.fields:
-                numbers.update([field.value] if field.value is not None else [])
+                numbers.update([field.value] if field.value is not None and field.value not in TEXT_VALUES else [])
                 flags.update(field.flags)
     values: dict[str, Value] = {name: NUMBERS.get(name, FALLBACK_NUMBER) for name in sorted(numbers)}
+    values.update(TEXTS)
     for index, name in enumerate(sorted(flags)):
         values[name] = FLAGS.get(name, index % 2 == 0)
     return values

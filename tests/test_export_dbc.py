@@ -27,7 +27,7 @@ from gateway.profiles import Profile, builtin_profile_names, load_profile
 from gateway.profiles.schema import FieldSpec
 from gateway.values import Value
 
-KNOWN_KINDS: Final = frozenset({"value", "flags", "pair", "text", "constant", "invalid"})
+KNOWN_KINDS: Final = frozenset({"value", "flags", "pair", "text", "text_value", "constant", "invalid"})
 """The field kinds this test (and export-dbc) knows; by name, so a renamed kind shows up as unknown."""
 PAIR_RAISED, PAIR_CLEARED = 0b01, 0b10  # SMA: per 2-bit pair, lower bit = raised, upper bit = cleared
 PAD_CHARS: Final = {"nul": "\x00", "space": " "}
@@ -65,6 +65,12 @@ frames:
       - {name: soc_s8, offset: 1, size: 1, signed: true, value: soc_pct}
       - {name: marker_be, offset: 2, size: 2, signed: true, byte_order: big, constant: -2}
       - {name: tag, offset: 4, size: 4, text: AB, pad: nul}
+  - id: 0x404
+    name: texts
+    period_s: 1.0
+    dlc: 8
+    fields:
+      - {name: where, offset: 0, size: 8, text_value: max_cell_name}
   - id: 0x403
     name: sma_style
     period_s: 1.0
@@ -96,7 +102,9 @@ def expected_signals(field: FieldSpec, values: dict[str, Value]) -> dict[str, tu
         assert isinstance(value, int | float)
         low_raw, high_raw = field.clamp_range  # the declared range: integer range narrowed by min/max
         low, high = low_raw * field.scale + field.value_offset, high_raw * field.scale + field.value_offset
-        return {field.name: (min(max(float(value), low), high), field.scale / 2 + 1e-6)}
+        # Rounded to the nearest count: within half a count; rounded down (rounding: floor): within one.
+        tolerance = field.scale if field.rounding == "floor" else field.scale / 2
+        return {field.name: (min(max(float(value), low), high), tolerance + 1e-6)}
     if kind == "flags":
         return {field.name: (float(any(values[flag] for flag in field.flags)), 0.0)}
     if kind == "pair":
@@ -111,6 +119,11 @@ def expected_signals(field: FieldSpec, values: dict[str, Value]) -> dict[str, tu
     if kind == "text":
         assert field.text is not None
         padded = field.text + PAD_CHARS[field.pad] * (field.size - len(field.text))
+        return {f"{field.name}_{index}": (float(ord(char)), 0.0) for index, char in enumerate(padded)}
+    if kind == "text_value":
+        assert field.value is not None
+        text = str(values[field.value])[: field.size]
+        padded = text + PAD_CHARS[field.pad] * (field.size - len(text))
         return {f"{field.name}_{index}": (float(ord(char)), 0.0) for index, char in enumerate(padded)}
     return None
 

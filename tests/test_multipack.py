@@ -19,7 +19,7 @@ from gateway.clock import FakeClock
 from gateway.errors import GatewayError, LinkTimeout
 from gateway.limits import LimitsSettings
 from gateway.model import PackReading
-from gateway.profiles import load_profile
+from gateway.profiles import Profile, load_profile
 from gateway.runtime import ControlLoop, FailsafeState, LoopSettings, Poller
 from gateway.sim.jk_modbus import JkModbusSimulator, SimPack
 from gateway.sim.nullmodem import NullModem
@@ -46,6 +46,7 @@ class Rig:
     driver: JkModbusDriver
     loop: ControlLoop
     poller: Poller
+    profile: Profile = PROFILE
 
     def cycle(self, seconds: float = 1.0) -> None:
         """One poll, then ticks every 0.1 s for ``seconds`` of fake time (frames go out as they fall due)."""
@@ -56,14 +57,14 @@ class Rig:
 
     def heard(self) -> dict[int, dict[str, object]]:
         """The latest frame of each id the inverter heard, decoded with the profile."""
-        return {can_id: dict(PROFILE.frame(can_id).decode(data)) for can_id, data in self.loop.snapshot().sent.items()}
+        sent = self.loop.snapshot().sent
+        return {can_id: dict(self.profile.frame(can_id).decode(data)) for can_id, data in sent.items()}
 
     def pack_id(self, unit: int) -> str:
         return f"jk-modbus:{self.driver.bus.port}#{unit}"
 
 
-@pytest.fixture
-def rig(tmp_path: Path) -> Iterator[Rig]:
+def start_rig(tmp_path: Path, profile: Profile = PROFILE) -> Iterator[Rig]:
     modem = NullModem(tmp_path / "rs485")
     modem.start()
     clock = FakeClock()
@@ -76,11 +77,16 @@ def rig(tmp_path: Path) -> Iterator[Rig]:
     settings = LoopSettings(
         poll_interval_s=1.0, bms_timeout_s=BMS_TIMEOUT_S, silence_after_s=SILENCE_AFTER_S, limits=TUNING
     )
-    loop = ControlLoop(PROFILE, Sink(), clock, settings)
-    yield Rig(clock, simulator, driver, loop, Poller(driver, loop, clock, 1.0))
+    loop = ControlLoop(profile, Sink(), clock, settings)
+    yield Rig(clock, simulator, driver, loop, Poller(driver, loop, clock, 1.0), profile)
     driver.close()
     simulator.stop()
     modem.stop()
+
+
+@pytest.fixture
+def rig(tmp_path: Path) -> Iterator[Rig]:
+    yield from start_rig(tmp_path)
 
 
 def limits_heard(rig: Rig) -> tuple[object, ...]:
@@ -124,6 +130,16 @@ def test_four_packs_are_heard_as_one_battery(rig: Rig, caplog: pytest.LogCapture
     # Equal sharing with a 140 Ah pack among 280 Ah ones: one warning, naming the capacities.
     warnings = [r.getMessage() for r in caplog.records if "different capacity" in r.getMessage()]
     assert len(warnings) == 1 and "pack #3 140 Ah" in warnings[0]
+
+
+def test_victron_names_the_pack_and_cell_of_each_extreme(tmp_path: Path) -> None:
+    # By hand (multipack_fixtures): lowest cell pack 3 cell 3, highest pack 2 cell 7, coldest sensor pack 4 T2,
+    # hottest pack 3 T1; the packs numbered in polling order.
+    for victron in start_rig(tmp_path, load_profile("victron")):
+        victron.cycle()
+        heard = victron.heard()
+        names = [heard[can_id]["id"] for can_id in (0x374, 0x375, 0x376, 0x377)]
+        assert names == ["P3 C03", "P2 C07", "P4 T2", "P3 T1"]
 
 
 def test_one_pack_dropped_and_restored(rig: Rig, caplog: pytest.LogCaptureFixture) -> None:

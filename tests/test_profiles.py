@@ -24,7 +24,7 @@ from gateway.profiles import (
     load_profile,
     load_profile_text,
 )
-from gateway.values import VALUE_NAMES
+from gateway.values import TEXT_VALUES, VALUE_NAMES
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -139,12 +139,13 @@ INVALID: list[tuple[str, str, str]] = [
     (
         "field without what it carries",
         one_frame("{name: cvl, offset: 0, size: 2}"),
-        F + " 'cvl': needs exactly one of value, flags, pair, text, constant, invalid (has none)",
+        F + " 'cvl': needs exactly one of value, flags, pair, text, text_value, constant, invalid (has none)",
     ),
     (
         "field carrying two things",
         one_frame("{name: cvl, offset: 0, size: 2, value: soc_pct, constant: 1}"),
-        F + " 'cvl': needs exactly one of value, flags, pair, text, constant, invalid (has value and constant)",
+        F + " 'cvl': needs exactly one of value, flags, pair, text, text_value, constant, invalid"
+        " (has value and constant)",
     ),
     (
         "key that does not apply",
@@ -340,7 +341,7 @@ def test_every_builtin_loads_and_is_named_after_its_file(name: str) -> None:
     profile = load_profile(name)
     assert profile.name == name
     assert Path(profile.path).name == f"{name}.yaml"
-    assert profile.value_names <= VALUE_NAMES
+    assert profile.value_names <= VALUE_NAMES | set(TEXT_VALUES)
 
 
 def test_load_by_path_equals_builtin(tmp_path: Path) -> None:

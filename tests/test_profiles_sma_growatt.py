@@ -81,6 +81,10 @@ def golden_values() -> dict[str, Value]:
         alarm_charge_short_circuit=True,
         fault_over_voltage=True,
         fault_charge_over_current=True,
+        min_cell_name="Cell 03",
+        max_cell_name="Cell 14",
+        min_temperature_name="Temp 2",
+        max_temperature_name="Temp 1",
     )
     return values
 
@@ -304,14 +308,16 @@ VICTRON_GOLDEN: dict[int, bytes] = {
     # 0x372: 1 module online -> 01 00; blocking charge, blocking discharge, offline: 00 00 each
     0x372: bytes.fromhex("0100 0000 0000 0000"),
     # 0x373: min cell 3.287 V = 3287 mV = 0x0CD7 -> d7 0c; max cell 3.412 V = 3412 mV = 0x0D54 -> 54 0d;
-    #   min T 18.2 °C + 273.15 = 291.35 K -> 291 = 0x0123 -> 23 01; max T 24.5 + 273.15 = 297.65 -> 298 = 0x012A
-    #   -> 2a 01
-    0x373: bytes.fromhex("d70c 540d 2301 2a01"),
-    # 0x374-0x377: "JK-BMS 1" = 4a 4b 2d 42 4d 53 20 31
-    0x374: b"JK-BMS 1",
-    0x375: b"JK-BMS 1",
-    0x376: b"JK-BMS 1",
-    0x377: b"JK-BMS 1",
+    #   temperatures in K truncated, as Sleeper85 (ESP32_LFP_Wire_jk-bms-can.yaml 0x373: "int ... + 273.15")
+    #   and diyBMS send them: min T 18.2 °C + 273.15 = 291.35 K -> 291 = 0x0123 -> 23 01;
+    #   max T 24.5 + 273.15 = 297.65 -> 297 = 0x0129 -> 29 01 (rounding would give 298)
+    0x373: bytes.fromhex("d70c 540d 2301 2901"),
+    # 0x374-0x377: the cell or sensor as text, NUL-padded (the GX capture of esphome-virtual-can-bms#3 carries
+    #   text there, "Pack-01#"): "Cell 03" = 43 65 6c 6c 20 30 33 00, ...
+    0x374: b"Cell 03\x00",
+    0x375: b"Cell 14\x00",
+    0x376: b"Temp 2\x00\x00",
+    0x377: b"Temp 1\x00\x00",
     # 0x379: 280 Ah = 0x0118 -> 18 01, then 6 zero bytes
     0x379: bytes.fromhex("1801") + bytes(6),
 }
@@ -349,8 +355,8 @@ def test_victron_has_no_sma_voltage_ranges() -> None:
 def test_victron_temperatures_in_kelvin_decode_back() -> None:
     decoded = VICTRON.frame(0x373).decode(VICTRON_GOLDEN[0x373])
     assert decoded["min_cell_voltage"] == 3.287 and decoded["max_cell_voltage"] == 3.412
-    # 291 K - 273.15 = 17.85 °C; 298 K - 273.15 = 24.85 °C (1 K resolution)
-    assert decoded["min_temperature"] == pytest.approx(17.85) and decoded["max_temperature"] == pytest.approx(24.85)
+    # 291 K - 273.15 = 17.85 °C; 297 K - 273.15 = 23.85 °C (1 K resolution)
+    assert decoded["min_temperature"] == pytest.approx(17.85) and decoded["max_temperature"] == pytest.approx(23.85)
 
 
 # --- Growatt: golden bytes ----------------------------------------------------------------------------------

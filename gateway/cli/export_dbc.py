@@ -29,12 +29,12 @@ from gateway.cli.frames import field_decimals, field_unit
 from gateway.errors import GatewayError
 from gateway.profiles import CanFrameCodec, Profile, load_profile, schema
 from gateway.profiles.schema import FieldSpec, FrameSpec
-from gateway.values import FLAG_VALUES, NUMERIC_VALUES
+from gateway.values import FLAG_VALUES, NUMERIC_VALUES, TEXT_VALUES
 
 DBC_ENCODING: Final = "cp1252"
 BATTERY_NODE: Final = "Battery"
 INVERTER_NODE: Final = "Inverter"
-EXPORTED_KINDS: Final = frozenset({"value", "flags", "pair", "text", "constant", "invalid"})
+EXPORTED_KINDS: Final = frozenset({"value", "flags", "pair", "text", "text_value", "constant", "invalid"})
 """Field kinds that become signals; any other kind is skipped with a comment. Strings, not FieldKind members:
 a kind the engine renames or drops degrades to "skipped" instead of breaking the import."""
 PAIR_CHOICES: Final = {1: "raised", 2: "cleared"}
@@ -169,6 +169,19 @@ def _signals(field: FieldSpec, receiver: str, taken: set[str], cantools: Any) ->
                 receivers=[receiver],
             )
             for index, byte in enumerate(text)
+        ]
+    if kind == "text_value":
+        return [
+            can.Signal(
+                name=_identifier(f"{field.name}_{index}", taken),
+                start=(field.offset + index) * 8,
+                length=8,
+                minimum=0,
+                maximum=255,
+                comment=_text(f"byte {index} of the ASCII text of {field.value}: {TEXT_VALUES.get(field.value or '')}"),
+                receivers=[receiver],
+            )
+            for index in range(field.size)
         ]
     if kind in ("constant", "invalid"):
         raw = field.constant if kind == "constant" else _marker(field)

@@ -8,7 +8,8 @@ All interpretation of the profile happens once, in :func:`compile_frame`. Each f
 * a byte holding bit fields becomes one ``B`` item: constant bits are precomputed into a base mask, each
   flags field adds its bit when any of its flags is true, and each 2-bit pair adds 0b01 (raised: any flag
   true) or 0b10 (cleared) at its position;
-* text, constant and invalid fields become precomputed items of an argument template;
+* text, constant and invalid fields become precomputed items of an argument template; a text_value field
+  is filled at encode time from its text value, cut to its size and padded;
 * unused bytes are ``x`` pad bytes (zero).
 
 :meth:`CanFrameCodec.encode` then only scales, saturates, and calls ``Struct.pack`` once.
@@ -67,6 +68,18 @@ class _NumericSlot(NamedTuple):
     """Decimal places to round decoded values to; None: decode to int."""
     invalid: int | None
     """Raw marker sent for a missing, None or NaN value; None: such a value is an error."""
+    floor: bool
+    """Round the scaled value down (``rounding: floor``), not to the nearest."""
+
+
+class _TextSlot(NamedTuple):
+    """A text_value field: its text, filled in at encode time."""
+
+    arg: int
+    value: str
+    size: int
+    pad: bytes
+    field: str
 
 
 class _BitsSlot(NamedTuple):
@@ -115,6 +128,7 @@ class CanFrameCodec:
     _numeric: tuple[_NumericSlot, ...]
     _bits: tuple[_BitsSlot, ...]
     _static: tuple[_StaticSlot, ...]
+    _texts: tuple[_TextSlot, ...] = ()
 
     @property
     def label(self) -> str:
@@ -132,7 +146,21 @@ class CanFrameCodec:
         label, field, name = self.label, "", ""
         try:
             # Plain tuple unpacking: the fastest way through the precompiled slots.
-            for arg, name, scale, value_offset, low, high, order, size, signed, field, _, invalid in self._numeric:
+            for (
+                arg,
+                name,
+                scale,
+                value_offset,
+                low,
+                high,
+                order,
+                size,
+                signed,
+                field,
+                _,
+                invalid,
+                floor,
+            ) in self._numeric:
                 value = values[name] if invalid is None else values.get(name)
                 if value is None or (isinstance(value, float) and math.isnan(value)):
                     if invalid is None:
@@ -147,7 +175,7 @@ class CanFrameCodec:
                     elif scaled <= low:
                         raw = low
                     else:
-                        raw = round(scaled)
+                        raw = math.floor(scaled) if floor else round(scaled)
                 args[arg] = raw if order is None else raw.to_bytes(size, order, signed=signed)
             for arg, byte, flags, _ in self._bits:
                 for raised_bits, cleared_bits, names, field in flags:  # noqa: B007 - the error message names it
@@ -157,6 +185,12 @@ class CanFrameCodec:
                             raised = True
                     byte |= raised_bits if raised else cleared_bits
                 args[arg] = byte
+            for arg, name, size, pad, field in self._texts:
+                text = values[name]
+                if not isinstance(text, str):
+                    raise EncodeError(f"{label} field '{field}': value '{name}' is not text")
+                raw_text = text.encode("ascii", errors="replace")[:size]
+                args[arg] = raw_text + pad * (size - len(raw_text))
         except KeyError:
             raise EncodeError(f"{label} field '{field}': missing value '{name}'") from None
         except EncodeError:
@@ -203,6 +237,9 @@ class CanFrameCodec:
                     out[field] = bool(byte >> bit & 1)
                 else:
                     out[field] = byte >> bit & 1
+        for text_slot in self._texts:
+            item = items[text_slot.arg]
+            out[text_slot.field] = item.decode("ascii", errors="replace").rstrip(text_slot.pad.decode())
         for static in self._static:
             spec, item = static.field, items[static.arg]
             if spec.kind is FieldKind.TEXT:
@@ -242,6 +279,7 @@ def compile_frame(spec: FrameSpec) -> CanFrameCodec:
     numeric: list[_NumericSlot] = []
     bits: list[_BitsSlot] = []
     static: list[_StaticSlot] = []
+    texts: list[_TextSlot] = []
     bit_fields: dict[int, list[FieldSpec]] = {}
     for field in spec.fields:
         if field.bit is not None:
@@ -295,11 +333,19 @@ def compile_frame(spec: FrameSpec) -> CanFrameCodec:
                     field=field.name,
                     digits=digits,
                     invalid=field.invalid_raw,
+                    floor=field.rounding == "floor",
                 )
             )
             value_names.add(field.value)
             formats.append(_INT_CODES[field.size, field.signed] if native else f"{field.size}s")
             template.append(0 if native else bytes(field.size))
+        elif field.kind is FieldKind.TEXT_VALUE:
+            assert field.value is not None
+            pad = b" " if field.pad == "space" else b"\x00"
+            texts.append(_TextSlot(index, field.value, field.size, pad, field.name))
+            value_names.add(field.value)
+            formats.append(f"{field.size}s")
+            template.append(pad * field.size)
         else:
             static.append(_StaticSlot(index, field))
             formats.append(f"{field.size}s")
@@ -328,6 +374,7 @@ def compile_frame(spec: FrameSpec) -> CanFrameCodec:
         _numeric=tuple(numeric),
         _bits=tuple(bits),
         _static=tuple(static),
+        _texts=tuple(texts),
     )
 
 

@@ -50,11 +50,14 @@ Top level (one YAML file per inverter protocol variant; ``*`` = required unless 
     field: name *, offset * (first byte), then exactly one kind key:
       value: <name>          a number; size 1|2|4, signed, scale (units per count), value_offset (value at
                              raw 0), byte_order, min/max (clamp, in the value's unit), invalid_when_missing
-                             raw = round((value - value_offset) / scale), saturated at the field's range
+                             raw = round((value - value_offset) / scale), saturated at the field's range;
+                             rounding: nearest (default) | floor (for protocols whose sources truncate)
       flags: [<flag>, ..]    one bit: bit 0-7, set when ANY named flag is true
       pair: [<flag>, ..]     an SMA-style 2-bit alarm: bit 0|2|4|6 = the pair's low bit; any flag true
                              (raised) -> 0b01, all false (cleared) -> 0b10
       text: "PYLON"          ASCII; size (bytes), pad: nul | space
+      text_value: <name>     ASCII text of a text value (:data:`~gateway.values.TEXT_VALUES`), cut to size
+                             (bytes), pad: nul | space
       constant: <int>        size 1|2|4 (signed, byte_order), or bit 0-7 (constant 0 or 1)
       invalid: true          an unused number that always carries the invalid marker; size 1|2|4, signed,
                              byte_order
@@ -80,7 +83,7 @@ from dataclasses import dataclass
 from typing import Final, Literal, NoReturn
 
 from gateway.errors import ProfileError
-from gateway.values import FLAG_VALUES, NUMERIC_VALUES, VALUE_NAMES
+from gateway.values import FLAG_VALUES, NUMERIC_VALUES, TEXT_VALUES, VALUE_NAMES
 
 ByteOrder = Literal["little", "big"]
 
@@ -125,6 +128,7 @@ class FieldKind(enum.StrEnum):
     FLAGS = "flags"
     PAIR = "pair"
     TEXT = "text"
+    TEXT_VALUE = "text_value"
     CONSTANT = "constant"
     INVALID = "invalid"
 
@@ -193,16 +197,18 @@ _FIELD_KEYS: Final = (
     "byte_order",
     "pad",
     "invalid_when_missing",
+    "rounding",
     *_KIND_KEYS,
 )
 
 _KIND_EXTRA_KEYS: Final[Mapping[FieldKind, frozenset[str]]] = {
     FieldKind.VALUE: frozenset(
-        {"size", "signed", "scale", "value_offset", "min", "max", "byte_order", "invalid_when_missing"}
+        {"size", "signed", "scale", "value_offset", "min", "max", "byte_order", "invalid_when_missing", "rounding"}
     ),
     FieldKind.FLAGS: frozenset({"bit"}),
     FieldKind.PAIR: frozenset({"bit"}),
     FieldKind.TEXT: frozenset({"size", "pad"}),
+    FieldKind.TEXT_VALUE: frozenset({"size", "pad"}),
     FieldKind.CONSTANT: frozenset({"size", "bit", "signed", "byte_order"}),
     FieldKind.INVALID: frozenset({"size", "signed", "byte_order"}),
 }
@@ -242,7 +248,8 @@ class FieldSpec:
     byte_order: ByteOrder = "little"
     """Byte order of a multi-byte integer field."""
     value: str | None = None
-    """Value name of a value field (a numeric value, or an inverter value in an inverter frame)."""
+    """Value name of a value field (a numeric value, or an inverter value in an inverter frame), or the text
+    value of a text_value field."""
     flags: tuple[str, ...] = ()
     """Flag names of a flags or pair field: set (raised) when any is true."""
     text: str | None = None
@@ -257,6 +264,9 @@ class FieldSpec:
     """Largest physical value a value field sends (YAML ``max``); higher values saturate here."""
     invalid_when_missing: bool = False
     """A value field sends :attr:`invalid_raw` when its value is missing, None or NaN."""
+    rounding: Literal["nearest", "floor"] = "nearest"
+    """How a value field's scaled value becomes an integer: to the nearest, or down (as the sources of some
+    protocols truncate)."""
 
     @property
     def is_bit(self) -> bool:
@@ -729,7 +739,7 @@ def _field_bit_and_size(section: _Section, kind: FieldKind) -> tuple[int | None,
             section.fail(f"bit {bit} not in 0-7")
         return bit, 1
     size = section.integer("size")
-    if kind is FieldKind.TEXT:
+    if kind in (FieldKind.TEXT, FieldKind.TEXT_VALUE):
         if size < 1:
             section.fail(f"size must be >= 1, got {size}")
     elif size not in INTEGER_SIZES:
@@ -771,6 +781,17 @@ def _parse_field(item: object, index: int, frame_where: str, defaults: _FrameDef
             section.fail(f"text {text!r} is {len(text)} bytes, longer than size {size}")
         pad: Literal["nul", "space"] = "space" if section.choice("pad", ("nul", "space"), "nul") == "space" else "nul"
         return FieldSpec(name=name, kind=kind, offset=offset, size=size, text=text, pad=pad)
+    if kind is FieldKind.TEXT_VALUE:
+        value = section.string("text_value")
+        if value not in TEXT_VALUES:
+            hint = _suggest(value, TEXT_VALUES)
+            section.fail(f"unknown text value '{value}'" + (f" (did you mean '{hint}'?)" if hint else ""))
+        if defaults.inverter:
+            section.fail("an inverter frame carries no text values")
+        text_pad: Literal["nul", "space"] = (
+            "space" if section.choice("pad", ("nul", "space"), "nul") == "space" else "nul"
+        )
+        return FieldSpec(name=name, kind=kind, offset=offset, size=size, value=value, pad=text_pad)
     if kind is FieldKind.INVALID:
         if section.data["invalid"] is not True:
             section.fail(f"invalid must be true, got {section.data['invalid']!r} (leave the field out instead)")
@@ -811,6 +832,7 @@ def _value_field(
         minimum=minimum,
         maximum=maximum,
         invalid_when_missing=section.boolean("invalid_when_missing", False),
+        rounding="floor" if section.choice("rounding", ("nearest", "floor"), "nearest") == "floor" else "nearest",
     )
     low, high = spec.clamp_range
     if low > high:
