@@ -7,18 +7,20 @@ A pymodbus client reads the live values and limits; writes other than the Growat
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Final
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from limits_fixtures import li_ion_settings, lifepo4_settings, lto_settings
 from pymodbus.client import ModbusSerialClient, ModbusTcpClient
 from pymodbus.exceptions import ModbusIOException
 from rs485_fixtures import FixedSource, limits, reading
 
 from gateway.limits import LimitsSettings
-from gateway.model import Alarm
+from gateway.model import Alarm, ProtectionSettings
 from gateway.rs485.modbus_map import ModbusException, RegisterMap
 from gateway.rs485.profile import load_rs485_profile
 from gateway.rs485.server import LimitsFeed, OutputSettings, Rs485Output
@@ -53,8 +55,9 @@ def s16(value: int) -> int:
 def test_growatt_status_block() -> None:
     words = _words("growatt-rs485", 0x0013, 0x29 - 0x13 + 1)
     by = dict(zip(range(0x0013, 0x002A), words, strict=True))
-    # Bits 0-1 = 11 discharging (−12.3 A), b2 error word valid, b5 discharge enabled, b6 charge enabled.
-    assert by[0x0013] == 0b0110_0111
+    # Bits 0-1 = 11 discharging (−12.3 A), b2 error word valid, b3 1 "balance" (no balance permanent failure,
+    # PDF p.10), b5 discharge enabled, b6 charge enabled.
+    assert by[0x0013] == 0b0110_1111
     assert by[0x0014] == 0  # no protection
     assert by[0x0015] == 55  # SOC %
     assert by[0x0016] == 5290  # 52.90 V in 10 mV
@@ -89,6 +92,43 @@ def test_growatt_alarms_and_force_charge() -> None:
     assert status & 0b11 == 0b10 and not status & 1 << 5 and status & 1 << 12  # charging; discharge off; force
     assert error == 1 << 2 | 1 << 11  # OV, OCC
     assert warning == 1 << 0 | 1 << 5 | 1 << 13  # cell OV, charge OC, low-voltage pre-shutdown (force charge)
+
+
+# Growatt "1xSxxP ESS" V2.02 PDF (HotNoob/PythonProtocolGateway, documentation/3rdparty/protocols/
+# growatt-bms-rs485-protocal-1xsxxp-ess-v202-1.pdf), pages as printed on them ("第 N 页").
+
+
+def test_growatt_balance_bit_is_not_the_balancer() -> None:
+    # p.10: status bit 3 "Cell balance PF status: 0: unbalance PF, 1: balance"; 0 is a permanent failure. The
+    # balancer running or resting is no failure: 1 either way (the gateway knows of no balancer failure).
+    for balancing in (False, True):
+        assert _words("growatt-rs485", 0x0013, 1, balancer_on=balancing)[0] & 1 << 3
+
+
+def test_growatt_cell_imbalance_is_no_error() -> None:
+    # p.11: error bit 10 "Delta V Fail" (1.11: "error code bit10 for unbalance") would fault the inverter; an
+    # imbalance is no protection, so no error bit at all. The delta is still there, in 0x001D (mV).
+    words = _words("growatt-rs485", 0x0014, 10, alarms=frozenset({Alarm.CELL_VOLTAGE_DIFFERENCE}))
+    assert words[0] == 0 and words[0x001D - 0x0014] == 25
+
+
+@pytest.mark.parametrize(
+    ("settings", "type_bits", "rated_dv"),
+    [
+        # p.13: 0x0022 bits 14-15: 00 LiFePO4, 01 ternary (NMC), 10 lithium titanate. p.16: 0x0125 rated
+        # voltage in 0.1 V: 16 × 3.2 V = 51.2 V; 14 × 3.7 V = 51.8 V; 20 × 2.4 V = 48.0 V.
+        (lifepo4_settings(), 0b00, 512),
+        (li_ion_settings(), 0b01, 518),
+        (lto_settings(), 0b10, 480),
+    ],
+)
+def test_growatt_battery_type_and_rated_voltage(settings: ProtectionSettings, type_bits: int, rated_dv: int) -> None:
+    pack = replace(reading(), settings=settings)
+    view = battery_view((pack,), limits(), comm_alarm=False)
+    growatt = _map("growatt-rs485")
+    warning, rated = growatt.read(view, 3, 0x0022, 1), growatt.read(view, 3, 0x0125, 1)
+    assert isinstance(warning, list) and isinstance(rated, list)
+    assert (warning[0] >> 14, rated[0]) == (type_bits, rated_dv)
 
 
 def test_voltronic_map() -> None:
@@ -289,6 +329,16 @@ def test_modbus_battery_map() -> None:
     assert _words("modbus-battery", 140, 3) == [240, 255, 0x8000]  # the third sensor is not fitted
     assert _words("modbus-battery", 1000, 3) == [5290, s16(-123), 550]  # pack 0's block
     assert _words("modbus-battery", 1100, 3) == [0, 0, 0]  # no pack 1
+
+
+def test_modbus_battery_cell_imbalance_is_information_not_a_fault() -> None:
+    # Our own map (profiles/rs485/modbus-battery.yaml): register 52 b6 reports the imbalance class as information;
+    # the pack block's status (offset 14) b3 "any fault" is for protections only, so a mere imbalance leaves it 0.
+    imbalance = frozenset({Alarm.CELL_VOLTAGE_DIFFERENCE})
+    assert _words("modbus-battery", 52, 1, alarms=imbalance) == [1 << 6]
+    assert _words("modbus-battery", 1014, 1, alarms=imbalance)[0] & 1 << 3 == 0
+    over_voltage = frozenset({Alarm.CELL_OVER_VOLTAGE})
+    assert _words("modbus-battery", 1014, 1, alarms=over_voltage)[0] & 1 << 3
 
 
 def test_map_refusals() -> None:
