@@ -317,6 +317,26 @@ def test_monitor_decodes_every_profile_frame_and_shows_unknown_ids_raw(capsys: p
     assert "--- 0x18FF50E5 ? [1] FF" in line_of("0x18FF50E5")
 
 
+def test_monitor_shows_a_sunny_islands_charging_current_as_positive(capsys: pytest.CaptureFixture[str]) -> None:
+    # SMA FSS-ConnectingBat-TI-en-10 p.30: 0x305 bytes 2-3, S16 0.1 A, "negative while charging". The Sunny
+    # Island charging 12.3 A sends -123 = 85 ff; shown in our convention, + charging.
+    channel = unique_channel()
+    output = Output(capsys)
+    args = ["monitor", "--profile", "sma-sunny-island", "--interface", "virtual", "--channel", channel]
+    thread, result = monitor_in_thread([*args, "--duration", "1"], output)
+    sender = can.Bus(interface="virtual", channel=channel, ignore_config=True)
+    try:
+        sender.send(can.Message(arbitration_id=0x305, data=bytes.fromhex("0902 85ff e600 de03"), is_extended_id=False))
+        thread.join(timeout=10)
+    finally:
+        sender.shutdown()
+    output.read()
+    assert result["status"] == 0, output.err
+    line = next(" ".join(x.split()) for x in output.out.splitlines() if "0x305" in x)
+    assert number(line, "current", "A") == 12.3
+    assert number(line, "voltage", "V") == 52.1
+
+
 def test_monitor_takes_bus_and_profile_from_the_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     channel = unique_channel()
     config = write_config(

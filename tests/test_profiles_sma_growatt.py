@@ -263,16 +263,18 @@ def test_sma_decode_of_golden_bytes() -> None:
     assert decoded[0x35E] == {"manufacturer": "JK-BMS"}
 
 
-# The Sunny Island's own frames, by hand:
-#   0x305: 52.1 V / 0.1 = 521 = 0x0209 -> 09 02; -12.3 A / 0.1 = -123 = 0xFF85 -> 85 ff;
-#          23.0 °C / 0.1 = 230 = 0x00E6 -> e6 00; SOC 99.0 % / 0.1 = 990 = 0x03DE -> de 03
+# The Sunny Island's own frames, by hand from SMA FSS-ConnectingBat-TI-en-10 p.30:
+#   0x305: 52.1 V / 0.1 = 521 = 0x0209 -> 09 02; current S16 0.1 A "(negative while charging)": the SI sends
+#          -123 = 0xFF85 -> 85 ff while CHARGING 12.3 A, which is +12.3 A in our convention (+ charging; as
+#          SMAVenusDriver dbus-sma.py inverts it); 23.0 °C / 0.1 = 230 = 0x00E6 -> e6 00;
+#          SOC S16 99.0 % / 0.1 = 990 = 0x03DE -> de 03
 #   0x306: SOH 97 % = 0x0061 -> 61 00; charge procedure 1; operating state 2; active error 0x0123 -> 23 01;
 #          charge-voltage set-point 55.0 V / 0.1 = 550 = 0x0226 -> 26 02
 SI_305 = bytes.fromhex("0902 85ff e600 de03")
 SI_306 = bytes.fromhex("6100 01 02 2301 2602")
 SI_VALUES = {
     "inverter_voltage_v": 52.1,
-    "inverter_current_a": -12.3,
+    "inverter_current_a": 12.3,
     "inverter_temperature_c": 23.0,
     "inverter_soc_pct": 99.0,
     "inverter_soh_pct": 97,

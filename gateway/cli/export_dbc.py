@@ -81,7 +81,9 @@ def _start_bit(offset: int, size: int, byte_order: str) -> int:
 def _physical_range(field: FieldSpec) -> tuple[float, float]:
     low, high = field.clamp_range
     digits = field_decimals(field)  # 3276.7, not 3276.7000000000003
-    return round(low * field.scale + field.value_offset, digits), round(high * field.scale + field.value_offset, digits)
+    sign = -1 if field.negate else 1
+    ends = sorted(sign * (raw * field.scale + field.value_offset) for raw in (low, high))
+    return round(ends[0], digits), round(ends[1], digits)
 
 
 def _marker(field: FieldSpec) -> int:
@@ -114,7 +116,11 @@ def _signals(field: FieldSpec, receiver: str, taken: set[str], cantools: Any) ->
                 length=8 * field.size,
                 byte_order=order,
                 is_signed=field.signed,
-                conversion=factory(scale=field.scale, offset=field.value_offset),
+                # A negated field (the wire carries -value) decodes with the scale and offset negated.
+                conversion=factory(
+                    scale=-field.scale if field.negate else field.scale,
+                    offset=-field.value_offset if field.negate else field.value_offset,
+                ),
                 minimum=low,
                 maximum=high,
                 unit=field_unit(field) or None,

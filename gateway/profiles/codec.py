@@ -70,6 +70,8 @@ class _NumericSlot(NamedTuple):
     """Raw marker sent for a missing, None or NaN value; None: such a value is an error."""
     floor: bool
     """Round the scaled value down (``rounding: floor``), not to the nearest."""
+    sign: int
+    """-1 for a ``negate`` field (the wire carries the value's opposite), else 1."""
 
 
 class _TextSlot(NamedTuple):
@@ -160,6 +162,7 @@ class CanFrameCodec:
                 _,
                 invalid,
                 floor,
+                sign,
             ) in self._numeric:
                 value = values[name] if invalid is None else values.get(name)
                 if value is None or (isinstance(value, float) and math.isnan(value)):
@@ -169,7 +172,7 @@ class CanFrameCodec:
                 elif isinstance(value, str):
                     raise EncodeError(f"{label} field '{field}': value '{name}' is a string")
                 else:
-                    scaled = (value - value_offset) / scale
+                    scaled = (sign * value - value_offset) / scale
                     if scaled >= high:
                         raw = high
                     elif scaled <= low:
@@ -225,7 +228,7 @@ class CanFrameCodec:
             if raw == slot.invalid:
                 out[slot.field] = math.nan
                 continue
-            physical = raw * slot.scale + slot.value_offset
+            physical = slot.sign * (raw * slot.scale + slot.value_offset)
             out[slot.field] = int(physical) if slot.digits is None else round(physical, slot.digits)
         for bits in self._bits:
             byte = items[bits.arg]
@@ -334,6 +337,7 @@ def compile_frame(spec: FrameSpec) -> CanFrameCodec:
                     digits=digits,
                     invalid=field.invalid_raw,
                     floor=field.rounding == "floor",
+                    sign=-1 if field.negate else 1,
                 )
             )
             value_names.add(field.value)

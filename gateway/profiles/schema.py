@@ -51,7 +51,9 @@ Top level (one YAML file per inverter protocol variant; ``*`` = required unless 
       value: <name>          a number; size 1|2|4, signed, scale (units per count), value_offset (value at
                              raw 0), byte_order, min/max (clamp, in the value's unit), invalid_when_missing
                              raw = round((value - value_offset) / scale), saturated at the field's range;
-                             rounding: nearest (default) | floor (for protocols whose sources truncate)
+                             rounding: nearest (default) | floor (for protocols whose sources truncate);
+                             negate: true for a protocol whose sign is the opposite of ours (the wire
+                             carries -value: raw = round((-value - value_offset) / scale))
       flags: [<flag>, ..]    one bit: bit 0-7, set when ANY named flag is true
       pair: [<flag>, ..]     an SMA-style 2-bit alarm: bit 0|2|4|6 = the pair's low bit; any flag true
                              (raised) -> 0b01, all false (cleared) -> 0b10
@@ -198,12 +200,24 @@ _FIELD_KEYS: Final = (
     "pad",
     "invalid_when_missing",
     "rounding",
+    "negate",
     *_KIND_KEYS,
 )
 
 _KIND_EXTRA_KEYS: Final[Mapping[FieldKind, frozenset[str]]] = {
     FieldKind.VALUE: frozenset(
-        {"size", "signed", "scale", "value_offset", "min", "max", "byte_order", "invalid_when_missing", "rounding"}
+        {
+            "size",
+            "signed",
+            "scale",
+            "value_offset",
+            "min",
+            "max",
+            "byte_order",
+            "invalid_when_missing",
+            "rounding",
+            "negate",
+        }
     ),
     FieldKind.FLAGS: frozenset({"bit"}),
     FieldKind.PAIR: frozenset({"bit"}),
@@ -264,6 +278,8 @@ class FieldSpec:
     """Largest physical value a value field sends (YAML ``max``); higher values saturate here."""
     invalid_when_missing: bool = False
     """A value field sends :attr:`invalid_raw` when its value is missing, None or NaN."""
+    negate: bool = False
+    """The wire carries the value with the opposite sign (e.g. SMA's 0x305 current, negative while charging)."""
     rounding: Literal["nearest", "floor"] = "nearest"
     """How a value field's scaled value becomes an integer: to the nearest, or down (as the sources of some
     protocols truncate)."""
@@ -833,6 +849,7 @@ def _value_field(
         maximum=maximum,
         invalid_when_missing=section.boolean("invalid_when_missing", False),
         rounding="floor" if section.choice("rounding", ("nearest", "floor"), "nearest") == "floor" else "nearest",
+        negate=section.boolean("negate", False),
     )
     low, high = spec.clamp_range
     if low > high:
