@@ -4,7 +4,9 @@ Used where a BMS protocol does not carry a setting (the JK-PB has no battery-typ
 has no charge-temperature window), and as the base of the charge thresholds the limits engine derives.
 Every number is per cell unless the name says otherwise.
 
-Sources: cell datasheets (LiFePO4 3.65 V max charge, 2.5 V min; NMC 4.20 V; LTO 2.80 V), the JK BMS
+Sources: cell datasheets (LiFePO4 3.65 V max charge, 2.5 V min, 3.2 V nominal; NMC 4.20 V, 3.7 V nominal; LTO
+2.80 V; unverified: the LTO nominal voltage, sold as 2.3 V (Toshiba SCiB) and as 2.4 V by other makers, 2.4 V
+here), the JK BMS
 manual (MOS OTP 75 °C / OTPR 65 °C) and the peers' defaults in ``charge_logic.md`` (LiFePO4 bulk 3.45 V,
 float 3.375 V, discharge taper from 3.10 V).
 """
@@ -24,6 +26,8 @@ class ChemistryPreset:
     """What the gateway assumes about one cell chemistry."""
 
     chemistry: Chemistry
+    nominal_cell_v: float
+    """Nominal (rated) cell voltage, V: what a pack's rated voltage counts per cell."""
     absolute_max_cell_v: float
     """No cell of this chemistry may ever be charged above this, V (datasheet maximum)."""
     absolute_min_cell_v: float
@@ -59,6 +63,7 @@ PRESETS: Final[Mapping[Chemistry, ChemistryPreset]] = MappingProxyType(
     {
         Chemistry.LIFEPO4: ChemistryPreset(
             chemistry=Chemistry.LIFEPO4,
+            nominal_cell_v=3.2,
             absolute_max_cell_v=3.65,
             absolute_min_cell_v=2.50,
             bulk_cell_v=3.45,
@@ -74,6 +79,7 @@ PRESETS: Final[Mapping[Chemistry, ChemistryPreset]] = MappingProxyType(
         ),
         Chemistry.LI_ION: ChemistryPreset(
             chemistry=Chemistry.LI_ION,
+            nominal_cell_v=3.7,
             absolute_max_cell_v=4.25,
             absolute_min_cell_v=2.80,
             bulk_cell_v=4.10,
@@ -89,6 +95,7 @@ PRESETS: Final[Mapping[Chemistry, ChemistryPreset]] = MappingProxyType(
         ),
         Chemistry.LTO: ChemistryPreset(
             chemistry=Chemistry.LTO,
+            nominal_cell_v=2.4,
             absolute_max_cell_v=2.85,
             absolute_min_cell_v=1.50,
             bulk_cell_v=2.70,

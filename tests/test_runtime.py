@@ -230,6 +230,7 @@ def assert_normal_set(sent: list[Sent], reading: PackReading) -> None:
         "charge_enable": True,
         "discharge_enable": True,
         "force_charge_1": False,
+        "force_charge_2": False,
         "full_charge_request": False,
     }
     assert by_id[0x35E] == {"manufacturer": "PYLON"}

@@ -20,11 +20,10 @@ import enum
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from types import MappingProxyType
 from typing import Final
 
 from gateway.chemistry import MOS_OTP_C, PRESETS
-from gateway.model import Chemistry, Limits, PackReading
+from gateway.model import Limits, PackReading
 from gateway.values import FLAG_VALUES, IDLE_CURRENT_A, NUMERIC_VALUES, Value, chemistry_of, published_values
 
 ListValue = tuple[float, ...]
@@ -47,20 +46,6 @@ CELL_ERROR_LOW_V: Final = 1.0
 0x44 status 4/5, p.19: "cell voltage > 4.2 V (battery charge MOS off) or cell voltage < 1 V (battery shut down by
 itself)"). Pylontech packs are LiFePO4; for the other chemistries these are failures too (NMC charges to 4.2 V at
 most, LTO to 2.85 V; none is usable below 1 V)."""
-
-NOMINAL_CELL_V: Final[Mapping[Chemistry, float]] = MappingProxyType(
-    {
-        # Cell datasheets: LFP "Nominal voltage 3.2V" (AA Portable Power LFP-26650-3300 specification,
-        # 1library.net/document/q2n44p6r-lithium-ion-battery-specifications.html), NMC "Nominal Voltage 3.7V"
-        # (Fullwat LP803450-CI specification, manuals.online/fullwat/camera-accessories/lp803450-ci).
-        Chemistry.LIFEPO4: 3.2,
-        Chemistry.LI_ION: 3.7,
-        # unverified: LTO cells are sold as 2.3 V (Toshiba SCiB, Yinlong) and 2.4 V; Wikipedia's
-        # "Lithium-titanate battery" gives both (2.4 V in its text, 2.3 V in its table). 2.4 V is used here.
-        Chemistry.LTO: 2.4,
-    }
-)
-"""Nominal (rated) cell voltage per chemistry, V; gateway/chemistry.py has no nominal figure."""
 
 MIN_ENABLED_LIMIT_A: Final = 0.1
 """An RS485 answer sets a charge/discharge enable only beside a current limit of at least this, A: one step of the
@@ -294,7 +279,7 @@ def module_values(
             "pack_uvp_v": _finite(bms.pack_uvp_v, cell_count * bms.cell_uvp_v),
             # The series count the BMS is set to (else the cells it reports), as published_values counts it.
             "nominal_voltage_v": (bms.cell_count if bms.cell_count > 0 else cell_count)
-            * NOMINAL_CELL_V[chemistry_of(bms)],
+            * PRESETS[chemistry_of(bms)].nominal_cell_v,
             "charge_otp_c": charge_otp,
             "charge_utp_c": charge_utp,
             "discharge_otp_c": discharge_otp,
