@@ -15,16 +15,15 @@ import pytest
 
 from gateway.limits.settings import LimitsSettings
 from gateway.sim import charge_cycle
+from gateway.sim.bms_model import Protection, protect
 from gateway.sim.cell_model import Balancing, balance_decision, lfp_ocv_v, make_pack
 from gateway.sim.charge_cycle import (
     LIMIT_NAMES,
     CycleResult,
-    Protection,
     Stage,
     cycle_settings,
     max_changes_per_window,
     over_the_wire,
-    protect,
     run_charge_cycle,
 )
 
@@ -200,13 +199,13 @@ def test_balancer_needs_start_voltage_and_delta() -> None:
 def test_bms_trips_at_ovp_and_uvp_and_recovers() -> None:
     cells = [3.35] * 15
     state, trips = protect(Protection(), [3.651, *cells], 10.0, 1.0, SETTINGS)
-    assert [t.kind for t in trips] == ["cell OVP"] and state.charge_off(1.0)
+    assert [t.kind for t in trips] == ["cell_ovp"] and state.charge_off(1.0)
     state, trips = protect(state, [3.45, *cells], 0.0, 2.0, SETTINGS)
     assert trips == () and state.charge_off(2.0)  # until below OVPR 3.40 V
     state, _ = protect(state, [3.39, *cells], 0.0, 3.0, SETTINGS)
     assert not state.charge_off(3.0)
     state, trips = protect(Protection(), [2.80, *[3.2] * 15], -10.0, 4.0, SETTINGS)
-    assert [t.kind for t in trips] == ["cell UVP"] and state.discharge_off(4.0)
+    assert [t.kind for t in trips] == ["cell_uvp"] and state.discharge_off(4.0)
 
 
 def test_bms_trips_on_over_current_after_its_delay() -> None:
@@ -216,7 +215,7 @@ def test_bms_trips_on_over_current_after_its_delay() -> None:
     state, trips = protect(state, cells, 108.0, 29.0, SETTINGS)
     assert trips == ()
     state, trips = protect(state, cells, 108.0, 30.0, SETTINGS)
-    assert [t.kind for t in trips] == ["charge OCP"] and state.charge_off(31.0)
+    assert [t.kind for t in trips] == ["charge_ocp"] and state.charge_off(31.0)
 
 
 def test_the_engine_reads_what_the_wire_carries() -> None:

@@ -1,18 +1,21 @@
-"""A LiFePO4 pack model for simulations: cells with their own capacity, charge and resistance, and an active
-balancer as a JK BMS has one. Pure: every step returns a new :class:`PackModel`.
+"""A pack model for simulations: cells with their own capacity, charge and resistance, and an active balancer
+as a JK BMS has one. Pure: every step returns a new :class:`PackModel`.
 
 Each cell's voltage is its open-circuit voltage at its own SOC plus current × its resistance. The OCV curve is
-that of LiFePO4: flat in the middle, steep below ~10 % and above ~97 % SOC; beyond 100 % it keeps rising at the
-slope of its last segment, so an overcharged cell runs past OVP as a real one does.
+its chemistry's (:data:`OCV_CURVES`): LiFePO4 flat in the middle, steep below ~10 % and above ~97 % SOC; NMC
+and LTO slope all the way. Beyond 100 % a curve keeps rising at the slope of its last segment, so an
+overcharged cell runs past OVP as a real one does.
 """
 
 from __future__ import annotations
 
 import bisect
 import random
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Final
+
+from gateway.model import Chemistry
 
 SECONDS_PER_HOUR: Final = 3600.0
 
@@ -23,16 +26,42 @@ LFP_OCV_CURVE: Final[tuple[tuple[float, float], ...]] = (
 )  # fmt: skip
 """Open-circuit voltage of a LiFePO4 cell against its SOC: (%, V)."""
 
-_OCV_SOC: Final = tuple(p[0] for p in LFP_OCV_CURVE)
-_OCV_V: Final = tuple(p[1] for p in LFP_OCV_CURVE)
+NMC_OCV_CURVE: Final[tuple[tuple[float, float], ...]] = (
+    (0.0, 3.00), (5.0, 3.40), (10.0, 3.50), (20.0, 3.58), (30.0, 3.63), (40.0, 3.68), (50.0, 3.74),
+    (60.0, 3.81), (70.0, 3.89), (80.0, 3.97), (90.0, 4.06), (95.0, 4.11), (100.0, 4.18),
+)  # fmt: skip
+"""Open-circuit voltage of an NMC cell against its SOC: (%, V). unverified: a typical curve shape (3.0 V
+empty, 4.2 V full, 3.7 V nominal), not a measured cell's; a simulator needs the shape, not one maker's cell."""
+
+LTO_OCV_CURVE: Final[tuple[tuple[float, float], ...]] = (
+    (0.0, 1.80), (5.0, 2.10), (10.0, 2.20), (20.0, 2.25), (40.0, 2.30), (60.0, 2.36), (80.0, 2.45),
+    (90.0, 2.55), (95.0, 2.62), (100.0, 2.78),
+)  # fmt: skip
+"""Open-circuit voltage of an LTO cell against its SOC: (%, V). unverified: a typical curve shape (1.8 V empty,
+2.8 V full, 2.3–2.4 V nominal), as for NMC."""
+
+OCV_CURVES: Final = {
+    Chemistry.LIFEPO4: LFP_OCV_CURVE,
+    Chemistry.LI_ION: NMC_OCV_CURVE,
+    Chemistry.LTO: LTO_OCV_CURVE,
+}
+_OCV_TABLES: Final = {
+    chemistry: (tuple(p[0] for p in curve), tuple(p[1] for p in curve)) for chemistry, curve in OCV_CURVES.items()
+}
+
+
+def ocv_v(soc_pct: float, chemistry: Chemistry = Chemistry.LIFEPO4) -> float:
+    """Open-circuit voltage of a ``chemistry`` cell at ``soc_pct`` (%), V; extrapolated linearly beyond both ends."""
+    socs, volts = _OCV_TABLES[chemistry]
+    i = bisect.bisect_right(socs, soc_pct)
+    i = min(max(i, 1), len(socs) - 1)  # the end segments extrapolate
+    soc0, soc1, v0, v1 = socs[i - 1], socs[i], volts[i - 1], volts[i]
+    return v0 + (v1 - v0) * (soc_pct - soc0) / (soc1 - soc0)
 
 
 def lfp_ocv_v(soc_pct: float) -> float:
-    """Open-circuit voltage of a LiFePO4 cell at ``soc_pct`` (%), V; extrapolated linearly beyond both ends."""
-    i = bisect.bisect_right(_OCV_SOC, soc_pct)
-    i = min(max(i, 1), len(_OCV_SOC) - 1)  # the end segments extrapolate
-    soc0, soc1, v0, v1 = _OCV_SOC[i - 1], _OCV_SOC[i], _OCV_V[i - 1], _OCV_V[i]
-    return v0 + (v1 - v0) * (soc_pct - soc0) / (soc1 - soc0)
+    """Open-circuit voltage of a LiFePO4 cell at ``soc_pct`` (%), V."""
+    return ocv_v(soc_pct, Chemistry.LIFEPO4)
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +74,7 @@ class Cell:
     """Charge held, Ah (0: empty, ``capacity_ah``: full)."""
     resistance_ohm: float
     """Internal resistance, Ω."""
+    chemistry: Chemistry = Chemistry.LIFEPO4
 
     @property
     def soc_pct(self) -> float:
@@ -54,7 +84,7 @@ class Cell:
     @property
     def ocv_v(self) -> float:
         """Open-circuit voltage, V."""
-        return lfp_ocv_v(self.soc_pct)
+        return ocv_v(self.soc_pct, self.chemistry)
 
     def voltage_v(self, current_a: float) -> float:
         """Terminal voltage with ``current_a`` flowing (A, + charging), V."""
@@ -101,7 +131,7 @@ class PackModel:
 
     def cell_ocvs_v(self) -> tuple[float, ...]:
         """Each cell's open-circuit voltage, V."""
-        return tuple(lfp_ocv_v(100.0 * c.charge_ah / c.capacity_ah) for c in self.cells)
+        return tuple(ocv_v(100.0 * c.charge_ah / c.capacity_ah, c.chemistry) for c in self.cells)
 
     def cell_voltages_v(self, current_a: float, ocvs_v: Sequence[float] | None = None) -> tuple[float, ...]:
         """Each cell's terminal voltage with ``current_a`` flowing (A, + charging), V; ``ocvs_v``: the cells'
@@ -112,13 +142,13 @@ class PackModel:
     def step(self, current_a: float, dt_s: float, balancing: Balancing | None = None) -> PackModel:
         """The pack after ``current_a`` (A, + charging) flowed for ``dt_s`` seconds, with ``balancing``."""
         delta_ah = current_a * dt_s / SECONDS_PER_HOUR
-        cells = [Cell(c.capacity_ah, c.charge_ah + delta_ah, c.resistance_ohm) for c in self.cells]
+        cells = [replace(c, charge_ah=c.charge_ah + delta_ah) for c in self.cells]
         if balancing is not None:
             # An active balancer moves charge from one cell to another (losses neglected).
             moved_ah = balancing.current_a * dt_s / SECONDS_PER_HOUR
             source, sink = cells[balancing.source], cells[balancing.sink]
-            cells[balancing.source] = Cell(source.capacity_ah, source.charge_ah - moved_ah, source.resistance_ohm)
-            cells[balancing.sink] = Cell(sink.capacity_ah, sink.charge_ah + moved_ah, sink.resistance_ohm)
+            cells[balancing.source] = replace(source, charge_ah=source.charge_ah - moved_ah)
+            cells[balancing.sink] = replace(sink, charge_ah=sink.charge_ah + moved_ah)
         return PackModel(tuple(cells))
 
 
@@ -146,6 +176,9 @@ def make_pack(
     resistance_ohm: float = 0.0006,
     resistance_spread: float = 0.05,
     seed: int = 1,
+    chemistry: Chemistry = Chemistry.LIFEPO4,
+    weak_cells: Mapping[int, float] | None = None,
+    resistances_ohm: Mapping[int, float] | None = None,
 ) -> PackModel:
     """A pack of ``cell_count`` cells that differ a little, reproducibly for one ``seed``.
 
@@ -155,17 +188,24 @@ def make_pack(
         has levelled the cells there, falls first at the bottom.
     :param soc_pct: initial SOC, %, each cell within ± ``soc_spread_pct`` (percentage points).
     :param resistance_ohm: cell resistance, Ω, each within ± ``resistance_spread`` (fraction).
+    :param weak_cells: cell number (1-based) → its capacity as a fraction of nominal; such a cell also starts
+        at the top of the SOC spread, as the runner does.
+    :param resistances_ohm: cell number (1-based) → its resistance, Ω (the others as ``resistance_ohm``).
     """
     rng = random.Random(seed)
     cells: list[Cell] = []
     for i in range(cell_count):
         capacity = capacity_ah * (1.0 + rng.uniform(-capacity_spread, capacity_spread))
+        weak = (weak_cells or {}).get(i + 1)
         if i == runner:
             capacity = capacity_ah * (1.0 - runner_deficit)
+        if weak is not None:
+            capacity = capacity_ah * weak
         soc = soc_pct + rng.uniform(-soc_spread_pct, soc_spread_pct)
-        if i == runner:
+        if i == runner or weak is not None:
             # Smallest and fullest: it has the least room left, so it surely leads at the top of the charge.
             soc = soc_pct + soc_spread_pct
         resistance = resistance_ohm * (1.0 + rng.uniform(-resistance_spread, resistance_spread))
-        cells.append(Cell(capacity, capacity * soc / 100.0, resistance))
+        resistance = (resistances_ohm or {}).get(i + 1, resistance)
+        cells.append(Cell(capacity, capacity * soc / 100.0, resistance, chemistry))
     return PackModel(tuple(cells))

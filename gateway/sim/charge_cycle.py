@@ -36,7 +36,6 @@ from gateway.bms import jk_nw
 from gateway.limits.engine import LimitsEngine
 from gateway.limits.settings import LimitsSettings
 from gateway.model import (
-    Alarm,
     BatteryState,
     DeviceInfo,
     LimitReason,
@@ -45,6 +44,7 @@ from gateway.model import (
     ProtectionSettings,
 )
 from gateway.profiles import CanFrameCodec, load_profile
+from gateway.sim.bms_model import BmsTrip, Protection, protect
 from gateway.sim.cell_model import Balancing, PackModel, balance_decision, make_pack
 from gateway.sim.inverter import named_values
 from gateway.sim.scenarios import base_settings
@@ -81,112 +81,6 @@ def cycle_settings() -> ProtectionSettings:
         charge_otp_c=45.0,
         discharge_otp_c=60.0,
     )
-
-
-# --- the simulated BMS's protection ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class BmsTrip:
-    """The BMS opened a MOS: what the gateway exists to prevent."""
-
-    time_s: float
-    """Simulated time, s."""
-    kind: str
-    """``cell OVP``, ``cell UVP``, ``charge OCP`` or ``discharge OCP``."""
-    detail: str
-
-
-@dataclass(frozen=True, slots=True)
-class Protection:
-    """The simulated BMS's protection state."""
-
-    ovp: bool = False
-    """Cell OVP tripped: charge MOS open until the highest cell is below OVPR."""
-    uvp: bool = False
-    """Cell UVP tripped: discharge MOS open until the lowest cell is above UVPR."""
-    charge_ocp_until_s: float = -math.inf
-    discharge_ocp_until_s: float = -math.inf
-    charge_over_since_s: float | None = None
-    """Since when the charge current exceeds the BMS's max charge current, s."""
-    discharge_over_since_s: float | None = None
-
-    def charge_off(self, now_s: float) -> bool:
-        return self.ovp or now_s < self.charge_ocp_until_s
-
-    def discharge_off(self, now_s: float) -> bool:
-        return self.uvp or now_s < self.discharge_ocp_until_s
-
-    def alarms(self, now_s: float) -> frozenset[Alarm]:
-        active = {
-            Alarm.CELL_OVER_VOLTAGE: self.ovp,
-            Alarm.CELL_UNDER_VOLTAGE: self.uvp,
-            Alarm.CHARGE_OVER_CURRENT: now_s < self.charge_ocp_until_s,
-            Alarm.DISCHARGE_OVER_CURRENT: now_s < self.discharge_ocp_until_s,
-        }
-        return frozenset(alarm for alarm, on in active.items() if on)
-
-
-def protect(
-    previous: Protection, cells_v: Sequence[float], current_a: float, now_s: float, bms: ProtectionSettings
-) -> tuple[Protection, tuple[BmsTrip, ...]]:
-    """The BMS's protection after seeing ``cells_v`` (V) and ``current_a`` (A, + charging) at ``now_s``.
-
-    Cell OVP/UVP trip at once (stricter than a real JK's delay); over-current after the BMS's delay.
-    """
-    trips: list[BmsTrip] = []
-    highest, lowest = max(cells_v), min(cells_v)
-    ovp, uvp = previous.ovp, previous.uvp
-    if not ovp and highest >= bms.cell_ovp_v:
-        ovp = True
-        cell = cells_v.index(highest) + 1
-        trips.append(BmsTrip(now_s, "cell OVP", f"cell {cell} at {highest:.3f} V ≥ OVP {bms.cell_ovp_v:.3f} V"))
-    elif ovp and highest < bms.cell_ovpr_v:
-        ovp = False
-    if not uvp and lowest <= bms.cell_uvp_v:
-        uvp = True
-        cell = cells_v.index(lowest) + 1
-        trips.append(BmsTrip(now_s, "cell UVP", f"cell {cell} at {lowest:.3f} V ≤ UVP {bms.cell_uvp_v:.3f} V"))
-    elif uvp and lowest > bms.cell_uvpr_v:
-        uvp = False
-
-    def over_current(
-        word: str, amps: float, limit_a: float, delay_s: float | None, recovery_s: float | None, since: float | None
-    ) -> tuple[float | None, float | None]:
-        """(over since, tripped until) for one side."""
-        if amps <= limit_a:
-            return None, None
-        since = now_s if since is None else since
-        if now_s - since >= (delay_s or 0.0):
-            trips.append(BmsTrip(now_s, f"{word} OCP", f"{amps:.1f} A > {limit_a:.0f} A for {now_s - since:.0f} s"))
-            return None, now_s + (recovery_s or 60.0)
-        return since, None
-
-    charge_since, charge_until = over_current(
-        "charge",
-        current_a,
-        bms.max_charge_current_a,
-        bms.charge_ocp_delay_s,
-        bms.charge_ocp_recovery_s,
-        previous.charge_over_since_s,
-    )
-    discharge_since, discharge_until = over_current(
-        "discharge",
-        -current_a,
-        bms.max_discharge_current_a,
-        bms.discharge_ocp_delay_s,
-        bms.discharge_ocp_recovery_s,
-        previous.discharge_over_since_s,
-    )
-    state = Protection(
-        ovp=ovp,
-        uvp=uvp,
-        charge_ocp_until_s=charge_until if charge_until is not None else previous.charge_ocp_until_s,
-        discharge_ocp_until_s=discharge_until if discharge_until is not None else previous.discharge_ocp_until_s,
-        charge_over_since_s=charge_since,
-        discharge_over_since_s=discharge_since,
-    )
-    return state, tuple(trips)
 
 
 # --- the simulated inverter -----------------------------------------------------------------------------------
