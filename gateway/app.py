@@ -12,13 +12,11 @@ import can
 from gateway.bms.composite import CompositeDriver
 from gateway.bms.driver import BmsDriver, driver_class
 from gateway.clock import Clock
-from gateway.config import ADDRESSED_BMS_DRIVERS, BmsConfig, Config
+from gateway.config import ADDRESSED_BMS_DRIVERS, BmsConfig, Config, limits_tuning
 from gateway.control import Controller, control_enabled, open_controller
 from gateway.effective import Effective, resolve
 from gateway.errors import ControlRefused, GatewayError
 from gateway.limits import LimitsSettings
-from gateway.limits.settings import CurrentSharing
-from gateway.model import Chemistry
 from gateway.profiles import Profile, load_profile
 from gateway.rs485.server import Rs485Output, build_extra_outputs, snapshot_source, start_all, stop_all
 from gateway.runtime import ControlLoop, LoopSettings, Poller, run_loop
@@ -71,12 +69,7 @@ def describe_buses(config: Config) -> str:
 
 def limits_settings(config: Config) -> LimitsSettings:
     """The limits engine's tuning from the config."""
-    values: dict[str, Any] = {}
-    for section in (config.limits, config.charging):
-        values.update({name: getattr(section, name) for name in section.__slots__})
-    chemistry = values.pop("chemistry")
-    values["current_sharing"] = CurrentSharing(values["current_sharing"])
-    return LimitsSettings(**values, chemistry=None if chemistry is None else Chemistry(chemistry))
+    return limits_tuning(config.limits, config.charging)
 
 
 def can_bus(**kwargs: Any) -> can.BusABC:

@@ -35,6 +35,7 @@ from gateway.yaml_schema import (
     _MORE_KEYS,
     _WRITTEN_KEYS,
     _choice,
+    _flag,
     _integer,
     _integer_from,
     _Invalid,
@@ -304,13 +305,6 @@ class LoggingConfig(_Section):
 # --- telemetry: MQTT, the status endpoint, the fail-safe relay (gateway/telemetry/) -----------------------
 
 
-def _flag(value: object) -> bool:
-    """YAML ``true`` or ``false``; nothing else (``yes``/``1`` are YAML 1.1 booleans or integers)."""
-    if not isinstance(value, bool):
-        raise _Invalid(f"expected true or false, got {_show(value)}")
-    return value
-
-
 def _secret(value: object) -> Secret:
     """A non-empty string kept in a :class:`~gateway.secret.Secret`, so that it never reaches a log line."""
     if not isinstance(value, str) or not value:
@@ -536,6 +530,17 @@ def parse_config(data: object, source: str = "<config>") -> Config:
     if not isinstance(data, Mapping):
         raise ConfigError("", f"config file {source}: expected a mapping of sections, got {_show(data)}")
     return _parse_section(Config, data, "", set())
+
+
+def limits_tuning(limits: LimitsConfig, charging: ChargingConfig) -> LimitsSettings:
+    """The limits engine's tuning from the ``limits`` and ``charging`` sections (of the config, or of a charge-cycle
+    scenario file)."""
+    values: dict[str, Any] = {}
+    for section in (limits, charging):
+        values.update({name: getattr(section, name) for name in section.__slots__})
+    chemistry = values.pop("chemistry")
+    values["current_sharing"] = CurrentSharing(values["current_sharing"])
+    return LimitsSettings(**values, chemistry=None if chemistry is None else Chemistry(chemistry))
 
 
 def load_config(path: Path) -> Config:

@@ -208,6 +208,13 @@ def _integer_from(low: int, high: int) -> _Parser[int]:
     return parse
 
 
+def _flag(value: object) -> bool:
+    """YAML ``true`` or ``false``; nothing else (``yes``/``1`` are YAML 1.1 booleans or integers)."""
+    if not isinstance(value, bool):
+        raise _Invalid(f"expected true or false, got {_show(value)}")
+    return value
+
+
 def _optional(parse: _Parser[_T]) -> _Parser[_T | None]:
     """``parse``, or ``None`` for YAML ``null``."""
 

@@ -23,7 +23,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Final
 
-from gateway.model import Alarm, ProtectionSettings
+from gateway.chemistry import PRESETS
+from gateway.model import Alarm, Chemistry, ProtectionSettings
+from gateway.sim.scenarios import base_settings
 
 TRIP_KINDS: Final = (
     "cell_ovp",
@@ -43,6 +45,61 @@ DEFAULT_RECOVERY_C: Final = 5.0
 """Recovery distance inside a temperature limit when the BMS states no recovery value, °C."""
 DEFAULT_OCP_RECOVERY_S: Final = 60.0
 """Over-current recovery time when the BMS states none, s."""
+
+
+_CELL_THRESHOLDS: Final = {
+    # chemistry: (OVP, OVPR, UVP, UVPR, balance start), V per cell
+    Chemistry.LIFEPO4: (3.65, 3.40, 2.80, 3.00, 3.40),
+    # unverified: plausible JK settings for these chemistries (NMC 4.20 V full, LTO 2.85 V), not a vendor preset.
+    Chemistry.LI_ION: (4.20, 4.05, 3.00, 3.20, 4.00),
+    Chemistry.LTO: (2.85, 2.70, 1.80, 2.00, 2.50),
+}
+
+
+def simulated_bms_settings(
+    chemistry: Chemistry = Chemistry.LIFEPO4, cells: int = 16, capacity_ah: float = 100.0
+) -> ProtectionSettings:
+    """The settings of the simulated JK BMS of one pack (the charge-cycle scenario's defaults).
+
+    Every chemistry: max charge 100 A after a 30 s over-current delay, max discharge 150 A (300 s delay), 60 s
+    over-current recovery, balancer at 2 A from 5 mV, MOS OTP 75 °C / OTPR 65 °C. Per chemistry: the cell
+    thresholds of :data:`_CELL_THRESHOLDS` (LiFePO4 OVP 3.65 / OVPR 3.40, UVP 2.80 / UVPR 3.00, balancing from
+    3.40 V) and the temperature windows of :data:`gateway.chemistry.PRESETS` (LiFePO4: charge 0–45 °C, recovery
+    5 / 40 °C; discharge −20–60 °C, recovery −15 / 55 °C).
+    """
+    ovp, ovpr, uvp, uvpr, balance_start = _CELL_THRESHOLDS[chemistry]
+    preset = PRESETS[chemistry]
+    return replace(
+        base_settings(),
+        cell_count=cells,
+        capacity_ah=capacity_ah,
+        battery_type=chemistry,
+        cell_ovp_v=ovp,
+        cell_ovpr_v=ovpr,
+        cell_uvp_v=uvp,
+        cell_uvpr_v=uvpr,
+        pack_ovp_v=round(cells * ovp, 2),
+        pack_uvp_v=round(cells * uvp, 2),
+        max_charge_current_a=100.0,
+        max_discharge_current_a=150.0,
+        charge_ocp_delay_s=30.0,
+        discharge_ocp_delay_s=300.0,
+        charge_ocp_recovery_s=60.0,
+        discharge_ocp_recovery_s=60.0,
+        balance_start_v=balance_start,
+        balance_trigger_v=0.005,
+        max_balance_current_a=2.0,
+        charge_utp_c=preset.charge_window_c[0],
+        charge_otp_c=preset.charge_window_c[1],
+        charge_utpr_c=preset.charge_recovery_c[0],
+        charge_otpr_c=preset.charge_recovery_c[1],
+        discharge_utp_c=preset.discharge_window_c[0],
+        discharge_otp_c=preset.discharge_window_c[1],
+        discharge_utpr_c=preset.discharge_recovery_c[0],
+        discharge_otpr_c=preset.discharge_recovery_c[1],
+        mos_otp_c=75.0,
+        mos_otpr_c=65.0,
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,7 +27,7 @@ import itertools
 import math
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 from typing import Final
@@ -37,6 +37,7 @@ from gateway.limits.engine import LimitsEngine
 from gateway.limits.settings import LimitsSettings
 from gateway.model import (
     BatteryState,
+    Chemistry,
     DeviceInfo,
     LimitReason,
     Limits,
@@ -44,10 +45,9 @@ from gateway.model import (
     ProtectionSettings,
 )
 from gateway.profiles import CanFrameCodec, load_profile
-from gateway.sim.bms_model import BmsTrip, Protection, protect
+from gateway.sim.bms_model import BmsTrip, Protection, protect, simulated_bms_settings
 from gateway.sim.cell_model import Balancing, PackModel, balance_decision, make_pack
 from gateway.sim.inverter import named_values
-from gateway.sim.scenarios import base_settings
 from gateway.values import Value, published_values
 
 CELL_COUNT: Final = 16
@@ -63,24 +63,9 @@ LIMIT_NAMES: Final = ("cvl_v", "ccl_a", "dcl_a")
 
 
 def cycle_settings() -> ProtectionSettings:
-    """The issue's 16S LiFePO4 settings (OVP 3.65, OVPR 3.40, UVP 2.80, UVPR 3.00, charge 0…45 °C, 100 A
-    charge, 150 A discharge, balancer from 3.40 V at 5 mV and 2 A): the simulator's pack with those changed."""
-    return replace(
-        base_settings(),
-        capacity_ah=CAPACITY_AH,
-        cell_ovpr_v=3.40,
-        cell_uvp_v=2.80,
-        cell_uvpr_v=3.00,
-        max_charge_current_a=100.0,
-        max_discharge_current_a=150.0,
-        pack_uvp_v=44.8,
-        charge_ocp_recovery_s=60.0,
-        discharge_ocp_recovery_s=60.0,
-        balance_start_v=3.40,
-        max_balance_current_a=2.0,
-        charge_otp_c=45.0,
-        discharge_otp_c=60.0,
-    )
+    """The issue's 16S LiFePO4 100 Ah settings (OVP 3.65, OVPR 3.40, UVP 2.80, UVPR 3.00, charge 0…45 °C, 100 A
+    charge, 150 A discharge, balancer from 3.40 V at 5 mV and 2 A): the simulated BMS of a default scenario pack."""
+    return simulated_bms_settings(Chemistry.LIFEPO4, CELL_COUNT, CAPACITY_AH)
 
 
 # --- the simulated inverter -----------------------------------------------------------------------------------
