@@ -48,6 +48,7 @@ from gateway.profiles import CanFrameCodec, load_profile
 from gateway.sim.bms_model import BmsTrip, Protection, protect, simulated_bms_settings
 from gateway.sim.cell_model import Balancing, PackModel, balance_decision, make_pack
 from gateway.sim.inverter import named_values
+from gateway.sim.inverter_model import Bus, Heard, Inverter
 from gateway.values import Value, published_values
 
 CELL_COUNT: Final = 16
@@ -66,61 +67,6 @@ def cycle_settings() -> ProtectionSettings:
     """The issue's 16S LiFePO4 100 Ah settings (OVP 3.65, OVPR 3.40, UVP 2.80, UVPR 3.00, charge 0…45 °C, 100 A
     charge, 150 A discharge, balancer from 3.40 V at 5 mV and 2 A): the simulated BMS of a default scenario pack."""
     return simulated_bms_settings(Chemistry.LIFEPO4, CELL_COUNT, CAPACITY_AH)
-
-
-# --- the simulated inverter -----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Heard:
-    """What the inverter heard on the bus: the limits after the 0x351 / 0x35C round trip."""
-
-    cvl_v: float
-    """Charge voltage limit, V (0.1 V steps)."""
-    ccl_a: float
-    """Charge current limit, A (0.1 A steps)."""
-    dcl_a: float
-    """Discharge current limit, A (0.1 A steps)."""
-    dvl_v: float
-    """Discharge voltage limit, V (0.1 V steps)."""
-    charge_enable: bool
-    discharge_enable: bool
-
-
-@dataclass(frozen=True, slots=True)
-class Inverter:
-    """A hybrid inverter following the battery's limits, perhaps loosely.
-
-    :param overshoot: it takes up to CCL × this (DCL × this): 1.0 obeys, 1.2 overshoots by 20 %.
-    :param response_s: time constant of its first-order response, s.
-    :param charge_power_w: PV/charger power available, W (enough to saturate the CCL).
-    :param load_a: the house load it draws from the battery in the discharge phase, A.
-    """
-
-    overshoot: float = 1.0
-    response_s: float = 1.5
-    charge_power_w: float = 10_000.0
-    load_a: float = 60.0
-
-    def charge_target_a(self, heard: Heard, pack_ocv_v: float, pack_resistance_ohm: float, terminal_v: float) -> float:
-        """Charge current it aims for, A: a CV charger regulating the pack (open-circuit ``pack_ocv_v``, V, and
-        ``pack_resistance_ohm``, Ω) towards CVL."""
-        if not heard.charge_enable or heard.ccl_a <= 0:
-            return 0.0
-        # The current that would put the terminals exactly at CVL: an ideal CV loop.
-        cv_a = max(0.0, (heard.cvl_v - pack_ocv_v) / pack_resistance_ohm)
-        power_a = self.charge_power_w / max(terminal_v, 1.0)
-        return min(cv_a, heard.ccl_a * self.overshoot, power_a)
-
-    def discharge_target_a(self, heard: Heard, terminal_v: float) -> float:
-        """Discharge current it aims for, A (≥ 0); 0 means it stops."""
-        if not heard.discharge_enable or heard.dcl_a <= 0 or terminal_v <= heard.dvl_v:
-            return 0.0
-        return min(self.load_a, heard.dcl_a * self.overshoot)
-
-    def respond(self, current_a: float, target_a: float, dt_s: float) -> float:
-        """Current after ``dt_s`` of moving from ``current_a`` towards ``target_a`` (both A, + charging)."""
-        return target_a + (current_a - target_a) * math.exp(-dt_s / self.response_s)
 
 
 # --- the run --------------------------------------------------------------------------------------------------
@@ -404,7 +350,7 @@ def run_charge_cycle(
 
         terminal_v = sum(cells_v)
         if stage in (Stage.CHARGE, Stage.FLOAT):
-            target = inverter.charge_target_a(heard, sum(ocvs_v), resistance_ohm, terminal_v)
+            target = inverter.charge_target_a(heard, Bus(sum(ocvs_v), resistance_ohm), terminal_v)
         elif stage is Stage.DISCHARGE:
             target = -inverter.discharge_target_a(heard, terminal_v)
             if target == 0.0:
