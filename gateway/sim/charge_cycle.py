@@ -47,6 +47,7 @@ from gateway.model import (
 from gateway.profiles import CanFrameCodec, load_profile
 from gateway.sim.bms_model import BmsTrip, Protection, protect, simulated_bms_settings
 from gateway.sim.cell_model import Balancing, PackModel, balance_decision, make_pack
+from gateway.sim.cycle_summary import max_changes_per_window
 from gateway.sim.inverter import named_values
 from gateway.sim.inverter_model import Bus, Heard, Inverter
 from gateway.values import Value, published_values
@@ -57,8 +58,6 @@ TEMPERATURE_C: Final = 25.0
 PROFILE: Final = "pylontech-can"
 STEADY_SETTLE_S: Final = 120.0
 """A steady window starts this long after the change that began it, s (the limits settle first)."""
-CHANGE_WINDOW_S: Final = 60.0
-"""Limit changes are counted in sliding windows of this length, s."""
 LIMIT_NAMES: Final = ("cvl_v", "ccl_a", "dcl_a")
 """The advertised limits whose changes are counted, as heard on the wire."""
 
@@ -394,16 +393,6 @@ def _stop_reason(heard: Heard, cells_v: Sequence[float]) -> str:
 
 
 # --- the summary ----------------------------------------------------------------------------------------------
-
-
-def max_changes_per_window(times_s: Sequence[float], window_s: float = CHANGE_WINDOW_S) -> int:
-    """The most of the ascending ``times_s`` (s) that fall within any ``window_s`` (s) long span."""
-    best, start = 0, 0
-    for end, t in enumerate(times_s):
-        while t - times_s[start] >= window_s:
-            start += 1
-        best = max(best, end - start + 1)
-    return best
 
 
 def change_times_s(rows: Sequence[TraceRow], name: str) -> list[float]:
