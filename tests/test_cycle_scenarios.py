@@ -1,0 +1,152 @@
+"""The charge-cycle scenarios of ``tests/data/scenarios/``: one per case of the battery-safety audit
+(``../shared/audits/2026-12-07-battery-safety.md``, section 3 "Safety problems" and the cases that held up).
+
+Each runs through the service's own control loop (:mod:`gateway.sim.cycle_run`) and its summary is checked
+against what a safe gateway must achieve. Where today's engine does not, the test is a strict expected failure
+whose reason gives the audit's figure: the next issue (the engine's second levers) turns them green, and a
+strict xfail makes sure it is noticed when one passes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+import pytest
+
+from gateway.sim.cycle_run import run_scenario
+from gateway.sim.cycle_summary import ScenarioSummary
+from gateway.sim.scenario_file import load_scenario
+
+SCENARIOS = Path(__file__).parent / "data" / "scenarios"
+OVP_V = 3.65
+"""The simulated LiFePO4 BMS's cell OVP (every scenario here keeps it)."""
+
+
+@cache
+def summary_of(name: str) -> ScenarioSummary:
+    """The run of ``tests/data/scenarios/<name>.yaml`` (each file is run once per session)."""
+    return run_scenario(load_scenario(SCENARIOS / f"{name}.yaml")).summary
+
+
+def no_trip_and_nothing_charged_cold(s: ScenarioSummary) -> None:
+    assert s.trip_count == 0, [(t.pack, t.trip.kind, t.trip.detail) for t in s.trips[:5]]
+    assert not s.charged_outside_window, s.charge_outside_window_ah
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    check: Callable[[ScenarioSummary], None]
+    fails_today: str | None = None
+    """The audit's figure, for the cases today's engine fails (a strict expected failure)."""
+
+
+def _baseline(s: ScenarioSummary) -> None:
+    no_trip_and_nothing_charged_cold(s)
+    assert s.float_reached_s is not None and s.float_reached_s <= 160 * 60  # audit: float at 156.5 min
+    assert s.max_cell_v < 3.50 and s.enable_toggles == 0
+    assert s.min_cell_v >= 2.80  # discharged to the cut-off, not to UVP
+
+
+def _fails_closed(s: ScenarioSummary) -> None:
+    no_trip_and_nothing_charged_cold(s)
+    assert s.float_reached_s is None and s.max_cell_v < 3.30  # nothing was charged
+
+
+def _reaches_float_without_trip(s: ScenarioSummary) -> None:
+    no_trip_and_nothing_charged_cold(s)
+    assert s.float_reached_s is not None
+
+
+def _ccl_steady(s: ScenarioSummary) -> None:
+    no_trip_and_nothing_charged_cold(s)
+    assert s.max_changes_per_min["ccl"] <= 10  # the obedient baseline's order (8 per minute while it ramps)
+
+
+def _no_enable_pulses(s: ScenarioSummary) -> None:
+    no_trip_and_nothing_charged_cold(s)
+    assert s.enable_toggles == 0
+
+
+def _no_pack_over_its_bms(s: ScenarioSummary) -> None:
+    no_trip_and_nothing_charged_cold(s)
+    assert max(s.max_pack_current_over_bms_limit_a) == 0.0
+
+
+def _margin_from_ovp(s: ScenarioSummary) -> None:
+    assert s.max_cell_v <= OVP_V - 0.05
+
+
+CASES = (
+    Case("01-baseline-obeys", _baseline),
+    Case("p1-overshoot-ocp-delay-10s", no_trip_and_nothing_charged_cold, "audit P1 case 56: 133 charge OCP trips"),
+    Case("p2-cvl-only-weak-cell", no_trip_and_nothing_charged_cold, "audit P2 case 13: 3 cell OVP trips, 3.652 V"),
+    Case("p2-cvl-only-weak-cell-10pct", no_trip_and_nothing_charged_cold, "audit P2 case 45: 2 cell OVP trips"),
+    Case("p2-cvl-only-10kw", no_trip_and_nothing_charged_cold, "audit P2 case 06: 49 charge OCP trips"),
+    Case("p2-cvl-only-cold", no_trip_and_nothing_charged_cold, "audit P2 case 25: charged to absorption at 1 °C"),
+    Case("p3-silent-cold-pack", no_trip_and_nothing_charged_cold, "audit P3 case 42: the 1 °C pack takes 49.5 Ah"),
+    Case("p3-silent-weak-pack", no_trip_and_nothing_charged_cold, "audit P3 case 43: 3 cell OVP + 2 charge OCP"),
+    Case("p4-flaky-pack", _ccl_steady, "audit P4 case 44: CCL 270 <-> 180 A, 31 changes per minute"),
+    Case("p5-slow-inverter", _no_enable_pulses, "audit P5 case 50: 6 enable toggles"),
+    Case("p6-unequal-packs-overshoot", _no_pack_over_its_bms, "audit P6 case 55: 118.9 A in a 100 A pack"),
+    Case("p8-restarts", _reaches_float_without_trip, "audit P8 case 47: float never reached in 8 h"),
+    Case("p9-cutoff-clamped", no_trip_and_nothing_charged_cold),
+    Case("p9-cutoff-clamped", _margin_from_ovp, "audit P9 case 49: the weak cell at 3.636 V, 14 mV from OVP"),
+    Case("p10-load-ignores-dcl", no_trip_and_nothing_charged_cold, "audit P10 case 52: 1 cell UVP trip"),
+    Case("p12-cell-count-mismatch", _fails_closed),
+    Case("cold-minus-5", _fails_closed),
+    Case("warming-morning", _reaches_float_without_trip),
+    Case("self-heating", _reaches_float_without_trip),
+    Case("nmc-14s", _reaches_float_without_trip),
+    Case("lto-20s", _reaches_float_without_trip),
+)
+
+
+def _param(case: Case) -> object:
+    marks = [pytest.mark.xfail(strict=True, reason=case.fails_today)] if case.fails_today else []
+    return pytest.param(case, id=f"{case.name}-{case.check.__name__.strip('_')}", marks=marks)
+
+
+@pytest.mark.parametrize("case", [_param(case) for case in CASES])
+def test_scenario(case: Case) -> None:
+    case.check(summary_of(case.name))
+
+
+def test_every_scenario_file_is_checked() -> None:
+    assert {path.stem for path in SCENARIOS.glob("*.yaml")} == {case.name for case in CASES}
+
+
+# --- figures the audit measured, reproduced (the simulator is the instrument: it must show them) --------------
+
+
+def test_the_baseline_matches_the_audits_figures() -> None:
+    s = summary_of("01-baseline-obeys")
+    assert round(s.max_cell_v, 3) == 3.493  # audit case 01: 3.493 V
+    assert s.float_reached_s is not None and abs(s.float_reached_s / 60 - 156.5) < 3  # audit: 156.5 min
+
+
+def test_an_overshoot_faster_than_the_bms_delay_trips_as_the_audit_found() -> None:
+    s = summary_of("p1-overshoot-ocp-delay-10s")
+    assert {t.trip.kind for t in s.trips} == {"charge_ocp"}
+    assert s.trip_count >= 100 and s.enable_toggles >= 200  # audit case 56: 133 trips, 266 toggles
+
+
+def test_a_cvl_only_charger_drives_the_weak_cell_to_ovp() -> None:
+    s = summary_of("p2-cvl-only-weak-cell")
+    assert {t.trip.kind for t in s.trips} == {"cell_ovp"}
+    assert all(t.trip.cell == 7 for t in s.trips)  # the weak cell
+    assert s.max_cell_v >= OVP_V
+
+
+def test_the_silent_cold_pack_is_the_one_charged_cold() -> None:
+    s = summary_of("p3-silent-cold-pack")
+    warm_1, warm_2, cold = s.charge_outside_window_ah
+    assert warm_1 == warm_2 == 0.0 and cold > 0.005 * 100
+
+
+def test_a_load_ignoring_dcl_trips_uvp_on_the_weak_cell() -> None:
+    (trip,) = summary_of("p10-load-ignores-dcl").trips
+    assert (trip.trip.kind, trip.trip.cell) == ("cell_uvp", 7)
