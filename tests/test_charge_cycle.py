@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from gateway.limits.settings import LimitsSettings
-from gateway.sim import charge_cycle
+from gateway.sim import charge_cycle, cycle_output
 from gateway.sim.bms_model import Protection, protect
 from gateway.sim.cell_model import Balancing, balance_decision, lfp_ocv_v, make_pack
 from gateway.sim.charge_cycle import (
@@ -151,7 +151,7 @@ def test_plot_is_a_png(tmp_path: Path) -> None:
 
 
 def test_plot_without_matplotlib_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(charge_cycle, "plotting_available", lambda: False)
+    monkeypatch.setattr(cycle_output, "plotting_available", lambda: False)
     result = run_charge_cycle(max_s=30.0)
     path = tmp_path / "cycle.png"
     assert result.write_plot(path) is False

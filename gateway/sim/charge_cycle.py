@@ -19,10 +19,7 @@ discharge until the inverter stops, rest ``rest_after_s``, end. ``max_s`` caps t
 
 from __future__ import annotations
 
-import csv
 import enum
-import importlib
-import importlib.util
 import itertools
 import math
 import time
@@ -45,6 +42,7 @@ from gateway.model import (
     ProtectionSettings,
 )
 from gateway.profiles import CanFrameCodec, load_profile
+from gateway.sim import cycle_output
 from gateway.sim.bms_model import BmsTrip, Protection, protect, simulated_bms_settings
 from gateway.sim.cell_model import Balancing, PackModel, balance_decision, make_pack
 from gateway.sim.cycle_summary import max_changes_per_window
@@ -148,11 +146,11 @@ class CycleResult:
 
     def write_csv(self, path: str | Path) -> None:
         """Write the trace to ``path`` as CSV with a header row."""
-        write_csv(self.rows, path)
+        cycle_output.write_csv(self.rows, path)
 
     def write_plot(self, path: str | Path) -> bool:
         """Write a PNG of the trace to ``path``; False when matplotlib is not installed."""
-        return write_plot(self, path)
+        return cycle_output.write_plot(self, path)
 
 
 @dataclass(frozen=True, slots=True)
@@ -500,114 +498,3 @@ def format_summary(summary: CycleSummary) -> str:
 
 def _minutes(time_s: float | None) -> str:
     return "never" if time_s is None else f"{time_s / 60:.1f} min"
-
-
-# --- output ---------------------------------------------------------------------------------------------------
-
-
-def csv_header(cell_count: int) -> list[str]:
-    return [
-        "time_s",
-        "stage",
-        *(f"cell_{i + 1:02d}_v" for i in range(cell_count)),
-        "pack_v",
-        "current_a",
-        "soc_pct",
-        "cvl_v",
-        "ccl_a",
-        "dcl_a",
-        "dvl_v",
-        "charge_enable",
-        "discharge_enable",
-        "charge_phase",
-        "cvl_limiter",
-        "ccl_limiter",
-        "ccl_reason",
-        "dcl_limiter",
-        "true_ccl_a",
-        "true_dcl_a",
-        "balance_a",
-        "charge_mos_on",
-        "discharge_mos_on",
-    ]
-
-
-def write_csv(rows: Sequence[TraceRow], path: str | Path) -> None:
-    """Write ``rows`` to ``path`` as CSV with a header row."""
-    cell_count = len(rows[0].cell_voltages_v) if rows else CELL_COUNT
-    with Path(path).open("w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(csv_header(cell_count))
-        for r in rows:
-            writer.writerow(
-                [
-                    f"{r.time_s:g}",
-                    r.stage.value,
-                    *(f"{v:.3f}" for v in r.cell_voltages_v),
-                    f"{r.pack_v:.2f}",
-                    f"{r.current_a:.2f}",
-                    f"{r.soc_pct:.3f}",
-                    f"{r.cvl_v:g}",
-                    f"{r.ccl_a:g}",
-                    f"{r.dcl_a:g}",
-                    f"{r.dvl_v:g}",
-                    int(r.charge_enable),
-                    int(r.discharge_enable),
-                    r.charge_phase or "",
-                    r.cvl_limiter,
-                    r.ccl_limiter,
-                    r.ccl_reason,
-                    r.dcl_limiter,
-                    f"{r.true_ccl_a:g}",
-                    f"{r.true_dcl_a:g}",
-                    f"{r.balance_a:g}",
-                    int(r.charge_mos_on),
-                    int(r.discharge_mos_on),
-                ]
-            )
-
-
-def plotting_available() -> bool:
-    """Whether the optional plotting extra (matplotlib) is installed."""
-    return importlib.util.find_spec("matplotlib") is not None
-
-
-def write_plot(result: CycleResult, path: str | Path) -> bool:
-    """Write a PNG of cells, CVL, CCL, DCL and current to ``path``; False (and nothing written) when
-    matplotlib, the optional plotting extra, is not installed."""
-    if not plotting_available():
-        return False
-    # Imported here, untyped: matplotlib is optional (not even a dependency of the type check) and slow.
-    importlib.import_module("matplotlib").use("Agg")
-    plt = importlib.import_module("matplotlib.pyplot")
-
-    rows = result.rows
-    minutes = [r.time_s / 60 for r in rows]
-    fig, (cells_ax, pack_ax, current_ax) = plt.subplots(3, 1, sharex=True, figsize=(12, 10))
-    for i in range(len(rows[0].cell_voltages_v)):
-        cells_ax.plot(minutes, [r.cell_voltages_v[i] for r in rows], linewidth=0.7)
-    settings = cycle_settings()
-    for level, label in ((settings.cell_ovp_v, "OVP"), (settings.cell_uvp_v, "UVP")):
-        cells_ax.axhline(level, color="red", linestyle="--", linewidth=0.8)
-        cells_ax.annotate(label, (minutes[0], level), color="red", fontsize=8)
-    cells_ax.set_ylabel("cell V")
-    cells_ax.set_title(f"charge cycle, inverter overshoot × {result.summary.overshoot:g}")
-    pack_ax.plot(minutes, [r.pack_v for r in rows], label="pack V")
-    pack_ax.plot(minutes, [r.cvl_v for r in rows], label="CVL")
-    pack_ax.plot(minutes, [r.dvl_v for r in rows], label="DVL")
-    pack_ax.set_ylabel("V")
-    pack_ax.legend(loc="lower right")
-    current_ax.plot(minutes, [r.current_a for r in rows], label="current A")
-    current_ax.plot(minutes, [r.ccl_a for r in rows], label="CCL (advertised)")
-    current_ax.plot(minutes, [-r.dcl_a for r in rows], label="−DCL (advertised)")
-    current_ax.plot(minutes, [r.true_ccl_a for r in rows], label="CCL (engine)", linestyle=":")
-    soc_ax = current_ax.twinx()
-    soc_ax.plot(minutes, [r.soc_pct for r in rows], color="grey", linewidth=0.8, label="SOC %")
-    soc_ax.set_ylabel("SOC %")
-    current_ax.set_ylabel("A")
-    current_ax.set_xlabel("min")
-    current_ax.legend(loc="lower left")
-    fig.tight_layout()
-    fig.savefig(Path(path), dpi=100)
-    plt.close(fig)
-    return True
