@@ -76,6 +76,10 @@ def _no_pack_over_its_bms(s: ScenarioSummary) -> None:
     assert max(s.max_pack_current_over_bms_limit_a) == 0.0
 
 
+def _calm_cvl(s: ScenarioSummary) -> None:
+    assert s.max_changes_per_min["cvl"] <= 2  # the obedient baseline's
+
+
 def _margin_from_ovp(s: ScenarioSummary) -> None:
     assert s.max_cell_v <= OVP_V - 0.05
 
@@ -84,6 +88,7 @@ CASES = (
     Case("01-baseline-obeys", _baseline),
     Case("p1-overshoot-ocp-delay-10s", no_trip_and_nothing_charged_cold, "audit P1 case 56: 133 charge OCP trips"),
     Case("p2-cvl-only-weak-cell", no_trip_and_nothing_charged_cold, "audit P2 case 13: 3 cell OVP trips, 3.652 V"),
+    Case("p2-cvl-only-weak-cell", _calm_cvl, "audit P13: CVL saw-tooth in absorption, 6 changes per minute"),
     Case("p2-cvl-only-weak-cell-10pct", no_trip_and_nothing_charged_cold, "audit P2 case 45: 2 cell OVP trips"),
     Case("p2-cvl-only-10kw", no_trip_and_nothing_charged_cold, "audit P2 case 06: 49 charge OCP trips"),
     Case("p2-cvl-only-cold", no_trip_and_nothing_charged_cold, "audit P2 case 25: charged to absorption at 1 °C"),

@@ -16,6 +16,7 @@ import yaml
 from gateway.errors import ConfigError
 from gateway.model import Chemistry
 from gateway.sim.bms_model import Protection, protect, simulated_bms_settings
+from gateway.sim.cycle_output import plotting_available
 from gateway.sim.inverter_model import split_current
 from gateway.sim.scenario_file import DEFAULT_CELLS, parse_scenario, scenario_to_json
 
@@ -220,3 +221,13 @@ def test_the_bus_shares_current_by_resistance_and_skips_blocked_packs() -> None:
     # A fuller pack discharges into an emptier one while the inverter rests.
     first, second = split_current(0.0, [53.0, 52.0], [0.01, 0.01], [True, True], [True, True])
     assert first == pytest.approx(-50.0) and second == pytest.approx(50.0)
+
+
+@pytest.mark.skipif(not plotting_available(), reason="matplotlib (optional plotting, bms-gateway[plot]) absent")
+def test_scenario_plot_is_a_png(tmp_path: Path) -> None:
+    scenario = tmp_path / "s.yaml"
+    scenario.write_text(SHORT, encoding="utf-8")
+    plot = tmp_path / "run.png"
+    result = run_cli("simulate", "charge-cycle", "--scenario-file", str(scenario), "--plot", str(plot))
+    assert result.returncode == 0, result.stderr
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
