@@ -21,6 +21,20 @@ Value = float | int | bool | str
 DEFAULT_SOH_PCT: Final = 100.0
 """Sent when the BMS protocol carries no state of health (the JK wired protocol does not)."""
 
+SAFE_ROUNDING: Final[Mapping[str, int]] = {
+    "charge_voltage_limit_v": -1,
+    "charge_current_limit_a": -1,
+    "discharge_current_limit_a": -1,
+    "discharge_voltage_limit_v": +1,
+}
+"""How an encoder rounds a limit onto its field's steps, by magnitude (:func:`gateway.limits.rounding.round_raw`):
+−1 down (the current limits and CVL: never more than the engine allows), +1 up (DVL: never lower); every other
+value to the nearest. The one table the CAN and RS485 encoders both follow."""
+MIN_ENABLED_LIMIT_A: Final = 0.1
+"""An enable is sent only beside a current limit of at least this, A: one step of the coarsest current field of the
+built-in profiles (0.1 A in every CAN profile, Pylontech 0x92/0x47, Voltronic 0x0072/0x0073, modbus-battery).
+Below it a limit reads 0 on the wire while the enable says go, and an inverter that obeys the enables, not the
+limits, would keep going."""
 IDLE_CURRENT_A: Final = 0.5
 """Below this magnitude the battery counts as idle (neither charging nor discharging), A."""
 
@@ -132,6 +146,7 @@ def published_values(
     remaining = state.remaining_capacity_ah
     if remaining is None:
         remaining = capacity * state.soc_pct / 100
+    charging = limits.charge_enable and limits.charge_current_limit_a >= MIN_ENABLED_LIMIT_A
     values: dict[str, Value] = {
         "charge_voltage_limit_v": limits.charge_voltage_limit_v,
         "charge_current_limit_a": limits.charge_current_limit_a,
@@ -151,9 +166,11 @@ def published_values(
         "cycle_count": state.cycle_count or 0,
         "module_count": module_count,
         "cell_count": settings.cell_count if settings.cell_count > 0 else state.cell_count,
-        "charge_enable": limits.charge_enable,
-        "discharge_enable": limits.discharge_enable,
-        "force_charge": limits.force_charge,
+        # Whatever made a limit 0 (or less than the wire can show) reaches its enable, and force charge follows
+        # the charge enable, as the limits engine does.
+        "charge_enable": charging,
+        "discharge_enable": limits.discharge_enable and limits.discharge_current_limit_a >= MIN_ENABLED_LIMIT_A,
+        "force_charge": limits.force_charge and charging,
         "full_charge_request": limits.full_charge_request,
         "comm_alarm": comm_alarm,
         "is_charging": state.current_a > IDLE_CURRENT_A,

@@ -481,13 +481,44 @@ def test_decode_short_frame_and_excess() -> None:
 def test_round_trip_within_half_a_step(cvl: float, current: float, soc: int) -> None:
     payload = ROUND_TRIP.encode({"charge_voltage_limit_v": cvl, "current_a": current, "soc_pct": soc})
     decoded = ROUND_TRIP.decode(payload)
-    assert decoded["cvl"] == pytest.approx(cvl, abs=0.05 + 1e-9)
+    assert cvl - 0.1 - 1e-9 <= decoded["cvl"] <= cvl + 1e-9  # a limit rounds down: within one step below
+
     assert decoded["i"] == pytest.approx(current, abs=0.05 + 1e-9)
     assert decoded["soc"] == soc
     assert (
         ROUND_TRIP.encode({"charge_voltage_limit_v": decoded["cvl"], "current_a": decoded["i"], "soc_pct": soc})
         == payload
     )
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "wire"),
+    [
+        # The audit's example (battery-safety P11): a 15S CVL of 51.75 V went out as 51.8 V.
+        ("charge_voltage_limit_v", 51.75, 51.7),
+        ("charge_current_limit_a", 87.39, 87.3),
+        ("discharge_current_limit_a", 0.09, 0.0),
+        ("discharge_voltage_limit_v", 46.41, 46.5),  # DVL rounds up: never below what the engine set
+        ("charge_voltage_limit_v", 55.2, 55.2),  # on the grid: unchanged, whatever the float's last bit
+        ("discharge_current_limit_a", 0.3, 0.3),
+    ],
+)
+def test_limits_round_towards_safety_on_the_wire(name: str, value: float, wire: float) -> None:
+    limits = load_profile("pylontech-can").frame(0x351)
+    values = {
+        "charge_voltage_limit_v": 55.2,
+        "charge_current_limit_a": 50.0,
+        "discharge_current_limit_a": 50.0,
+        "discharge_voltage_limit_v": 44.8,
+    }
+    decoded = limits.decode(limits.encode(values | {name: value}))
+    field = {
+        "charge_voltage_limit_v": "charge_voltage_limit",
+        "charge_current_limit_a": "charge_current_limit",
+        "discharge_current_limit_a": "discharge_current_limit",
+        "discharge_voltage_limit_v": "discharge_voltage_limit",
+    }[name]
+    assert decoded[field] == pytest.approx(wire)
 
 
 ROUND_TRIP = codec(

@@ -13,6 +13,7 @@ from multipack_fixtures import four_at
 
 from gateway.battery import aggregate
 from gateway.model import Chemistry, Limits, PackReading
+from gateway.rs485.fields import FieldKind, FieldSpec, encode_field
 from gateway.values import TEXT_VALUES, location_names, published_values
 
 LIMITS = Limits(
@@ -94,3 +95,30 @@ def test_cell_count_is_the_setting_else_the_cells_reported() -> None:
     assert published_values(reading, LIMITS)["cell_count"] == 16
     unset = replace(reading, settings=replace(reading.settings, cell_count=0))
     assert published_values(unset, LIMITS)["cell_count"] == len(reading.state.cell_voltages_v)
+
+
+def test_an_enable_beside_a_limit_the_wire_cannot_show_is_cleared() -> None:
+    # Audit battery-safety P11: an engine CCL of 0.03 A went out as 0.0 A with the charge enable set. Every field
+    # carries the current limits in 0.1 A at best, so the enable now follows the limit as the wire shows it.
+    tiny = replace(LIMITS, charge_current_limit_a=0.03, discharge_current_limit_a=0.09, force_charge=True)
+    values = published_values(one_pack(), tiny)
+    assert (values["charge_enable"], values["discharge_enable"], values["force_charge"]) == (False, False, False)
+    enough = replace(LIMITS, charge_current_limit_a=0.1, discharge_current_limit_a=0.1)
+    values = published_values(one_pack(), enough)
+    assert (values["charge_enable"], values["discharge_enable"]) == (True, True)
+
+
+def test_a_negative_dcl_on_the_wire_rounds_towards_zero() -> None:
+    # Pylontech 0x92 sends the DCL negative in 0.1 A (capture "FDD5" = -55.5 A): 55.55 A may go out as 55.5 A,
+    # never as 55.6 A (round to nearest gave -556).
+    spec = FieldSpec(
+        name="dcl",
+        kind=FieldKind.NUMBER,
+        size=2,
+        value="discharge_current_limit_a",
+        scale=0.1,
+        signed=True,
+        negate=True,
+    )
+    assert encode_field(spec, {"discharge_current_limit_a": 55.55}) == bytes.fromhex("FDD5")
+    assert encode_field(spec, {"discharge_current_limit_a": 55.5}) == bytes.fromhex("FDD5")

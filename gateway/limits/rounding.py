@@ -19,3 +19,14 @@ def round_up(value: float, digits: int) -> float:
     """``value`` rounded up to ``digits`` decimals, and never below ``value`` itself."""
     scale = 10.0**digits
     return max(math.ceil(value * scale - _GRID_SLACK) / scale, value)
+
+
+def round_raw(scaled: float, direction: int) -> int:
+    """A scaled value as a wire integer: ``direction`` 0 to the nearest, −1 towards zero (its magnitude down),
+    +1 away from zero (its magnitude up). By magnitude, so that a limit sent negative (Pylontech's DCL) is made
+    no larger either."""
+    if direction == 0:
+        return round(scaled)
+    magnitude = abs(scaled)
+    rounded = math.floor(magnitude + _GRID_SLACK) if direction < 0 else math.ceil(magnitude - _GRID_SLACK)
+    return int(math.copysign(rounded, scaled))

@@ -31,8 +31,9 @@ from decimal import Decimal
 from typing import Final, NamedTuple
 
 from gateway.errors import FrameError, GatewayError
+from gateway.limits.rounding import round_raw
 from gateway.profiles.schema import PAIR_CLEARED, PAIR_RAISED, ByteOrder, FieldKind, FieldSpec, FrameSpec
-from gateway.values import Value
+from gateway.values import SAFE_ROUNDING, Value
 
 _INT_CODES: Final[Mapping[tuple[int, bool], str]] = {
     (1, False): "B",
@@ -70,6 +71,8 @@ class _NumericSlot(NamedTuple):
     """Raw marker sent for a missing, None or NaN value; None: such a value is an error."""
     floor: bool
     """Round the scaled value down (``rounding: floor``), not to the nearest."""
+    direction: int
+    """For a limit, which way to round its magnitude (:data:`~gateway.values.SAFE_ROUNDING`); 0: to the nearest."""
     sign: int
     """-1 for a ``negate`` field (the wire carries the value's opposite), else 1."""
 
@@ -162,6 +165,7 @@ class CanFrameCodec:
                 _,
                 invalid,
                 floor,
+                direction,
                 sign,
             ) in self._numeric:
                 value = values[name] if invalid is None else values.get(name)
@@ -178,7 +182,7 @@ class CanFrameCodec:
                     elif scaled <= low:
                         raw = low
                     else:
-                        raw = math.floor(scaled) if floor else round(scaled)
+                        raw = math.floor(scaled) if floor else round_raw(scaled, direction)
                 args[arg] = raw if order is None else raw.to_bytes(size, order, signed=signed)
             for arg, byte, flags, _ in self._bits:
                 for raised_bits, cleared_bits, names, field in flags:  # noqa: B007 - the error message names it
@@ -337,6 +341,7 @@ def compile_frame(spec: FrameSpec) -> CanFrameCodec:
                     digits=digits,
                     invalid=field.invalid_raw,
                     floor=field.rounding == "floor",
+                    direction=SAFE_ROUNDING.get(field.value, 0),
                     sign=-1 if field.negate else 1,
                 )
             )

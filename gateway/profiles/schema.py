@@ -50,7 +50,8 @@ Top level (one YAML file per inverter protocol variant; ``*`` = required unless 
     field: name *, offset * (first byte), then exactly one kind key:
       value: <name>          a number; size 1|2|4, signed, scale (units per count), value_offset (value at
                              raw 0), byte_order, min/max (clamp, in the value's unit), invalid_when_missing
-                             raw = round((value - value_offset) / scale), saturated at the field's range;
+                             raw = round((value - value_offset) / scale), saturated at the field's range; a
+                             limit rounds its magnitude towards safety instead (SAFE_ROUNDING of values.py);
                              rounding: nearest (default) | floor (for protocols whose sources truncate);
                              negate: true for a protocol whose sign is the opposite of ours (the wire
                              carries -value: raw = round((-value - value_offset) / scale))

@@ -15,7 +15,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.errors import FrameError
+from gateway.limits.rounding import round_raw
 from gateway.rs485.values import AnyValue, Namespace
+from gateway.values import SAFE_ROUNDING
 
 
 class FieldKind(enum.StrEnum):
@@ -108,7 +110,8 @@ def _number_raw(spec: FieldSpec, value: float) -> int:
     if spec.bitmask:
         return (int(value) >> spec.shift) & ((1 << (8 * spec.size)) - 1)
     raw = (value + spec.offset) / spec.scale
-    return round(-raw if spec.negate else raw)
+    # Limits round towards safety by magnitude (SAFE_ROUNDING), so a DCL sent negative is made no larger either.
+    return round_raw(-raw if spec.negate else raw, SAFE_ROUNDING.get(spec.value or "", 0))
 
 
 def _as_number(value: AnyValue | None) -> float:

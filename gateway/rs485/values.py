@@ -47,12 +47,6 @@ CELL_ERROR_LOW_V: Final = 1.0
 itself)"). Pylontech packs are LiFePO4; for the other chemistries these are failures too (NMC charges to 4.2 V at
 most, LTO to 2.85 V; none is usable below 1 V)."""
 
-MIN_ENABLED_LIMIT_A: Final = 0.1
-"""An RS485 answer sets a charge/discharge enable only beside a current limit of at least this, A: one step of the
-coarsest current register the built-in profiles send (0.1 A: Pylontech 0x92/0x47, Voltronic 0x0072/0x0073,
-modbus-battery). Below it a limit can read 0 on the wire while the enable says go, and an inverter that obeys
-the enables, not the limits (Voltronic marks 0x0072/0x0073 "not used by UPS yet"), would keep going."""
-
 
 class FailsafeCode(enum.IntEnum):
     """``failsafe_state_code``: the output's fail-safe state as a number, for register maps."""
@@ -189,18 +183,6 @@ def _range_state(value: float, low: float, high: float) -> int:
     return CELL_STATE_NORMAL
 
 
-def _guard_enables(values: dict[str, AnyValue], limits: Limits) -> None:
-    """Clear an enable whose current limit is below :data:`MIN_ENABLED_LIMIT_A` (0 included), and force charge
-    with the charge enable, as the limits engine does: whatever made the limit 0 (a BMS protection, stale data,
-    a limit built elsewhere) reaches the enable bits too."""
-    charge = bool(values["charge_enable"]) and limits.charge_current_limit_a >= MIN_ENABLED_LIMIT_A
-    values["charge_enable"] = charge
-    values["discharge_enable"] = (
-        bool(values["discharge_enable"]) and limits.discharge_current_limit_a >= MIN_ENABLED_LIMIT_A
-    )
-    values["force_charge"] = bool(values["force_charge"]) and charge
-
-
 def share_limits(limits: Limits, module_count: int) -> Limits:
     """One module's share of the battery's limits: the current limits divided by ``module_count``."""
     if module_count <= 1:
@@ -218,8 +200,8 @@ def module_values(
     """Every RS485 value of one pack (``index`` 0-based) with its share of ``limits``."""
     state, bms = reading.state, reading.settings
     share = share_limits(limits, module_count)
+    # published_values clears an enable beside a share below the wire's resolution (MIN_ENABLED_LIMIT_A).
     out: dict[str, AnyValue] = dict(published_values(reading, share, comm_alarm=comm_alarm, module_count=module_count))
-    _guard_enables(out, share)
     cells = state.cell_voltages_v
     cell_count = len(cells)
     charge_utp, charge_otp, discharge_utp, discharge_otp, mos_otp = _temperature_windows(reading)
@@ -326,7 +308,6 @@ def system_values(modules: Sequence[Namespace], readings: Sequence[PackReading],
     count = len(modules)
     full = published_values(readings[0], limits, comm_alarm=bool(first["comm_alarm"]), module_count=count)
     first.update(full)  # the battery's limits and flags, not a module's share
-    _guard_enables(first, limits)
     if count == 1:
         return first
 

@@ -139,9 +139,7 @@ class Protection:
         return self.ovp or now_s < self.charge_ocp_until_s or self.charge_temperature is not None or self.mos_hot
 
     def discharge_off(self, now_s: float) -> bool:
-        return (
-            self.uvp or now_s < self.discharge_ocp_until_s or self.discharge_temperature is not None or self.mos_hot
-        )
+        return self.uvp or now_s < self.discharge_ocp_until_s or self.discharge_temperature is not None or self.mos_hot
 
     def alarms(self, now_s: float) -> frozenset[Alarm]:
         """What the BMS reports (the JK wired alarm bits of each protection)."""
