@@ -697,14 +697,17 @@ def test_over_voltage_trim_holds_then_ramps_back() -> None:
     engine = LimitsEngine(TUNING)
     first = engine.update(reading(cells_at(3.40, cell7=3.50), now_s=0.0, soc_pct=95.0), 0.0)
     assert first.limits.charge_voltage_limit_v == pytest.approx(54.45)
-    # The balancer catches up (all 3.43 V): the CVL is held for cvl_hold_s = 60 s, then rises at 10 mV/s.
+    # The balancer catches up (all 3.43 V): the CVL is held for cvl_hold_s = 60 s, then rises at 1 mV/s (as
+    # dbus-serialbattery; 10 mV/s made a saw-tooth in absorption: battery-safety audit P13).
     seen = {
-        now: engine.update(reading(3.43, now_s=now, soc_pct=95.0), now).limits for now in (10.0, 30.0, 50.0, 60.0, 70.0)
+        now: engine.update(reading(3.43, now_s=now, soc_pct=95.0), now).limits
+        for now in (10.0, 30.0, 50.0, 60.0, 70.0, 110.0)
     }
     assert seen[50.0].charge_voltage_limit_v == pytest.approx(54.45)
     assert seen[50.0].reasons["charge_voltage_limit_v"].limiter == "cvl_hold"
-    assert seen[60.0].charge_voltage_limit_v == pytest.approx(54.55)  # + 0.01 × 10
-    assert seen[70.0].charge_voltage_limit_v == pytest.approx(54.65)
+    assert seen[60.0].charge_voltage_limit_v == pytest.approx(54.46)  # + 0.001 × 10
+    assert seen[70.0].charge_voltage_limit_v == pytest.approx(54.47)
+    assert seen[110.0].charge_voltage_limit_v == pytest.approx(54.51)
 
 
 @pytest.mark.parametrize(

@@ -68,8 +68,9 @@ class LimitsSettings:
     """How fast the pack CVL falls from bulk to float, V/s (slowly: some inverters export hard on a drop)."""
     cvl_hold_s: float = 60.0
     """After the over-voltage controller lowered the CVL, wait this long before raising it again, s."""
-    cvl_ramp_v_per_s: float = 0.01
-    """Then raise the pack CVL at this rate, V/s."""
+    cvl_ramp_v_per_s: float = 0.001
+    """Then raise the pack CVL at this rate, V/s. 1 mV/s as dbus-serialbattery (mr-manuel/venus-os_dbus-serialbattery
+    battery.py, the CVL controller's recovery): 10 mV/s gave a saw-tooth in absorption (battery-safety audit P13)."""
     cvl_deadband_v: float = 0.05
     """Pack CVL decreases smaller than this are not passed on (the wire resolution is 0.1 V), V."""
 
