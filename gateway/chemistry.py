@@ -28,6 +28,11 @@ class ChemistryPreset:
     chemistry: Chemistry
     nominal_cell_v: float
     """Nominal (rated) cell voltage, V: what a pack's rated voltage counts per cell."""
+    cvl_trim_floor_cell_v: float
+    """The weak-cell correction may lower CVL down to cells × this (and no further), V: dbus-serialbattery's
+    floor (MIN_CELL_VOLTAGE, 2.9 V for LiFePO4), not cells × float, so CVL stays a lever against a runner cell
+    for a charger that follows only CVL. unverified for NMC (3.2 V) and LTO (2.0 V): the same margin above
+    their discharge cut-off."""
     absolute_max_cell_v: float
     """No cell of this chemistry may ever be charged above this, V (datasheet maximum)."""
     absolute_min_cell_v: float
@@ -64,6 +69,7 @@ PRESETS: Final[Mapping[Chemistry, ChemistryPreset]] = MappingProxyType(
         Chemistry.LIFEPO4: ChemistryPreset(
             chemistry=Chemistry.LIFEPO4,
             nominal_cell_v=3.2,
+            cvl_trim_floor_cell_v=2.9,
             absolute_max_cell_v=3.65,
             absolute_min_cell_v=2.50,
             bulk_cell_v=3.45,
@@ -80,6 +86,7 @@ PRESETS: Final[Mapping[Chemistry, ChemistryPreset]] = MappingProxyType(
         Chemistry.LI_ION: ChemistryPreset(
             chemistry=Chemistry.LI_ION,
             nominal_cell_v=3.7,
+            cvl_trim_floor_cell_v=3.2,
             absolute_max_cell_v=4.25,
             absolute_min_cell_v=2.80,
             bulk_cell_v=4.10,
@@ -96,6 +103,7 @@ PRESETS: Final[Mapping[Chemistry, ChemistryPreset]] = MappingProxyType(
         Chemistry.LTO: ChemistryPreset(
             chemistry=Chemistry.LTO,
             nominal_cell_v=2.4,
+            cvl_trim_floor_cell_v=2.0,
             absolute_max_cell_v=2.85,
             absolute_min_cell_v=1.50,
             bulk_cell_v=2.70,

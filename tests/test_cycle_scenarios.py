@@ -87,11 +87,12 @@ def _margin_from_ovp(s: ScenarioSummary) -> None:
 CASES = (
     Case("01-baseline-obeys", _baseline),
     Case("p1-overshoot-ocp-delay-10s", no_trip_and_nothing_charged_cold, "audit P1 case 56: 133 charge OCP trips"),
-    Case("p2-cvl-only-weak-cell", no_trip_and_nothing_charged_cold, "audit P2 case 13: 3 cell OVP trips, 3.652 V"),
+    # Audit P2 case 13 (3 cell OVP trips, 3.652 V): green since CVL is the second lever.
+    Case("p2-cvl-only-weak-cell", no_trip_and_nothing_charged_cold),
     Case("p2-cvl-only-weak-cell", _calm_cvl, "audit P13: CVL saw-tooth in absorption, 6 changes per minute"),
-    Case("p2-cvl-only-weak-cell-10pct", no_trip_and_nothing_charged_cold, "audit P2 case 45: 2 cell OVP trips"),
+    Case("p2-cvl-only-weak-cell-10pct", no_trip_and_nothing_charged_cold),  # audit P2 case 45: 2 OVP trips
     Case("p2-cvl-only-10kw", no_trip_and_nothing_charged_cold, "audit P2 case 06: 49 charge OCP trips"),
-    Case("p2-cvl-only-cold", no_trip_and_nothing_charged_cold, "audit P2 case 25: charged to absorption at 1 °C"),
+    Case("p2-cvl-only-cold", no_trip_and_nothing_charged_cold),  # audit P2 case 25: charged to absorption at 1 °C
     Case("p3-silent-cold-pack", no_trip_and_nothing_charged_cold, "audit P3 case 42: the 1 °C pack takes 49.5 Ah"),
     Case("p3-silent-weak-pack", no_trip_and_nothing_charged_cold, "audit P3 case 43: 3 cell OVP + 2 charge OCP"),
     Case("p4-flaky-pack", _ccl_steady, "audit P4 case 44: CCL 270 <-> 180 A, 31 changes per minute"),
@@ -142,11 +143,11 @@ def test_an_overshoot_faster_than_the_bms_delay_trips_as_the_audit_found() -> No
     assert s.trip_count >= 100 and s.enable_toggles >= 200  # audit case 56: 133 trips, 266 toggles
 
 
-def test_a_cvl_only_charger_drives_the_weak_cell_to_ovp() -> None:
+def test_a_cvl_only_charger_is_held_off_by_the_cvl_lever() -> None:
+    # The audited engine let the weak cell reach OVP here (3.652 V, 3 trips); with CVL as the second lever the
+    # weak cell stays below the gateway's cut-off region's top.
     s = summary_of("p2-cvl-only-weak-cell")
-    assert {t.trip.kind for t in s.trips} == {"cell_ovp"}
-    assert all(t.trip.cell == 7 for t in s.trips)  # the weak cell
-    assert s.max_cell_v >= OVP_V
+    assert s.trip_count == 0 and s.max_cell_v < 3.55
 
 
 def test_the_silent_cold_pack_is_the_one_charged_cold() -> None:

@@ -680,7 +680,10 @@ def test_absorption_back_to_bulk_on_low_soc() -> None:
     [
         pytest.param(cells_at(3.40, cell7=3.50), 54.45, id="15x3.40+3.50=54.50, minus excess 0.05: 54.45V"),
         pytest.param(cells_at(3.42, cell7=3.48), 54.75, id="15x3.42+3.48=54.78, minus 0.03: 54.75V"),
-        pytest.param(cells_at(3.30, cell7=3.60), 54.0, id="15x3.30+3.60-0.15=52.95: clamped to float 54.0V"),
+        # Not clamped to float (54.0 V) any more: the floor is 16 × 2.9 = 46.4 V (dbus-serialbattery's), so a
+        # charger that follows only CVL cannot push the runner to OVP (battery-safety audit P2, case 48).
+        pytest.param(cells_at(3.30, cell7=3.60), 52.95, id="15x3.30+3.60-0.15=52.95: above the 46.4V trim floor"),
+        pytest.param(cells_at(2.85, cell7=3.50), 46.4, id="15x2.85+3.50-0.05=46.2: clamped to 16x2.9=46.4V"),
         pytest.param(cells_at(3.45), 55.2, id="balanced at bulk: no trim"),
     ],
 )
@@ -691,6 +694,25 @@ def test_over_voltage_trim(cells: tuple[float, ...], cvl: float) -> None:
         reason = out.reasons["charge_voltage_limit_v"]
         assert reason.limiter == "cell_over_voltage"
         assert reason.reason.startswith(f"cell 7 at {max(cells):.3f} V runs ahead of bulk 3.450 V")
+
+
+def test_cvl_falls_to_the_pack_voltage_while_charging_is_blocked() -> None:
+    # Battery-safety audit P2 (cases 13, 25, 46): nothing lowered CVL while charging was blocked, so a charger
+    # that follows only CVL kept pushing. Here the pack is at 1 °C: inside the BMS's window, outside the gateway's
+    # 2 °C margin, so CCL is 0; CVL follows the lowest pack voltage seen since, never lower.
+    engine = LimitsEngine(TUNING)
+    cold = engine.update(reading(3.30, temperatures=(1.0, 1.0), now_s=0.0), 0.0).limits
+    assert cold.charge_current_limit_a == 0.0 and not cold.charge_enable
+    assert cold.charge_voltage_limit_v == pytest.approx(16 * 3.30)  # 52.8 V, not bulk 55.2 V
+    assert cold.reasons["charge_voltage_limit_v"].limiter == "charge_blocked"
+    # A charger that pushes anyway raises the pack voltage: the CVL stays at the lowest seen.
+    pushed = engine.update(reading(3.32, temperatures=(1.0, 1.0), now_s=1.0), 1.0).limits
+    assert pushed.charge_voltage_limit_v == pytest.approx(16 * 3.30)
+    # Warm again: CCL comes back through its hold (still blocked meanwhile, CVL still held), then the CVL too.
+    held = engine.update(reading(3.30, temperatures=(20.0, 20.0), now_s=2.0), 2.0).limits
+    assert not held.charge_enable and held.charge_voltage_limit_v == pytest.approx(16 * 3.30)
+    warm = engine.update(reading(3.30, temperatures=(20.0, 20.0), now_s=40.0), 40.0).limits
+    assert warm.charge_enable and warm.charge_voltage_limit_v == pytest.approx(55.2)
 
 
 def test_over_voltage_trim_holds_then_ramps_back() -> None:

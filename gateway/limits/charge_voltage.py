@@ -8,8 +8,10 @@
   below ``rebulk_soc_pct`` or the cell delta reaches ``rebulk_delta_v``.
 * **Over-voltage trim** (bulk and absorption): when cells run above the bulk voltage while others lag (the
   balancer has not caught up), CVL = sum of cells − the sum of their excess, so the inverter stops pushing
-  the runner up; clamped to [float, bulk] for the pack. Decreases act at once (beyond a dead-band); increases
-  wait ``cvl_hold_s`` and ramp at ``cvl_ramp_v_per_s``.
+  the runner up; clamped to [cells × the chemistry's trim floor (LiFePO4 2.9 V, as dbus-serialbattery), bulk]
+  for the pack: not to float, or a charger that follows only CVL would push a runner to OVP (battery-safety
+  audit P2). Decreases act at once (beyond a dead-band); increases wait ``cvl_hold_s`` and ramp at
+  ``cvl_ramp_v_per_s``.
 """
 
 from __future__ import annotations
@@ -128,7 +130,7 @@ def step_voltage(
     target = bulk_pack
     limiter, reason = phase.value, f"{phase.value} {t.bulk_cell_v:.3f} V × {t.cell_count}"
     if excess > 0 and max(cells) - min(cells) > tuning.absorption_max_delta_v:
-        target = min(bulk_pack, max(float_pack, sum(cells) - excess))
+        target = min(bulk_pack, max(t.cvl_trim_floor_pack_v, sum(cells) - excess))
         runner = cells.index(max(cells)) + 1
         limiter = "cell_over_voltage"
         reason = f"cell {runner} at {max(cells):.3f} V runs ahead of bulk {t.bulk_cell_v:.3f} V: CVL {target:.2f} V"

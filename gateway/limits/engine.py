@@ -49,6 +49,8 @@ class EngineMemory:
     discharge_voltage_v: float = 0.0
     """The DVL last published, V."""
     force_charge: bool = False
+    blocked_cvl_v: float | None = None
+    """While charging is blocked: the lowest pack voltage seen since, which caps the CVL, V; None otherwise."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,6 +250,21 @@ def compute_limits(
     charge_enable = charge_enable and ccl > 0.0
     discharge_enable = discharge_enable and dcl > 0.0
     force_flag = force_flag and charge_enable
+
+    # CVL is the second lever: while charging is blocked (a cut-off, a temperature, enforcement, an alarm) it
+    # falls to the pack voltage, and stays at the lowest seen since, so a charger that ignores CCL and the
+    # enables has nothing to push with. Never below the pack voltage: some inverters discharge to reach a CVL
+    # under it (yambms#46). Battery-safety audit P2.
+    blocked_cvl = None
+    cvl_reason = LimitReason(voltage.limiter, voltage.reason)
+    if not charge_enable:
+        pack_v = sum(state.cell_voltages_v)
+        blocked_cvl = pack_v if memory.blocked_cvl_v is None else min(memory.blocked_cvl_v, pack_v)
+        if blocked_cvl < cvl:
+            cvl = blocked_cvl
+            cvl_reason = LimitReason(
+                "charge_blocked", f"charging blocked ({charge_reason.limiter}): held at the pack voltage {cvl:.2f} V"
+            )
     limits = Limits(
         computed_at_s=reading.measured_at_s,
         charge_voltage_limit_v=round_down(cvl, 3),
@@ -261,7 +278,7 @@ def compute_limits(
         reasons={
             "charge_current_limit_a": charge_reason,
             "discharge_current_limit_a": discharge_reason,
-            "charge_voltage_limit_v": LimitReason(voltage.limiter, voltage.reason),
+            "charge_voltage_limit_v": cvl_reason,
             "discharge_voltage_limit_v": LimitReason(
                 "cell_voltage", f"discharge cut-off {t.discharge_cutoff_v:.3f} V × {t.cell_count}"
             ),
@@ -297,6 +314,7 @@ def compute_limits(
         voltage=voltage.state,
         discharge_voltage_v=limits.discharge_voltage_limit_v,
         force_charge=force,
+        blocked_cvl_v=blocked_cvl,
     )
     return EngineResult(limits, new_memory, t, tuple(events))
 

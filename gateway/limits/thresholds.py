@@ -73,6 +73,11 @@ class Thresholds:
         return self.cell_count * self.float_cell_v
 
     @property
+    def cvl_trim_floor_pack_v(self) -> float:
+        """The lowest CVL the weak-cell correction may set: cells × the chemistry's trim floor, V."""
+        return min(self.float_pack_v, self.cell_count * PRESETS[self.chemistry].cvl_trim_floor_cell_v)
+
+    @property
     def max_pack_cvl_v(self) -> float:
         """Hard ceiling of the CVL, V."""
         return self.cell_count * (self.cell_ovp_v - OVP_HEADROOM_V)
