@@ -219,6 +219,10 @@ class LimitsConfig(_Section):
     """Measured current may exceed the limit by this much before the gateway acts, A."""
     overshoot_after_s: float = _setting(_number(above=0), _TUNING.overshoot_after_s)
     """An excess lasting this long is acted on, s."""
+    inverter_response_s: float = _setting(_number(at_least=0), _TUNING.inverter_response_s)
+    """After a limit fell, the inverter gets this long to follow it before an excess counts, s."""
+    enforcement_disable_min_s: float = _setting(_number(at_least=0), _TUNING.enforcement_disable_min_s)
+    """A side disabled by enforcement stays disabled at least this long, s."""
     overshoot_forgive_s: float = _setting(_number(above=0), _TUNING.overshoot_forgive_s)
     """After this long of obedience the advertised limit returns to the true one, s."""
     current_sharing: str = _setting(_choice(CURRENT_SHARING), _TUNING.current_sharing.value)

@@ -86,12 +86,12 @@ def _margin_from_ovp(s: ScenarioSummary) -> None:
 
 CASES = (
     Case("01-baseline-obeys", _baseline),
-    Case("p1-overshoot-ocp-delay-10s", no_trip_and_nothing_charged_cold, "audit P1 case 56: 133 charge OCP trips"),
+    Case("p1-overshoot-ocp-delay-10s", no_trip_and_nothing_charged_cold),  # audit P1 case 56: 133 charge OCP trips
     # Audit P2 case 13 (3 cell OVP trips, 3.652 V): green since CVL is the second lever.
     Case("p2-cvl-only-weak-cell", no_trip_and_nothing_charged_cold),
     Case("p2-cvl-only-weak-cell", _calm_cvl, "audit P13: CVL saw-tooth in absorption, 6 changes per minute"),
     Case("p2-cvl-only-weak-cell-10pct", no_trip_and_nothing_charged_cold),  # audit P2 case 45: 2 OVP trips
-    Case("p2-cvl-only-10kw", no_trip_and_nothing_charged_cold, "audit P2 case 06: 49 charge OCP trips"),
+    Case("p2-cvl-only-10kw", no_trip_and_nothing_charged_cold),  # audit P2 case 06: 49 charge OCP trips
     Case("p2-cvl-only-cold", no_trip_and_nothing_charged_cold),  # audit P2 case 25: charged to absorption at 1 °C
     Case("p3-silent-cold-pack", no_trip_and_nothing_charged_cold, "audit P3 case 42: the 1 °C pack takes 49.5 Ah"),
     Case("p3-silent-weak-pack", no_trip_and_nothing_charged_cold, "audit P3 case 43: 3 cell OVP + 2 charge OCP"),
@@ -137,10 +137,12 @@ def test_the_baseline_is_no_worse_than_the_audited_engine() -> None:
     assert s.max_changes_per_min["ccl"] <= 8 and s.max_changes_per_min["cvl"] <= 2
 
 
-def test_an_overshoot_faster_than_the_bms_delay_trips_as_the_audit_found() -> None:
+def test_an_overshoot_faster_than_the_bms_delay_is_compensated_in_time() -> None:
+    # The audited engine: 133 charge OCP trips and 266 enable toggles here (audit case 56). Enforcement within a
+    # third of the BMS's 10 s delay learns the compensation before the BMS trips.
     s = summary_of("p1-overshoot-ocp-delay-10s")
-    assert {t.trip.kind for t in s.trips} == {"charge_ocp"}
-    assert s.trip_count >= 100 and s.enable_toggles >= 200  # audit case 56: 133 trips, 266 toggles
+    assert s.trip_count == 0 and s.enable_toggles == 0
+    assert s.float_reached_s is not None
 
 
 def test_a_cvl_only_charger_is_held_off_by_the_cvl_lever() -> None:

@@ -17,12 +17,12 @@ from dataclasses import dataclass, field, replace
 from gateway.limits import limiters
 from gateway.limits.charge_voltage import ChargePhase, VoltageState, start_voltage, step_voltage
 from gateway.limits.dynamics import RampState, step_ramp
-from gateway.limits.enforcement import EnforcementState, enforce
+from gateway.limits.enforcement import EnforcementState, enforce, patience_s
 from gateway.limits.limiters import Candidate
 from gateway.limits.rounding import round_down, round_up
 from gateway.limits.settings import LimitsSettings
 from gateway.limits.thresholds import Thresholds, derive_thresholds
-from gateway.model import LimitReason, Limits, PackReading, Side
+from gateway.model import Alarm, BatteryState, LimitReason, Limits, PackReading, Side
 
 FORCE_CHARGE_RELEASE_PCT = 5.0
 """Force charge ends this far above where it started, %."""
@@ -50,7 +50,8 @@ class EngineMemory:
     """The DVL last published, V."""
     force_charge: bool = False
     blocked_cvl_v: float | None = None
-    """While charging is blocked: the lowest pack voltage seen since, which caps the CVL, V; None otherwise."""
+    """While charging is blocked: the CVL the block allows (see :func:`_blocked_cvl`), V; None otherwise."""
+    blocked_cvl_at_s: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +112,33 @@ def _unusable(reading: PackReading, now_s: float, max_age_s: float) -> str | Non
     return None
 
 
+BLOCKED_REST_A = 1.0
+"""While charging is blocked, a current this small either way counts as the pack at rest, A."""
+BLOCKED_CVL_STEP_V_PER_CELL_S = 0.02
+"""While charging is blocked and current still flows in, CVL steps down this fast, V per cell per second (0.32 V/s
+for 16S: some 30 A/s less from a CV charger through 10 mΩ)."""
+
+
+def _blocked_cvl(memory: EngineMemory, state: BatteryState, cell_count: int, now_s: float) -> float:
+    """The CVL while charging is blocked.
+
+    At rest it is the pack voltage, so a CV charger has nothing to push with and an inverter nothing to discharge
+    towards (some discharge to reach a CVL under the pack voltage: yambms#46). While current still flows in, the
+    pack voltage carries the charger's I × R, and a CV charger would hold its current at it: CVL steps down from
+    the lowest it was until the current stops, never below the pack voltage at rest (where it returns as soon
+    as the current does). While current flows out, it steps back up, so an inverter discharging towards a low
+    CVL is pushed back.
+    """
+    pack_v = sum(state.cell_voltages_v)
+    previous = memory.blocked_cvl_v
+    if previous is None or abs(state.current_a) <= BLOCKED_REST_A:
+        return pack_v
+    step_v = BLOCKED_CVL_STEP_V_PER_CELL_S * cell_count * max(0.0, now_s - memory.blocked_cvl_at_s)
+    if state.current_a > 0:
+        return min(previous, pack_v) - step_v
+    return max(previous, pack_v) + step_v
+
+
 def _side(
     side: Side,
     reading: PackReading,
@@ -168,7 +196,19 @@ def _side(
         reason = LimitReason(winner.limiter, f"{winner.reason} (within the {tuning.current_deadband_a:g} A dead-band)")
 
     measured = state.current_a if side is Side.CHARGE else -state.current_a
-    enforced = enforce(memory.enforcement, word, limit_a, measured, now_s, tuning)
+    settings = reading.settings
+    delay = settings.charge_ocp_delay_s if side is Side.CHARGE else settings.discharge_ocp_delay_s
+    alarm = Alarm.CHARGE_OVER_CURRENT if side is Side.CHARGE else Alarm.DISCHARGE_OVER_CURRENT
+    enforced = enforce(
+        memory.enforcement,
+        word,
+        limit_a,
+        measured,
+        now_s,
+        tuning,
+        patience=patience_s(tuning, delay),
+        over_current_alarm=alarm in state.alarms,
+    )
     advertised = enforced.advertised_a
     if enforced.reason is not None and advertised < limit_a:
         reason = LimitReason("enforcement", enforced.reason)
@@ -251,19 +291,16 @@ def compute_limits(
     discharge_enable = discharge_enable and dcl > 0.0
     force_flag = force_flag and charge_enable
 
-    # CVL is the second lever: while charging is blocked (a cut-off, a temperature, enforcement, an alarm) it
-    # falls to the pack voltage, and stays at the lowest seen since, so a charger that ignores CCL and the
-    # enables has nothing to push with. Never below the pack voltage: some inverters discharge to reach a CVL
-    # under it (yambms#46). Battery-safety audit P2.
+    # CVL is the second lever (battery-safety audit P2): while charging is blocked (a cut-off, a temperature,
+    # enforcement, an alarm), a charger that ignores CCL and the enables must have nothing to push with.
     blocked_cvl = None
     cvl_reason = LimitReason(voltage.limiter, voltage.reason)
     if not charge_enable:
-        pack_v = sum(state.cell_voltages_v)
-        blocked_cvl = pack_v if memory.blocked_cvl_v is None else min(memory.blocked_cvl_v, pack_v)
+        blocked_cvl = _blocked_cvl(memory, state, t.cell_count, now_s)
         if blocked_cvl < cvl:
             cvl = blocked_cvl
             cvl_reason = LimitReason(
-                "charge_blocked", f"charging blocked ({charge_reason.limiter}): held at the pack voltage {cvl:.2f} V"
+                "charge_blocked", f"charging blocked ({charge_reason.limiter}): CVL {cvl:.2f} V at the pack voltage"
             )
     limits = Limits(
         computed_at_s=reading.measured_at_s,
@@ -315,6 +352,7 @@ def compute_limits(
         discharge_voltage_v=limits.discharge_voltage_limit_v,
         force_charge=force,
         blocked_cvl_v=blocked_cvl,
+        blocked_cvl_at_s=now_s,
     )
     return EngineResult(limits, new_memory, t, tuple(events))
 

@@ -94,7 +94,11 @@ class LimitsSettings:
     overshoot_margin_a: float = 5.0
     """Measured current may exceed the limit by this much, A."""
     overshoot_after_s: float = 20.0
-    """An excess lasting this long is acted on, s."""
+    """An excess lasting this long is acted on, s; never longer than half the BMS's over-current delay."""
+    inverter_response_s: float = 20.0
+    """After a limit fell, the inverter gets this long to follow before an excess counts, s."""
+    enforcement_disable_min_s: float = 60.0
+    """A side disabled by enforcement stays disabled at least this long, s."""
     overshoot_forgive_s: float = 600.0
     """After this long of obedience the advertised limit returns to the true one, s."""
 
