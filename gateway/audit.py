@@ -81,10 +81,13 @@ def audit_settings(
         findings.append(Finding(rule, severity, message, bms_value, suggested))
 
     if bms.cell_count != reported_cells:
+        # The gateway counts the cells it measures (a CVL from a count one too high is 3.666 V per cell on 16
+        # cells: above OVP, battery-safety audit P12); the setting is wrong either way.
         add(
             "cell_count",
-            Severity.WARNING,
-            f"the cell-count setting differs from the {reported_cells} cells the BMS measures",
+            Severity.ERROR,
+            f"the cell-count setting differs from the {reported_cells} cells the BMS measures; the gateway counts "
+            f"{reported_cells}",
             str(bms.cell_count),
             str(reported_cells),
         )
@@ -92,14 +95,26 @@ def audit_settings(
     inferred = infer_chemistry(bms.cell_ovp_v)
     used = chemistry or bms.battery_type or inferred
     if bms.battery_type is not None and bms.battery_type != inferred:
-        add(
-            "battery_type",
-            Severity.WARNING,
-            f"battery type {bms.battery_type.value} does not fit cell OVP {_v(bms.cell_ovp_v)}; "
-            f"the gateway charges as {used.value}",
-            bms.battery_type.value,
-            f"{inferred.value}, or an OVP for {bms.battery_type.value}",
-        )
+        if used == inferred:
+            add(
+                "battery_type",
+                Severity.WARNING,
+                f"battery type {bms.battery_type.value} does not fit cell OVP {_v(bms.cell_ovp_v)}; "
+                f"the gateway charges as {used.value}",
+                bms.battery_type.value,
+                f"{inferred.value}, or an OVP for {bms.battery_type.value}",
+            )
+        else:
+            # Charging as the type would aim at voltages the OVP contradicts (an LTO bulk on LiFePO4 cells: CVL
+            # below the pack and below DVL, battery-safety audit P7): no charging until it is resolved.
+            add(
+                "battery_type",
+                Severity.ERROR,
+                f"battery type {bms.battery_type.value} does not fit cell OVP {_v(bms.cell_ovp_v)}: charging is "
+                "blocked until one of them is corrected",
+                bms.battery_type.value,
+                f"{inferred.value}, or an OVP for {bms.battery_type.value}",
+            )
     preset = PRESETS[used]
 
     if bms.cell_ovp_v > preset.absolute_max_cell_v:

@@ -81,7 +81,7 @@ def test_a_well_set_pack_has_no_findings() -> None:
 @pytest.mark.parametrize(
     ("change", "cells", "rule", "severity"),
     [
-        ({"cell_count": 15}, 16, "cell_count", Severity.WARNING),
+        ({"cell_count": 15}, 16, "cell_count", Severity.ERROR),
         ({"capacity_ah": 40.0}, 16, "balance_trigger", Severity.WARNING),  # ≤ 50 Ah wants 10 mV
         ({"max_balance_current_a": 30.0}, 16, "balance_current", Severity.WARNING),  # > 0.1 C of 280 Ah
         ({"power_off_v": 2.9}, 16, "power_off", Severity.WARNING),  # not below UVP 2.80

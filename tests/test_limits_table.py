@@ -226,9 +226,20 @@ def test_lifepo4_type_with_li_ion_ovp_is_clamped_with_a_warning() -> None:
     assert t.cell_ovp_v == 3.65
     assert t.bulk_cell_v == pytest.approx(3.45)
     assert any("error: ovp_absolute: cell OVP above the lifepo4 maximum" in w for w in t.warnings)
-    assert any("warning: battery_type:" in w for w in t.warnings)
-    unsafe = derive_thresholds(li_ion_settings(), 14, TUNING)
-    assert t.charge_ceiling_a == pytest.approx(unsafe.charge_ceiling_a * 0.5)
+    # The cautious chemistry is the type's, not the OVP's: charging it as LiFePO4 would put CVL (14 × 3.45 =
+    # 48.3 V) far below the NMC pack (battery-safety audit P7): charging is blocked until it is resolved.
+    assert any("error: battery_type:" in w and "charging is blocked" in w for w in t.warnings)
+    assert t.charge_ceiling_a == 0.0
+    assert t.discharge_ceiling_a > 0.0
+
+
+def test_lto_type_on_lifepo4_cells_blocks_charging_not_a_cvl_below_dvl() -> None:
+    # Battery-safety audit P7: a LiFePO4 pack (OVP 3.65 V) typed LTO gave CVL 43.2 V and DVL 46.4 V with the pack at
+    # 52.8 V. Now charging is blocked, and the CVL lever holds the pack voltage, above DVL.
+    out = limits(reading(3.30, settings=lifepo4_settings(battery_type=Chemistry.LTO)))
+    assert out.charge_current_limit_a == 0.0 and not out.charge_enable
+    assert out.charge_voltage_limit_v == pytest.approx(52.8)
+    assert out.discharge_voltage_limit_v < out.charge_voltage_limit_v
 
 
 def test_li_ion_type_with_lifepo4_ovp_charges_as_lifepo4() -> None:
@@ -682,7 +693,7 @@ def test_absorption_back_to_bulk_on_low_soc() -> None:
         pytest.param(cells_at(3.42, cell7=3.48), 54.75, id="15x3.42+3.48=54.78, minus 0.03: 54.75V"),
         # Not clamped to float (54.0 V) any more: the floor is 16 × 2.9 = 46.4 V (dbus-serialbattery's), so a
         # charger that follows only CVL cannot push the runner to OVP (battery-safety audit P2, case 48).
-        pytest.param(cells_at(3.30, cell7=3.60), 52.95, id="15x3.30+3.60-0.15=52.95: above the 46.4V trim floor"),
+        pytest.param(cells_at(3.30, cell7=3.53), 52.95, id="15x3.30+3.53-0.08=52.95: above the 46.4V trim floor"),
         pytest.param(cells_at(2.85, cell7=3.50), 46.4, id="15x2.85+3.50-0.05=46.2: clamped to 16x2.9=46.4V"),
         pytest.param(cells_at(3.45), 55.2, id="balanced at bulk: no trim"),
     ],

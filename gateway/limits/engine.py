@@ -21,7 +21,7 @@ from gateway.limits.enforcement import EnforcementState, enforce, patience_s
 from gateway.limits.limiters import Candidate
 from gateway.limits.rounding import round_down, round_up
 from gateway.limits.settings import LimitsSettings
-from gateway.limits.thresholds import Thresholds, derive_thresholds
+from gateway.limits.thresholds import OVP_HEADROOM_V, Thresholds, derive_thresholds
 from gateway.model import Alarm, BatteryState, LimitReason, Limits, PackReading, Side
 
 FORCE_CHARGE_RELEASE_PCT = 5.0
@@ -119,15 +119,15 @@ BLOCKED_CVL_STEP_V_PER_CELL_S = 0.02
 for 16S: some 30 A/s less from a CV charger through 10 mΩ)."""
 
 
-def _blocked_cvl(memory: EngineMemory, state: BatteryState, cell_count: int, now_s: float) -> float:
+def _blocked_cvl(memory: EngineMemory, state: BatteryState, cell_count: int, now_s: float, floor_v: float) -> float:
     """The CVL while charging is blocked.
 
     At rest it is the pack voltage, so a CV charger has nothing to push with and an inverter nothing to discharge
     towards (some discharge to reach a CVL under the pack voltage: yambms#46). While current still flows in, the
     pack voltage carries the charger's I × R, and a CV charger would hold its current at it: CVL steps down from
-    the lowest it was until the current stops, never below the pack voltage at rest (where it returns as soon
-    as the current does). While current flows out, it steps back up, so an inverter discharging towards a low
-    CVL is pushed back.
+    the lowest it was until the current stops (never below ``floor_v``, the DVL), never below the pack voltage at
+    rest (where it returns as soon as the current does). While current flows out, it steps back up, so an
+    inverter discharging towards a low CVL is pushed back.
     """
     pack_v = sum(state.cell_voltages_v)
     previous = memory.blocked_cvl_v
@@ -135,7 +135,7 @@ def _blocked_cvl(memory: EngineMemory, state: BatteryState, cell_count: int, now
         return pack_v
     step_v = BLOCKED_CVL_STEP_V_PER_CELL_S * cell_count * max(0.0, now_s - memory.blocked_cvl_at_s)
     if state.current_a > 0:
-        return min(previous, pack_v) - step_v
+        return max(floor_v, min(previous, pack_v) - step_v)
     return max(previous, pack_v) + step_v
 
 
@@ -228,7 +228,9 @@ def compute_limits(
 
     :param max_age_s: a reading older than this is stale: both currents 0.
     """
-    cell_count = reading.settings.cell_count or reading.state.cell_count
+    # The cells measured, not the setting: a setting one too high gives a CVL above OVP per cell (audit P12);
+    # the mismatch is an audit error (gateway.audit).
+    cell_count = reading.state.cell_count or reading.settings.cell_count
     problem = _unusable(reading, now_s, max_age_s)
     if problem is not None:
         # Currents 0; voltage limits as before (they derive from settings), latches and phase kept so that one
@@ -296,9 +298,12 @@ def compute_limits(
     blocked_cvl = None
     cvl_reason = LimitReason(voltage.limiter, voltage.reason)
     if not charge_enable:
-        blocked_cvl = _blocked_cvl(memory, state, t.cell_count, now_s)
-        if blocked_cvl < cvl:
-            cvl = blocked_cvl
+        blocked_cvl = _blocked_cvl(memory, state, t.cell_count, now_s, dvl)
+        # Whatever the charge logic wanted, above or below: a CVL under the pack would make some inverters
+        # discharge towards it (an LTO bulk on LiFePO4 cells, audit P7), one above it lets a charger push.
+        # Capped by the BMS's own OVP (not the thresholds' chemistry, which may be the contradicting type's).
+        if abs(blocked_cvl - cvl) > 1e-9:
+            cvl = min(blocked_cvl, t.cell_count * (reading.settings.cell_ovp_v - OVP_HEADROOM_V))
             cvl_reason = LimitReason(
                 "charge_blocked", f"charging blocked ({charge_reason.limiter}): CVL {cvl:.2f} V at the pack voltage"
             )

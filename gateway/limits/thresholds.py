@@ -17,6 +17,8 @@ from gateway.model import Chemistry, ProtectionSettings
 
 OVP_HEADROOM_V = 0.05
 """The CVL per cell never exceeds OVP minus this, V, whatever the config says."""
+CUTOFF_BELOW_OVP_V = 0.05
+"""The charge cut-off stays at least this far below cell OVP, V; a configured one above is lowered with a warning."""
 LATCH_GAP_V = 0.05
 """A voltage latch releases at least this far inside its trip point, V (when OVPR/UVPR are set too close)."""
 
@@ -169,6 +171,12 @@ def derive_thresholds(bms: ProtectionSettings, cell_count: int, tuning: LimitsSe
         return bms_part
 
     charge_ceiling = ceiling("charge_ceiling_a", tuning.max_charge_current_a, bms.max_charge_current_a)
+    if candidates and chemistry != inferred:
+        # The cautious chemistry is the type's, not the OVP's: its voltages contradict the pack (an LTO bulk on
+        # LiFePO4 cells puts CVL below the pack and below DVL, battery-safety audit P7). No charging until the
+        # user resolves it (the audit's error says how); the CVL lever then holds the pack voltage, above DVL.
+        charge_ceiling = 0.0
+        origins["charge_ceiling_a"] = "blocked: the BMS's battery type contradicts its cell OVP"
     discharge_ceiling = ceiling("discharge_ceiling_a", tuning.max_discharge_current_a, bms.max_discharge_current_a)
 
     bulk = pick("bulk_cell_v", tuning.bulk_cell_v, min(preset.bulk_cell_v, ovp - preset.bulk_below_ovp_v), default)
@@ -178,7 +186,13 @@ def derive_thresholds(bms: ProtectionSettings, cell_count: int, tuning: LimitsSe
     float_v = pick("float_cell_v", tuning.float_cell_v, min(preset.float_cell_v, bulk - 0.05), default)
     float_v = min(float_v, bulk)
     cutoff = pick("charge_cutoff_cell_v", tuning.charge_cutoff_cell_v, (bulk + ovp) / 2, "derived: midway bulk–OVP")
-    cutoff = min(cutoff, ovp - 0.01)
+    if cutoff > ovp - CUTOFF_BELOW_OVP_V:
+        # Within 50 mV of OVP a runner cell trips the BMS on its next overshoot (audit P9: 3.636 V of 3.65).
+        warnings.append(
+            f"charge cut-off {cutoff:.3f} V is within {CUTOFF_BELOW_OVP_V * 1000:.0f} mV of cell OVP {ovp:.3f} V: "
+            f"using {ovp - CUTOFF_BELOW_OVP_V:.3f} V"
+        )
+        cutoff = ovp - CUTOFF_BELOW_OVP_V
     knee = pick("charge_knee_cell_v", tuning.charge_knee_cell_v, bulk - preset.charge_knee_below_bulk_v, default)
     knee = min(knee, cutoff - 0.01)
     release = min(bms.cell_ovpr_v, cutoff - LATCH_GAP_V)
