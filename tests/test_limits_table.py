@@ -735,6 +735,23 @@ def test_cvl_falls_to_the_pack_voltage_while_charging_is_blocked() -> None:
     assert warm.charge_enable and warm.charge_voltage_limit_v == pytest.approx(55.2)
 
 
+def test_dvl_rises_to_the_pack_while_discharging_is_blocked() -> None:
+    # Battery-safety audit P10 (case 52): a load that ignores DCL and the enables and stops only at DVL ran a weak
+    # cell into UVP. With the lowest cell at the discharge cut-off (2.90 V: DCL 0) DVL is the pack voltage; while
+    # current still flows out it steps up 0.02 V per cell per second until the load stops.
+    engine = LimitsEngine(TUNING)
+    cells = cells_at(3.20, cell7=2.89)
+    first = engine.update(reading(cells, now_s=0.0, current_a=-60.0, soc_pct=5.0), 0.0).limits
+    assert first.discharge_current_limit_a == 0.0 and not first.discharge_enable
+    pack = sum(cells)
+    assert first.discharge_voltage_limit_v == pytest.approx(pack, abs=0.001)  # 50.89 V, not 16 × 2.90 = 46.4 V
+    assert first.reasons["discharge_voltage_limit_v"].limiter == "discharge_blocked"
+    second = engine.update(reading(cells, now_s=1.0, current_a=-60.0, soc_pct=5.0), 1.0).limits
+    assert second.discharge_voltage_limit_v == pytest.approx(pack + 0.32, abs=0.001)
+    # Never above CVL: with charging allowed CVL is bulk (55.2 V), far above.
+    assert second.discharge_voltage_limit_v < second.charge_voltage_limit_v
+
+
 def test_over_voltage_trim_holds_then_ramps_back() -> None:
     engine = LimitsEngine(TUNING)
     first = engine.update(reading(cells_at(3.40, cell7=3.50), now_s=0.0, soc_pct=95.0), 0.0)

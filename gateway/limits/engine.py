@@ -52,6 +52,8 @@ class EngineMemory:
     blocked_cvl_v: float | None = None
     """While charging is blocked: the CVL the block allows (see :func:`_blocked_cvl`), V; None otherwise."""
     blocked_cvl_at_s: float = 0.0
+    blocked_dvl_v: float | None = None
+    """While discharging is blocked: the DVL the block sets (see :func:`_blocked_dvl`), V; None otherwise."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +138,23 @@ def _blocked_cvl(memory: EngineMemory, state: BatteryState, cell_count: int, now
     step_v = BLOCKED_CVL_STEP_V_PER_CELL_S * cell_count * max(0.0, now_s - memory.blocked_cvl_at_s)
     if state.current_a > 0:
         return max(floor_v, min(previous, pack_v) - step_v)
+    return max(previous, pack_v) + step_v
+
+
+def _blocked_dvl(memory: EngineMemory, state: BatteryState, cell_count: int, now_s: float) -> float:
+    """The DVL while discharging is blocked: the mirror of :func:`_blocked_cvl` (battery-safety audit P10).
+
+    At rest it is the pack voltage, so a load that stops only at DVL does not start. While current still flows
+    out, the pack voltage sits below its rest voltage by the load's I × R, and a load that stops at DVL would go
+    on at it: DVL steps up from the highest it was until the current stops. While current flows in, it holds.
+    """
+    pack_v = sum(state.cell_voltages_v)
+    previous = memory.blocked_dvl_v
+    if previous is None or abs(state.current_a) <= BLOCKED_REST_A:
+        return pack_v
+    if state.current_a > 0:
+        return min(previous, pack_v)
+    step_v = BLOCKED_CVL_STEP_V_PER_CELL_S * cell_count * max(0.0, now_s - memory.blocked_cvl_at_s)
     return max(previous, pack_v) + step_v
 
 
@@ -307,6 +326,20 @@ def compute_limits(
             cvl_reason = LimitReason(
                 "charge_blocked", f"charging blocked ({charge_reason.limiter}): CVL {cvl:.2f} V at the pack voltage"
             )
+    # DVL is the discharge lever, the mirror (battery-safety audit P10): while discharging is blocked, a load that
+    # stops only at DVL must stop. Never above CVL (both at the pack voltage where both levers are needed), never
+    # below cells × UVP.
+    blocked_dvl = None
+    dvl_reason = LimitReason("cell_voltage", f"discharge cut-off {t.discharge_cutoff_v:.3f} V × {t.cell_count}")
+    if not discharge_enable:
+        blocked_dvl = _blocked_dvl(memory, state, t.cell_count, now_s)
+        if blocked_dvl > dvl:
+            dvl = blocked_dvl
+            dvl_reason = LimitReason(
+                "discharge_blocked",
+                f"discharging blocked ({discharge_reason.limiter}): DVL {dvl:.2f} V at the pack voltage",
+            )
+    dvl = max(min(dvl, cvl), t.cell_count * reading.settings.cell_uvp_v)
     limits = Limits(
         computed_at_s=reading.measured_at_s,
         charge_voltage_limit_v=round_down(cvl, 3),
@@ -321,9 +354,7 @@ def compute_limits(
             "charge_current_limit_a": charge_reason,
             "discharge_current_limit_a": discharge_reason,
             "charge_voltage_limit_v": cvl_reason,
-            "discharge_voltage_limit_v": LimitReason(
-                "cell_voltage", f"discharge cut-off {t.discharge_cutoff_v:.3f} V × {t.cell_count}"
-            ),
+            "discharge_voltage_limit_v": dvl_reason,
             "charge_enable": charge_reason,
             "discharge_enable": discharge_reason,
             "soc_pct": soc_reason,
@@ -358,6 +389,7 @@ def compute_limits(
         force_charge=force,
         blocked_cvl_v=blocked_cvl,
         blocked_cvl_at_s=now_s,
+        blocked_dvl_v=blocked_dvl,
     )
     return EngineResult(limits, new_memory, t, tuple(events))
 
