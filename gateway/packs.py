@@ -15,13 +15,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from types import MappingProxyType
 
 from gateway.battery import BatteryAggregate, aggregate, pack_labels
 from gateway.limits import LimitsEngine, LimitsSettings, failsafe_limits
+from gateway.limits.dynamics import RampState, step_ramp
 from gateway.limits.settings import CurrentSharing
-from gateway.limits.system import PackLimits, system_limits
-from gateway.model import Limits, PackReading
+from gateway.limits.system import PackLimits, sharing_in_force, system_limits
+from gateway.model import LimitReason, Limits, PackReading
 
 log = logging.getLogger("gateway.runtime")
 
@@ -63,6 +65,8 @@ class PackSet:
         """(objects, ids, result) of the last system-limits computation: the readings and pack limits it used
         (held, and compared by identity), and which packs counted and which were offline."""
         self._warned_sharing = False
+        self._ramps: dict[str, RampState] = {}
+        """Per side ("charge", "discharge"): the battery's current limit as last published (several packs)."""
 
     @property
     def pack_limits(self) -> Mapping[str, Limits]:
@@ -82,13 +86,23 @@ class PackSet:
             if pack_id not in self._away:
                 self._away.add(pack_id)
                 why = errors.get(pack_id, "no good reading")
-                log.warning(
-                    "BMS: %s offline (%s); the battery goes on with %d of %d packs",
-                    labels[pack_id],
-                    why,
-                    battery.module_count,
-                    len(known),
-                )
+                if pack_id in self._limits:
+                    log.error(
+                        "BMS: %s silent (%s) but its pack may still be on the bus: its last blocks and limits "
+                        "stay latched until it answers again; the battery goes on with %d of %d packs",
+                        labels[pack_id],
+                        why,
+                        battery.module_count,
+                        len(known),
+                    )
+                else:
+                    log.warning(
+                        "BMS: %s offline (%s); the battery goes on with %d of %d packs",
+                        labels[pack_id],
+                        why,
+                        battery.module_count,
+                        len(known),
+                    )
         for pack_id in battery.online:
             if pack_id in self._away:
                 self._away.discard(pack_id)
@@ -105,7 +119,10 @@ class PackSet:
         uncounted = tuple(r.pack_id for r in battery.packs if r.pack_id in missed)
         if not counted:  # cannot happen (the last poll's packs are the freshest), but never guess
             return failsafe_limits(None, now_s, "no pack answered the last poll")
-        objects = (*battery.packs, *(self._limits[p] for p in (*counted, *uncounted)))
+        # A silent pack's last limits stay latched (battery-safety audit P3: its block vanished after the
+        # timeout while it was still on the bus, and CCL stepped up into a pack at 1 °C).
+        latched = tuple(p for p in battery.offline if p in self._limits and p in self._limits_for)
+        objects = (*battery.packs, *(self._limits[p] for p in (*counted, *uncounted, *latched)))
         ids = (counted, uncounted, battery.offline)
         cached = self._system
         if cached is None or cached[1] != ids or any(a is not b for a, b in zip(cached[0], objects, strict=True)):
@@ -115,14 +132,67 @@ class PackSet:
                 return PackLimits(labels[pack_id], by_id[pack_id], self._limits[pack_id])
 
             self._check_sharing([by_id[p] for p in counted], labels)
+
+            def last(pack_id: str) -> PackLimits:
+                return PackLimits(
+                    f"{labels[pack_id]} (silent, latched)", self._limits_for[pack_id], self._limits[pack_id]
+                )
+
             result = system_limits(
                 [pack(p) for p in counted],
                 self._tuning,
                 uncounted=[pack(p) for p in uncounted],
                 offline=[labels[p] for p in battery.offline],
+                latched=[last(p) for p in latched],
             )
             cached = self._system = (objects, ids, result)
-        return cached[2]
+        if not several:
+            return cached[2]
+        return self._ramped(cached[2], now_s)
+
+    def _ramped(self, limits: Limits, now_s: float) -> Limits:
+        """The battery's current limits through the engine's hold and ramp: a share withheld (a missed poll, a
+        pack away) goes at once, and comes back only after the hold, on the ramp (battery-safety audit P4: a
+        flaky pack made CCL flap 270 <-> 180 A)."""
+        out = limits
+        for side in ("charge", "discharge"):
+            name = f"{side}_current_limit_a"
+            target: float = getattr(limits, name)
+            previous = self._ramps.get(side)
+            ramp = (
+                RampState(target, now_s, now_s)
+                if previous is None
+                else step_ramp(
+                    previous,
+                    target,
+                    now_s,
+                    hold_s=self._tuning.current_hold_s,
+                    ramp_a_per_s=self._tuning.current_ramp_a_per_s,
+                    deadband_a=self._tuning.current_deadband_a,
+                )
+            )
+            self._ramps[side] = ramp
+            value = min(ramp.output_a, target)
+            if value < target - 1e-6:
+                reasons = dict(out.reasons)
+                reasons[name] = LimitReason("hold", f"battery: rising to {target:.1f} A after the hold and ramp")
+                out = replace(out, reasons=reasons)
+            enable: bool = getattr(out, f"{side}_enable") and value > 0.0
+            if side == "charge":
+                out = replace(out, charge_current_limit_a=value, charge_enable=enable)
+            else:
+                out = replace(out, discharge_current_limit_a=value, discharge_enable=enable)
+        if not out.charge_enable and out.force_charge:
+            out = replace(out, force_charge=False)
+        return out
+
+    def sharing(self, readings: Sequence[PackReading]) -> CurrentSharing:
+        """``equal`` or ``capacity``: the sharing in force for these packs (``auto`` decided)."""
+        labels = pack_labels([r.pack_id for r in readings])
+        packs = [
+            PackLimits(labels[r.pack_id], r, self._limits[r.pack_id]) for r in readings if r.pack_id in self._limits
+        ]
+        return sharing_in_force(packs, self._tuning) if packs else self._tuning.current_sharing
 
     def _check_sharing(self, readings: Sequence[PackReading], labels: Mapping[str, str]) -> None:
         """Warn once: equal sharing assumes alike packs; a bigger pack takes more than its share."""

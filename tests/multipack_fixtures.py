@@ -28,11 +28,15 @@ from dataclasses import replace
 from typing import Any, Final
 
 from gateway.limits import LimitsSettings
+from gateway.limits.settings import CurrentSharing
 from gateway.model import BatteryState, DeviceInfo, PackReading
 from gateway.sim.scenarios import Scenario, Step, base_settings
 
-TUNING: Final = LimitsSettings(max_charge_current_a=1000.0, max_discharge_current_a=1000.0)
-"""User caps above anything the packs allow: each pack's own limits are 0.9 × its BMS max."""
+TUNING: Final = LimitsSettings(
+    max_charge_current_a=1000.0, max_discharge_current_a=1000.0, current_sharing=CurrentSharing.EQUAL
+)
+"""User caps above anything the packs allow: each pack's own limits are 0.9 × its BMS max. Equal sharing, as the
+numbers above are worked out (the default ``auto`` shares these packs by capacity: pack 3 has 140 Ah)."""
 DEVICE: Final = DeviceInfo(model="JK_PB2A16S20P", software_version="15.41", hardware_version="15A")
 
 

@@ -10,7 +10,7 @@ from multipack_fixtures import FOUR, TUNING, four_at
 
 from gateway.battery import BATTERY_ID, SETTINGS_RULES, Extreme, aggregate, aggregate_settings, pack_labels
 from gateway.limits import compute_limits
-from gateway.limits.settings import CurrentSharing
+from gateway.limits.settings import CurrentSharing, LimitsSettings
 from gateway.limits.system import PackLimits, system_limits
 from gateway.model import Alarm, LimitReason, Limits, PackReading, ProtectionSettings
 from gateway.packs import battery_at
@@ -152,6 +152,18 @@ def test_capacity_sharing_lets_the_small_pack_limit_the_battery() -> None:
     # 720 A that equal sharing would allow (which would overload the 280 Ah packs by 12.5 %).
     assert limits.discharge_current_limit_a == 630.0
     assert limits.reasons["charge_current_limit_a"].reason.endswith("(90.0 A at 280 of 980 Ah)")
+
+
+def test_auto_sharing_shares_by_capacity_once_the_packs_differ() -> None:
+    # Battery-safety audit P6: equal sharing (the old default) of 100/100/70 Ah packs put 119 A into a 100 A
+    # pack. auto (the default) shares by capacity when the largest pack exceeds the smallest by more than 10 %:
+    # here 280 against 140 Ah, so the battery's CCL is capacity sharing's 315 A, not equal sharing's 360 A.
+    default = LimitsSettings(max_charge_current_a=1000.0, max_discharge_current_a=1000.0)
+    assert default.current_sharing is CurrentSharing.AUTO
+    assert system_limits(own_limits(four_at(NOW_S)), default).charge_current_limit_a == 315.0
+    # Alike packs (within 10 %): equal, 4 × the smallest.
+    alike = [replace(p, settings=replace(p.settings, capacity_ah=280.0)) for p in four_at(NOW_S)]
+    assert system_limits(own_limits(alike), default).charge_current_limit_a == 360.0
 
 
 def test_any_pack_that_blocks_a_side_makes_it_zero() -> None:

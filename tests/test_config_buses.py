@@ -92,9 +92,9 @@ def test_sharing_keys() -> None:
     config = parse(TWO_BUSES[0], limits={"current_sharing": "capacity", "offline_current_fraction": 0.5})
     tuning = limits_settings(config)
     assert (tuning.current_sharing, tuning.offline_current_fraction) == (CurrentSharing.CAPACITY, 0.5)
-    assert limits_settings(parse(TWO_BUSES[0])).current_sharing is CurrentSharing.EQUAL
+    assert limits_settings(parse(TWO_BUSES[0])).current_sharing is CurrentSharing.AUTO
     assert error(TWO_BUSES[0], limits={"current_sharing": "even"}) == (
-        "limits.current_sharing: expected one of equal, capacity, got 'even'"
+        "limits.current_sharing: expected one of equal, capacity, auto, got 'even'"
     )
     assert error(TWO_BUSES[0], limits={"offline_current_fraction": 0}) == (
         "limits.offline_current_fraction: expected a number greater than 0 and at most 1, got 0"

@@ -93,11 +93,11 @@ CASES = (
     Case("p2-cvl-only-weak-cell-10pct", no_trip_and_nothing_charged_cold),  # audit P2 case 45: 2 OVP trips
     Case("p2-cvl-only-10kw", no_trip_and_nothing_charged_cold),  # audit P2 case 06: 49 charge OCP trips
     Case("p2-cvl-only-cold", no_trip_and_nothing_charged_cold),  # audit P2 case 25: charged to absorption at 1 °C
-    Case("p3-silent-cold-pack", no_trip_and_nothing_charged_cold, "audit P3 case 42: the 1 °C pack takes 49.5 Ah"),
-    Case("p3-silent-weak-pack", no_trip_and_nothing_charged_cold, "audit P3 case 43: 3 cell OVP + 2 charge OCP"),
-    Case("p4-flaky-pack", _ccl_steady, "audit P4 case 44: CCL 270 <-> 180 A, 31 changes per minute"),
+    Case("p3-silent-cold-pack", no_trip_and_nothing_charged_cold),  # audit P3 case 42: the 1 °C pack took 49.5 Ah
+    Case("p3-silent-weak-pack", no_trip_and_nothing_charged_cold),  # audit P3 case 43: 3 cell OVP + 2 charge OCP
+    Case("p4-flaky-pack", _ccl_steady),  # audit P4 case 44: CCL 270 <-> 180 A, 31 changes per minute
     Case("p5-slow-inverter", _no_enable_pulses, "audit P5 case 50: 6 enable toggles"),
-    Case("p6-unequal-packs-overshoot", _no_pack_over_its_bms, "audit P6 case 55: 118.9 A in a 100 A pack"),
+    Case("p6-unequal-packs-overshoot", _no_pack_over_its_bms),  # audit P6 case 55: 118.9 A in a 100 A pack
     Case("p8-restarts", _reaches_float_without_trip, "audit P8 case 47: float never reached in 8 h"),
     Case("p9-cutoff-clamped", no_trip_and_nothing_charged_cold),
     # Audit P9 case 49 (the weak cell at 3.636 V, 14 mV from OVP): green since the cut-off stays 50 mV below OVP.
@@ -153,10 +153,11 @@ def test_a_cvl_only_charger_is_held_off_by_the_cvl_lever() -> None:
     assert s.trip_count == 0 and s.max_cell_v < 3.55
 
 
-def test_the_silent_cold_pack_is_the_one_charged_cold() -> None:
+def test_the_silent_cold_pack_stays_blocked() -> None:
+    # The audited engine dropped the silent pack's block after the timeout and put 49.5 Ah into it at 1 °C; its
+    # block now stays latched while its pack is on the bus.
     s = summary_of("p3-silent-cold-pack")
-    warm_1, warm_2, cold = s.charge_outside_window_ah
-    assert warm_1 == warm_2 == 0.0 and cold > 0.005 * 100
+    assert s.charge_outside_window_ah[2] < 0.005 * 100 and s.trip_count == 0
 
 
 def test_a_load_ignoring_dcl_is_stopped_by_the_dvl_lever() -> None:

@@ -19,6 +19,12 @@ class CurrentSharing(enum.StrEnum):
     """Every pack carries the same share: the battery may carry packs × the smallest pack limit."""
     CAPACITY = "capacity"
     """Each pack carries a share proportional to its capacity (same cells, impedance ∝ 1 / capacity)."""
+    AUTO = "auto"
+    """Capacity when the packs' capacities differ by more than :data:`AUTO_CAPACITY_SPREAD`, else equal."""
+
+
+AUTO_CAPACITY_SPREAD = 0.10
+"""``auto`` sharing shares by capacity once the largest pack's capacity exceeds the smallest's by this fraction."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -103,7 +109,7 @@ class LimitsSettings:
     """After this long of obedience the advertised limit returns to the true one, s."""
 
     # --- several packs in parallel (gateway.limits.system) ------------------------------------------------
-    current_sharing: CurrentSharing = CurrentSharing.EQUAL
+    current_sharing: CurrentSharing = CurrentSharing.AUTO
     """How the battery's current is assumed to divide among its packs."""
     offline_current_fraction: float = 1.0
     """While a known pack is offline, the battery's current limits are multiplied by this (0 < f ≤ 1). 1: no

@@ -4,9 +4,12 @@ Each pack's limits come from its own limits engine (its own settings, cells, tem
 enforcement). The battery may then carry, on each side, **the largest total current for which no pack exceeds
 its own limit, given how the current divides** (``limits.current_sharing``):
 
-* ``equal`` (default): every pack carries total / n, so the total is **n × the smallest pack limit**. Right for
+* ``auto`` (default): ``capacity`` when every pack states its capacity and the largest exceeds the smallest by
+  more than 10 %, else ``equal`` (battery-safety audit P6: equal sharing of 100/100/70 Ah packs put 119 A into
+  a 100 A pack).
+* ``equal``: every pack carries total / n, so the total is **n × the smallest pack limit**. Right for
   identical packs, the usual installation; with packs of different capacity the bigger one takes more than
-  its share, so choose ``capacity`` then.
+  its share.
 * ``capacity``: pack i carries total × Cᵢ / ΣC (same cells, internal resistance ∝ 1 / capacity), so the total
   is **min over packs of Lᵢ × ΣC / Cᵢ**. Falls back to ``equal`` when a pack states no capacity.
 
@@ -36,7 +39,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from gateway.limits.rounding import round_down
-from gateway.limits.settings import CurrentSharing, LimitsSettings
+from gateway.limits.settings import AUTO_CAPACITY_SPREAD, CurrentSharing, LimitsSettings
 from gateway.model import LimitReason, Limits, PackReading, Side
 
 
@@ -62,17 +65,28 @@ def _capacities(packs: Sequence[PackLimits]) -> list[float] | None:
     return None
 
 
+def sharing_in_force(packs: Sequence[PackLimits], tuning: LimitsSettings) -> CurrentSharing:
+    """``equal`` or ``capacity``: the configured one, or what ``auto`` decides from the packs' capacities."""
+    if tuning.current_sharing is not CurrentSharing.AUTO:
+        return tuning.current_sharing
+    capacities = _capacities(packs)
+    if capacities and max(capacities) > (1.0 + AUTO_CAPACITY_SPREAD) * min(capacities):
+        return CurrentSharing.CAPACITY
+    return CurrentSharing.EQUAL
+
+
 def _side_limit(
     side: Side,
     packs: Sequence[PackLimits],
     uncounted: Sequence[PackLimits],
     tuning: LimitsSettings,
     absent: Sequence[str],
+    latched: Sequence[PackLimits] = (),
 ) -> tuple[float, LimitReason]:
     """(battery limit A, reason) for one side."""
     word = "charge" if side is Side.CHARGE else "discharge"
     name = f"{word}_current_limit_a"
-    blocking = next((p for p in (*packs, *uncounted) if not getattr(p.limits, f"{word}_enable")), None)
+    blocking = next((p for p in (*packs, *uncounted, *latched) if not getattr(p.limits, f"{word}_enable")), None)
     if blocking is not None:
         return 0.0, _reason(blocking, f"{word}_enable")
 
@@ -80,9 +94,10 @@ def _side_limit(
         value: float = getattr(p.limits, name)
         return value
 
-    capacities = _capacities(packs) if tuning.current_sharing is CurrentSharing.CAPACITY else None
+    capacities = _capacities(packs) if sharing_in_force(packs, tuning) is CurrentSharing.CAPACITY else None
     if capacities is None:
-        winner = min(packs, key=limit)
+        # A silent pack still on the bus takes its share too: its last limit caps it (latched).
+        winner = min((*packs, *latched), key=limit)
         total = len(packs) * limit(winner)
         how = f" ({len(packs)} packs × {limit(winner):.1f} A)" if len(packs) > 1 else ""
     else:
@@ -118,12 +133,15 @@ def system_limits(
     *,
     uncounted: Sequence[PackLimits] = (),
     offline: Sequence[str] = (),
+    latched: Sequence[PackLimits] = (),
 ) -> Limits:
     """The battery's limits from those of its packs online; see the module docs.
 
     :param packs: the packs that count (at least one): online, and answered the last poll.
     :param uncounted: the packs online that missed the last poll: no current share, everything else applies.
     :param offline: labels of the known packs offline, for the reasons and the offline fraction.
+    :param latched: offline packs whose last limits stay latched (a silent BMS, its pack still on the bus):
+        their blocks and voltage limits apply and their current limit caps the per-pack share; no share.
     :raises ValueError: no pack counts.
     """
     if not packs:
@@ -131,13 +149,15 @@ def system_limits(
     if len(packs) == 1 and not uncounted and not offline:
         return packs[0].limits
     online = (*packs, *uncounted)
+    # A latched pack's voltage limits still apply; its SOC and requests are stale and left out.
+    bounding = (*online, *latched)
     absent = (*(p.label for p in uncounted), *offline)
-    ccl, charge_reason = _side_limit(Side.CHARGE, packs, uncounted, tuning, absent)
-    dcl, discharge_reason = _side_limit(Side.DISCHARGE, packs, uncounted, tuning, absent)
+    ccl, charge_reason = _side_limit(Side.CHARGE, packs, uncounted, tuning, absent, latched)
+    dcl, discharge_reason = _side_limit(Side.DISCHARGE, packs, uncounted, tuning, absent, latched)
     charge_enable, discharge_enable = ccl > 0.0, dcl > 0.0
 
-    cvl_pack = _pick(online, lambda p: p.limits.charge_voltage_limit_v, lowest=True)
-    dvl_pack = _pick(online, lambda p: p.limits.discharge_voltage_limit_v, lowest=False)
+    cvl_pack = _pick(bounding, lambda p: p.limits.charge_voltage_limit_v, lowest=True)
+    dvl_pack = _pick(bounding, lambda p: p.limits.discharge_voltage_limit_v, lowest=False)
     forcing = next((p for p in online if p.limits.force_charge), None)
     calibrating = next((p for p in online if p.limits.full_charge_request), None)
     force = forcing is not None and charge_enable
