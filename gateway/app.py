@@ -20,6 +20,7 @@ from gateway.limits import LimitsSettings
 from gateway.profiles import Profile, load_profile
 from gateway.rs485.server import Rs485Output, build_extra_outputs, snapshot_source, start_all, stop_all
 from gateway.runtime import ControlLoop, LoopSettings, Poller, run_loop
+from gateway.state_store import StateStore, state_directory
 from gateway.telemetry.service import Telemetry
 from gateway.transport.can_link import CanLink, CanSettings
 
@@ -168,6 +169,7 @@ def build_gateway(config: Config, clock: Clock, *, profile: Profile | None = Non
         ),
         heartbeat_age_s=None if heartbeat_id is None else (lambda: link.heartbeat_age_s(heartbeat_id)),
         inverter_values=link.received_values,
+        store=StateStore(state_directory(config.state_dir)),
     )
     driver = open_battery(config, clock)
     controller = open_control(config, driver, clock)

@@ -481,6 +481,9 @@ class Config(_Section):
     inverter: InverterConfig = field(metadata=_section_of(InverterConfig))
     extra_outputs: tuple[ExtraOutputConfig, ...] = _setting(_extra_outputs, ())
     """Read-only outputs beside the inverter's (e.g. ``modbus-battery`` over TCP for an EMS)."""
+    state_dir: str | None = _setting(_optional(_text), None)
+    """Where what must survive a restart is kept, unless systemd says (``$STATE_DIRECTORY``); None:
+    ``~/.local/state/bms-gateway`` (:mod:`gateway.state_store`)."""
     limits: LimitsConfig = field(default_factory=LimitsConfig, metadata=_section_of(LimitsConfig))
     charging: ChargingConfig = field(default_factory=ChargingConfig, metadata=_section_of(ChargingConfig))
     failsafe: FailsafeConfig = field(default_factory=FailsafeConfig, metadata=_section_of(FailsafeConfig))

@@ -21,9 +21,11 @@ from types import MappingProxyType
 from gateway.battery import BatteryAggregate, aggregate, pack_labels
 from gateway.limits import LimitsEngine, LimitsSettings, failsafe_limits
 from gateway.limits.dynamics import RampState, step_ramp
+from gateway.limits.persist import memory_from_json, memory_to_json
 from gateway.limits.settings import CurrentSharing
 from gateway.limits.system import PackLimits, sharing_in_force, system_limits
 from gateway.model import LimitReason, Limits, PackReading
+from gateway.state_store import Stored
 
 log = logging.getLogger("gateway.runtime")
 
@@ -48,6 +50,15 @@ def battery_at(
     return aggregate(online, offline=[pack_id for pack_id in order if pack_id not in ids])
 
 
+def pack_identity(reading: PackReading) -> str:
+    """Which pack a saved memory belongs to: its serial number where the BMS reports one, else its address (the
+    pack id) and cell count."""
+    serial = reading.device.serial_number
+    if serial:
+        return f"serial:{serial}"
+    return f"{reading.pack_id}:{reading.state.cell_count}s"
+
+
 class PackSet:
     """Per-pack limits engines and the battery's limits; announces packs that drop out and rejoin."""
 
@@ -67,6 +78,9 @@ class PackSet:
         self._warned_sharing = False
         self._ramps: dict[str, RampState] = {}
         """Per side ("charge", "discharge"): the battery's current limit as last published (several packs)."""
+        self._restored: dict[str, dict[str, object]] = {}
+        """Pack identity → the engine memory saved by a previous process, taken when that pack first reads."""
+        self._restored_shift_s = 0.0
 
     @property
     def pack_limits(self) -> Mapping[str, Limits]:
@@ -194,6 +208,33 @@ class PackSet:
         ]
         return sharing_in_force(packs, self._tuning) if packs else self._tuning.current_sharing
 
+    def restore(self, stored: Stored | None, now_s: float, wall_s: float, max_age_s: float) -> None:
+        """Take the engine memories a previous process saved, if younger than ``max_age_s``; each is used for the
+        pack of the same identity (:func:`pack_identity`) when it first reads. ``now_s`` monotonic, ``wall_s``
+        the wall clock, s."""
+        if stored is None:
+            return
+        age_s = wall_s - stored.saved_wall_s
+        if not 0.0 <= age_s <= max_age_s:
+            log.info("state: limits memory saved %.0f s ago is too old (or from the future): starting afresh", age_s)
+            return
+        packs = stored.data.get("packs")
+        if not isinstance(packs, dict):
+            log.warning("state: limits memory without packs: starting afresh")
+            return
+        self._restored = {str(k): v for k, v in packs.items() if isinstance(v, dict)}
+        # A time saved as "t before the save" becomes "t before the save, which was age_s ago" on our clock.
+        self._restored_shift_s = age_s
+
+    def memory_json(self, now_s: float) -> dict[str, object]:
+        """Every pack's engine memory, for the state store (times relative to ``now_s``, monotonic s)."""
+        packs: dict[str, object] = {}
+        for pack_id, engine in self._engines.items():
+            reading = self._limits_for.get(pack_id)
+            if engine.memory is not None and reading is not None:
+                packs[pack_identity(reading)] = memory_to_json(engine.memory, now_s)
+        return {"packs": packs}
+
     def _check_sharing(self, readings: Sequence[PackReading], labels: Mapping[str, str]) -> None:
         """Warn once: equal sharing assumes alike packs; a bigger pack takes more than its share."""
         if self._warned_sharing or self._tuning.current_sharing is not CurrentSharing.EQUAL:
@@ -215,6 +256,11 @@ class PackSet:
         engine = self._engines.get(pack_id)
         if engine is None:
             engine = self._engines[pack_id] = LimitsEngine(self._tuning, max_age_s=self._max_age_s)
+            saved = self._restored.pop(pack_identity(reading), None)
+            if saved is not None:
+                engine.memory = memory_from_json(saved, now_s - self._restored_shift_s)
+                if engine.memory is not None:
+                    log.info("state: %s: limits memory restored (latches, enforcement, charge phase)", pack_id)
         result = engine.update(reading, now_s)
         self._limits[pack_id] = result.limits
         self._published = MappingProxyType(dict(self._limits))

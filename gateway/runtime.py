@@ -60,9 +60,17 @@ from gateway.packs import PackSet, battery_at
 from gateway.plausibility import implausibility
 from gateway.profiles import OnLost, Profile, SendMode, StaleAction
 from gateway.profiles.codec import CanFrameCodec
+from gateway.state_store import StateStore
 from gateway.values import Value, published_values
 
 log = logging.getLogger(__name__)
+
+ENGINE_STATE = "limits-memory"
+"""The state store's kind for the limits engines' memory."""
+STATE_SAVE_INTERVAL_S = 60.0
+"""The engines' memory is saved at most this often (and on stop), s: an SD card is not written every second."""
+STATE_MAX_AGE_S = 3600.0
+"""A saved memory older than this is not used at start, s: the pack has moved on since."""
 
 IDLE_TICK_S = 1.0
 """Longest the loop sleeps, s. A safety net only: every change the loop must act on is either a wake
@@ -164,10 +172,13 @@ class ControlLoop:
         *,
         heartbeat_age_s: Callable[[], float | None] | None = None,
         inverter_values: Callable[[], Mapping[str, tuple[Value, float]]] = dict,
+        store: StateStore | None = None,
     ) -> None:
         """:param heartbeat_age_s: seconds since the inverter's newest heartbeat (None: never heard); without
             it the inverter is not supervised.
         :param inverter_values: the newest decoded inverter values with their monotonic arrival times, s.
+        :param store: where the limits engines' memory survives a restart (saved at most every
+            :data:`STATE_SAVE_INTERVAL_S` and on stop, used at start when younger than :data:`STATE_MAX_AGE_S`).
         """
         self._profile = profile
         self._sink = sink
@@ -185,6 +196,10 @@ class ControlLoop:
         self._missed: frozenset[str] = frozenset()
         self._pack_errors: dict[str, str] = {}
         self._packs = PackSet(settings.limits, max_age_s=settings.bms_timeout_s)
+        self._store = store
+        self._saved_at_s: float | None = None
+        if store is not None:
+            self._packs.restore(store.load(ENGINE_STATE), clock.monotonic(), clock.wall(), STATE_MAX_AGE_S)
         self._limits: Limits | None = None
         self._last_sent_limits: Limits | None = None
         self._last_error: str | None = None
@@ -311,6 +326,7 @@ class ControlLoop:
             pack_ids=battery.online,
         )
         self._last_sent_limits = limits
+        self._save_state(now)
         if self._profile.mode is SendMode.REQUEST:
             return min(deadline, self._send_one_shots(values, now))
         if self._stopped_for_inverter():
@@ -349,9 +365,19 @@ class ControlLoop:
                 if wait_s > 0:
                     self._clock.sleep(wait_s)  # at most min_gap_s: even the last set keeps the minimum gap
                 self._send(frame, values, self._clock.monotonic())
+        self._save_state(now, force=True)
         if self._state is not FailsafeState.STOPPED:
             log.info("stopped: last frames sent with zero current limits" if sending else "stopped")
         self._state = FailsafeState.STOPPED
+
+    def _save_state(self, now: float, *, force: bool = False) -> None:
+        """The engines' memory to the store, at most every :data:`STATE_SAVE_INTERVAL_S` (and on stop)."""
+        if self._store is None:
+            return
+        if not force and self._saved_at_s is not None and now - self._saved_at_s < STATE_SAVE_INTERVAL_S:
+            return
+        self._saved_at_s = now
+        self._store.save(ENGINE_STATE, self._packs.memory_json(now), self._clock.wall())
 
     def snapshot(self) -> Snapshot:
         now = self._clock.monotonic()

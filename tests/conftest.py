@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 
+import pytest
 from hypothesis import HealthCheck, settings
 
 FUZZ_EXAMPLES = os.environ.get("BMS_FUZZ_EXAMPLES")
@@ -21,3 +22,10 @@ if FUZZ_EXAMPLES:
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
     )
     settings.load_profile("fuzz")
+
+
+@pytest.fixture(autouse=True)
+def own_state_directory(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test's gateway (in process or a child process) keeps its state in a directory of its own: never the
+    user's ~/.local/state, and never a memory another test left behind."""
+    monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path_factory.mktemp("state")))

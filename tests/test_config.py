@@ -416,8 +416,8 @@ MISTAKES: Final = [
     (
         "section unknown",
         MINIMAL + "influxdb: {}\n",
-        "influxdb: unknown key (known keys: bms, inverter, extra_outputs, limits, charging, failsafe, logging, mqtt, "
-        "status, relay, control)",
+        "influxdb: unknown key (known keys: bms, inverter, extra_outputs, state_dir, limits, charging, failsafe, "
+        "logging, mqtt, status, relay, control)",
     ),
     ("typo beats missing", _file(bms="  prot: /dev/ttyUSB0\n"), "bms.prot: unknown key (did you mean port?)"),
     # missing required keys
@@ -642,8 +642,8 @@ def test_explicit_keys_are_not_a_key_of_the_file() -> None:
         parse_config({"bms": {"port": "p"}, "inverter": {"profile": "x"}, "explicit_keys": ["bms.baudrate"]})
     assert (
         str(caught.value)
-        == "explicit_keys: unknown key (known keys: bms, inverter, extra_outputs, limits, charging, failsafe, logging, "
-        "mqtt, status, relay, control)"
+        == "explicit_keys: unknown key (known keys: bms, inverter, extra_outputs, state_dir, limits, charging, "
+        "failsafe, logging, mqtt, status, relay, control)"
     )
     config = parse_config({"bms": {"port": "p"}, "inverter": {"profile": "x"}})
     assert "explicit_keys" not in config.to_json()

@@ -12,16 +12,18 @@ the scenario's start SOC until the battery's limits reach float; hold float; wit
 after :data:`FLOAT_HOLD_S` in float the inverter draws its load until it stops (DCL 0, discharge disabled, the
 bus at DVL, or the BMS opening its MOS), then rests until the scenario's duration. A BMS that is silent or
 misses polls is not polled successfully (the loop hears the error); ``restart_every_s`` replaces the control
-loop by a new one (nothing survives a restart yet).
+loop by a new one, as a crash would: only its state directory survives (a temporary one per run).
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, Final
 
 from gateway.bms import jk_nw
@@ -36,6 +38,7 @@ from gateway.sim.cycle_summary import PackTrip, ScenarioSummary
 from gateway.sim.inverter import named_values
 from gateway.sim.inverter_model import Bus, Heard, Inverter, split_current
 from gateway.sim.scenario_file import ChargeCycleScenario, PackScenario
+from gateway.state_store import StateStore
 
 PROFILE: Final = "pylontech-can"
 """The inverter protocol of the run: the most common one; every profile carries the same limits."""
@@ -193,7 +196,12 @@ class ScenarioRun:
 
 
 def _new_loop(
-    profile: Profile, sink: _Sink, clock: FakeClock, scenario: ChargeCycleScenario, ids: list[str]
+    profile: Profile,
+    sink: _Sink,
+    clock: FakeClock,
+    scenario: ChargeCycleScenario,
+    ids: list[str],
+    store: StateStore,
 ) -> ControlLoop:
     settings = LoopSettings(
         poll_interval_s=POLL_INTERVAL_S,
@@ -201,7 +209,7 @@ def _new_loop(
         silence_after_s=profile.silence_after_s,
         limits=scenario.tuning,
     )
-    loop = ControlLoop(profile, sink, clock, settings)
+    loop = ControlLoop(profile, sink, clock, settings, store=store)
     loop.expect_packs(ids)
     return loop
 
@@ -214,7 +222,10 @@ def run_scenario(scenario: ChargeCycleScenario, *, dt_s: float = 1.0, keep_rows:
     sink = _Sink(clock)
     packs = [_make_pack(number, spec, scenario.start_soc_pct) for number, spec in enumerate(scenario.all_packs, 1)]
     ids = [p.pack_id for p in packs]
-    loop = _new_loop(profile, sink, clock, scenario, ids)
+    # The gateway's state directory: what survives its restarts (a crash: the last periodic save, not a stop).
+    state_dir = tempfile.TemporaryDirectory(prefix="bms-gateway-sim-")
+    store = StateStore(Path(state_dir.name))
+    loop = _new_loop(profile, sink, clock, scenario, ids, store)
     inverter = Inverter(
         overshoot=scenario.inverter.overshoot,
         response_s=scenario.inverter.response_s,
@@ -284,7 +295,7 @@ def run_scenario(scenario: ChargeCycleScenario, *, dt_s: float = 1.0, keep_rows:
 
         # The gateway polls, decides and sends.
         if scenario.restart_every_s is not None and now_s - last_restart >= scenario.restart_every_s:
-            loop, last_restart = _new_loop(profile, sink, clock, scenario, ids), now_s
+            loop, last_restart = _new_loop(profile, sink, clock, scenario, ids, store), now_s
         readings = tuple(
             _reading(p, cells, now_s) for p, cells in zip(packs, cells_now, strict=True) if p.answers(poll, now_s)
         )
@@ -349,6 +360,7 @@ def run_scenario(scenario: ChargeCycleScenario, *, dt_s: float = 1.0, keep_rows:
         clock.advance(dt_s)
         now_s += dt_s
 
+    state_dir.cleanup()
     summary = ScenarioSummary(
         trips=tuple(trips),
         max_cell_v=max_cell,
