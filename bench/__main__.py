@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import reaction, service, throughput
+from bench import reaction, scenarios, service, throughput
 from gateway.bench.poll_cycle import time_poll_cycle
 
 REPO = Path(__file__).resolve().parents[1]
@@ -113,6 +113,24 @@ def table(results: dict[str, Any]) -> list[str]:
             _ok(pc["cycle_s"] <= pc["target_cycle_s"]),
         )
     )
+    sc = results["scenarios"]
+    rows.append(
+        (
+            f"worst BMS trip count over {sc['scenarios']} charge-cycle scenarios",
+            f"{sc['worst_trip_count']} ({sc['worst_scenario']})",
+            "0",
+            _ok(sc["worst_trip_count"] == 0),
+        )
+    )
+    floated = sc["baseline_float_s"]
+    rows.append(
+        (
+            "obedient baseline scenario: time to float",
+            "never" if floated is None else f"{floated / 60:.1f} min",
+            f"<= {sc['audited_float_s'] / 60:.1f} min (audited engine)",
+            _ok(floated is not None and floated <= sc["audited_float_s"]),
+        )
+    )
     header = ("figure", "measured", "target", "")
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(4)]
 
@@ -150,6 +168,8 @@ def main() -> int:
     results["steady_state"] = service.steady_state(duration_s=60.0 * scale)
     step("poll cycle")
     results["poll_cycle"] = _poll_cycle()
+    step("charge-cycle scenarios")
+    results["scenarios"] = scenarios.measure(quick=args.quick)
     results["elapsed_s"] = round(time.monotonic() - started, 1)
     Path(args.json).write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     print("\n".join(table(results)))
