@@ -100,7 +100,7 @@ class Gateway:
         self.link.open()
         telemetry = self.telemetry
         try:
-            telemetry.start()
+            telemetry.start(self.loop)
         except GatewayError:
             self.link.close()
             raise

@@ -81,6 +81,32 @@ class PackSet:
         self._restored: dict[str, dict[str, object]] = {}
         """Pack identity → the engine memory saved by a previous process, taken when that pack first reads."""
         self._restored_shift_s = 0.0
+        self._latched: frozenset[str] = frozenset()
+        """Silent packs whose last blocks and limits are latched (read by status views from other threads)."""
+        self._sharing = tuning.current_sharing
+
+    @property
+    def sharing_now(self) -> CurrentSharing:
+        """How the battery's current is shared among the packs counted at the last computation (``auto``
+        decided): ``equal`` or ``capacity``."""
+        return self._sharing
+
+    @property
+    def latched(self) -> frozenset[str]:
+        """The silent packs whose last blocks and limits stay latched, by pack id."""
+        return self._latched
+
+    def forget(self, pack_id: str, battery: BatteryAggregate | None) -> bool:
+        """The user says a silent pack is gone: drop its latched blocks and limits (it starts afresh when it
+        answers again). False, and nothing changes, when it is not latched (unknown, or online again)."""
+        if battery is None or pack_id not in battery.offline or pack_id not in self._limits:
+            return False
+        for memory in (self._limits, self._limits_for, self._engines, self._warned):
+            memory.pop(pack_id, None)
+        self._published = MappingProxyType(dict(self._limits))
+        self._latched = self._latched - {pack_id}
+        self._system = None
+        return True
 
     @property
     def pack_limits(self) -> Mapping[str, Limits]:
@@ -136,6 +162,7 @@ class PackSet:
         # A silent pack's last limits stay latched (battery-safety audit P3: its block vanished after the
         # timeout while it was still on the bus, and CCL stepped up into a pack at 1 °C).
         latched = tuple(p for p in battery.offline if p in self._limits and p in self._limits_for)
+        self._latched = frozenset(latched)
         objects = (*battery.packs, *(self._limits[p] for p in (*counted, *uncounted, *latched)))
         ids = (counted, uncounted, battery.offline)
         cached = self._system
@@ -146,6 +173,7 @@ class PackSet:
                 return PackLimits(labels[pack_id], by_id[pack_id], self._limits[pack_id])
 
             self._check_sharing([by_id[p] for p in counted], labels)
+            self._sharing = sharing_in_force([pack(p) for p in counted], self._tuning)
 
             def last(pack_id: str) -> PackLimits:
                 return PackLimits(

@@ -158,6 +158,10 @@ class Snapshot:
     """Each pack's own limits, by pack id (:attr:`limits` is the battery's)."""
     pack_errors: Mapping[str, str] = field(default_factory=dict)
     """Pack id → why it was missing from the last poll that others answered."""
+    latched_packs: frozenset[str] = frozenset()
+    """Silent packs whose last blocks and limits stay latched (an alarm until they answer or are forgotten)."""
+    current_sharing: str = "equal"
+    """How the battery's current is shared among its packs now: ``equal`` or ``capacity``."""
 
 
 class ControlLoop:
@@ -195,6 +199,8 @@ class ControlLoop:
         self._known: tuple[str, ...] = ()
         self._missed: frozenset[str] = frozenset()
         self._pack_errors: dict[str, str] = {}
+        self._forget: dict[str, str] = {}
+        """Pack id → who asked (guarded by _lock): latched packs the user said are gone, for the next tick."""
         self._packs = PackSet(settings.limits, max_age_s=settings.bms_timeout_s)
         self._store = store
         self._saved_at_s: float | None = None
@@ -289,6 +295,29 @@ class ControlLoop:
         elif self._profile.heartbeat is not None and can_id == self._profile.heartbeat.can_id:
             self.wake.set()  # a lost inverter that answers again gets its frames at once
 
+    # --- inputs (a user's command, any thread) --------------------------------------------------------------
+
+    def forget_pack(self, pack_id: str, *, source: str) -> str:
+        """The user says a silent pack is gone: its latched blocks and limits are dropped on the next tick.
+
+        :param source: who asked (``cli``, ``mqtt``), for the log line.
+        :returns: one line saying what will happen.
+        :raises GatewayError: the pack is not latched (unknown, or answering): nothing is done.
+        """
+        latched = self._packs.latched
+        if pack_id not in latched:
+            with self._lock:
+                known = self._known
+            if pack_id not in known:
+                raise GatewayError(f"no pack {pack_id!r}: the packs are {', '.join(known) or 'not known yet'}")
+            raise GatewayError(
+                f"pack {pack_id} is not latched (it answers, or nothing of it was ever latched): nothing to forget"
+            )
+        with self._lock:
+            self._forget[pack_id] = source
+        self.wake.set()
+        return f"pack {pack_id}: its latched blocks and limits are dropped; it starts afresh if it answers again"
+
     # --- the loop -----------------------------------------------------------------------------------------
 
     def tick(self) -> float:
@@ -315,6 +344,7 @@ class ControlLoop:
             return deadline
         if state is FailsafeState.NORMAL:
             self._packs.announce(battery, pack_errors)
+        self._forget_asked(battery)
         limits = self._limits_now(state, battery, missed, now, age, last_error)
         falls = self._falls(limits)
         values = published_values(
@@ -370,6 +400,19 @@ class ControlLoop:
             log.info("stopped: last frames sent with zero current limits" if sending else "stopped")
         self._state = FailsafeState.STOPPED
 
+    def _forget_asked(self, battery: BatteryAggregate) -> None:
+        with self._lock:
+            asked, self._forget = self._forget, {}
+        for pack_id, source in asked.items():
+            if self._packs.forget(pack_id, battery):
+                log.warning(
+                    "BMS: pack %s forgotten (asked by %s): its latched blocks and limits are dropped; the battery "
+                    "goes on with %d pack(s)",
+                    pack_id,
+                    source,
+                    battery.module_count,
+                )
+
     def _save_state(self, now: float, *, force: bool = False) -> None:
         """The engines' memory to the store, at most every :data:`STATE_SAVE_INTERVAL_S` (and on stop)."""
         if self._store is None:
@@ -409,6 +452,8 @@ class ControlLoop:
             battery=battery,
             pack_limits=self._packs.pack_limits,
             pack_errors=pack_errors,
+            latched_packs=self._packs.latched,
+            current_sharing=self._packs.sharing_now.value,
         )
 
     @property

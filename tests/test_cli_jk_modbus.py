@@ -96,6 +96,7 @@ def test_read_prints_every_pack(tmp_path: Path, bus: tuple[NullModem, JkModbusSi
         assert document["settings"]["cell_ovp_v"] == pytest.approx(3.65)
         assert document["device"]["model"] == "JK_PB-SIMULATOR"
         assert document["limits"]["charge_current_limit_a"] >= 0
+        assert document["current_sharing"] == "equal"  # auto, three packs alike
     socs = [d["state"]["soc_pct"] for d in documents]
     assert socs == [socs[0], socs[0] - 1, socs[0] - 2]
     assert_no_passcode(result.stdout, result.stderr)
@@ -104,6 +105,7 @@ def test_read_prints_every_pack(tmp_path: Path, bus: tuple[NullModem, JkModbusSi
     assert text.returncode == 0, text.stderr
     for unit in (1, 2, 3):
         assert f"pack jk-modbus:{modem.b_path}#{unit}  (JK_PB-SIMULATOR, sw SIM15.41)" in text.stdout
+    assert "current shared among the 3 packs by equal (auto: capacities within 10%, or not all reported)" in text.stdout
     assert_no_passcode(text.stdout, text.stderr)
 
 

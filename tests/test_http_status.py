@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import sys
 import urllib.error
 import urllib.request
@@ -14,6 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from telemetry_fixtures import SNAPSHOT_CLOCK_S, free_port, snapshot
 
 from gateway.cli import main
+from gateway.cli.status import render
 from gateway.clock import FakeClock, SystemClock
 from gateway.config import StatusConfig, parse_config
 from gateway.errors import ConfigError, GatewayError
@@ -194,3 +196,93 @@ def test_status_command_takes_the_endpoint_from_the_config(tmp_path: Path, capsy
         capsys.readouterr().err
         == f"bms-gateway: error: status.enabled: is false in {path}: the gateway serves no status\n"
     )
+
+
+# --- bms-gateway packs forget ------------------------------------------------------------------------------------
+
+
+class Forgetting:
+    """Stands in for the control loop's forget_pack: pack "3" is latched, every other id is refused."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+
+    def __call__(self, pack_id: str) -> str:
+        self.asked.append(pack_id)
+        if pack_id != "3":
+            raise GatewayError(f"pack {pack_id} is not latched (it answers, or nothing of it was ever latched)")
+        return f"pack {pack_id}: its latched blocks and limits are dropped"
+
+
+def post(port: int, path: str, host: str = "127.0.0.1") -> tuple[int, bytes]:
+    request = urllib.request.Request(f"http://{host}:{port}{path}", data=b"", method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
+def test_packs_forget_reaches_the_loop_and_says_what_became_of_it(
+    latest: LatestSnapshot, capsys: pytest.CaptureFixture[str]
+) -> None:
+    forgetting = Forgetting()
+    server = StatusServer(StatusConfig(port=0), latest, SystemClock(), forget_pack=forgetting)
+    server.start()
+    try:
+        assert main(["packs", "forget", "3", "--url", f"http://127.0.0.1:{server.port}"]) == 0
+        assert capsys.readouterr().out == "pack 3: its latched blocks and limits are dropped\n"
+        assert main(["packs", "forget", "1", "--url", f"http://127.0.0.1:{server.port}"]) == 1
+        err = capsys.readouterr().err
+        assert err.strip().splitlines() == [
+            "bms-gateway: error: the gateway refused: pack 1 is not latched (it answers, or nothing of it was ever "
+            "latched)"
+        ]
+        assert forgetting.asked == ["3", "1"]
+        assert post(server.port, "/packs/3/remember")[0] == 404
+        assert forgetting.asked == ["3", "1"]
+    finally:
+        server.stop()
+
+
+def test_an_endpoint_without_a_loop_takes_no_command(server: StatusServer) -> None:
+    code, body = post(server.port, "/packs/3/forget")
+    assert code == 404 and b"POST /packs/<id>/forget" in body
+
+
+def test_a_command_from_another_machine_is_refused(latest: LatestSnapshot) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("192.0.2.1", 9))  # no packet is sent: this only picks the outgoing address
+            address = probe.getsockname()[0]
+        except OSError:
+            address = "127.0.0.1"
+    if address.startswith("127."):
+        pytest.skip("this machine has no address but loopback to come from")
+    forgetting = Forgetting()
+    config = StatusConfig(bind="0.0.0.0", port=0, allow_remote=True)
+    server = StatusServer(config, latest, SystemClock(), forget_pack=forgetting)
+    server.start()
+    try:
+        code, body = post(server.port, "/packs/3/forget", host=address)
+        assert (code, body) == (403, b"refused: commands are taken from this machine only\n")
+        assert forgetting.asked == []
+        assert post(server.port, "/packs/3/forget")[0] == 200  # the same server, from loopback
+    finally:
+        server.stop()
+
+
+def test_status_command_shows_the_packs_and_a_latched_one() -> None:
+    document = {
+        "version": "x",
+        "failsafe": "normal",
+        "packs": {"online": ["1", "2"], "offline": ["3"], "latched": ["3"], "current_sharing": "capacity"},
+        "alarms": ["pack_latched"],
+    }
+    out = render(document)
+    assert "packs: 2 of 3 online; current shared by capacity" in out
+    assert "ALARM pack 3 silent, its last blocks and limits latched; if it is gone for good: " in out
+    assert "bms-gateway packs forget 3" in out
+    assert "alarms: pack_latched" in out
+    one = render({**document, "packs": {"online": ["1"], "offline": [], "latched": [], "current_sharing": "equal"}})
+    assert "packs:" not in one

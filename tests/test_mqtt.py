@@ -6,6 +6,7 @@ Every test that needs the broker skips when mosquitto is not installed, and fail
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -347,3 +348,17 @@ def test_payloads_leave_out_what_is_not_known_yet() -> None:
     )  # fmt: skip
     assert set(topic_payloads(empty)) == {"health"}
     assert set(topic_payloads(waiting)) == {"health", "state", "cells", "alarms", "settings", "limits"}
+
+
+def test_a_latched_pack_is_an_alarm_on_mqtt_and_urgent() -> None:
+    calm = snapshot()
+    latched = dataclasses.replace(calm, latched_packs=frozenset({"3"}))
+    assert json.loads(topic_payloads(calm)["alarms"]) == {"any": False, "count": 0, "active": [], "latched_packs": []}
+    assert json.loads(topic_payloads(latched)["alarms"]) == {
+        "any": True,
+        "count": 1,
+        "active": ["pack_latched"],
+        "latched_packs": ["3"],
+    }
+    # It goes out within the urgent gap, not at the next periodic batch.
+    assert mqtt_module._urgent_key(latched) != mqtt_module._urgent_key(calm)

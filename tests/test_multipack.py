@@ -24,6 +24,7 @@ from gateway.runtime import ControlLoop, FailsafeState, LoopSettings, Poller
 from gateway.sim.jk_modbus import JkModbusSimulator, SimPack
 from gateway.sim.nullmodem import NullModem
 from gateway.sim.scenarios import Behaviour
+from gateway.telemetry.status_doc import status_document
 
 PROFILE = load_profile("pylontech-can")
 TIMEOUT_S = 0.15
@@ -293,3 +294,52 @@ def test_a_pack_that_never_answers_is_offline_from_the_start_and_reduces_by_the_
     assert snapshot.limits is not None
     # Packs 2, 3, 4: 3 × 90 A × 0.5 and 3 × 180 A × 0.5.
     assert (snapshot.limits.charge_current_limit_a, snapshot.limits.discharge_current_limit_a) == (135.0, 270.0)
+
+
+def test_a_latched_pack_is_an_alarm_until_it_answers_or_the_user_forgets_it(
+    rig: Rig, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="gateway.runtime")
+    rig.cycle()
+    assert not rig.loop.snapshot().latched_packs
+    rig.simulator.set_behaviour(3, Behaviour.SILENT)
+    for _ in range(6):
+        rig.cycle()
+    pack3 = rig.pack_id(3)
+    snapshot = rig.loop.snapshot()
+    assert snapshot.latched_packs == {pack3}
+    document = status_document(snapshot)
+    assert "pack_latched" in document["alarms"]
+    assert document["packs"] == {
+        "online": [rig.pack_id(1), rig.pack_id(2), rig.pack_id(4)],
+        "offline": [pack3],
+        "latched": [pack3],
+        "current_sharing": "equal",
+    }
+    assert limits_heard(rig)[3] == pytest.approx(46.4)  # pack 3's DVL, latched
+
+    # Only a latched pack can be forgotten; a refusal changes nothing.
+    with pytest.raises(GatewayError, match=f"pack {rig.pack_id(1)} is not latched"):
+        rig.loop.forget_pack(rig.pack_id(1), source="test")
+    with pytest.raises(GatewayError, match="no pack 'nine'"):
+        rig.loop.forget_pack("nine", source="test")
+    rig.cycle()
+    assert rig.loop.snapshot().latched_packs == {pack3}
+
+    assert "dropped" in rig.loop.forget_pack(pack3, source="test")
+    rig.cycle()
+    # Forgotten: its DVL no longer holds the battery's (the others' own 44.8 V); no alarm; one warning.
+    assert limits_heard(rig)[3] == pytest.approx(44.8)
+    snapshot = rig.loop.snapshot()
+    assert not snapshot.latched_packs and "pack_latched" not in status_document(snapshot)["alarms"]
+    forgotten = [r.getMessage() for r in caplog.records if "forgotten" in r.getMessage()]
+    assert forgotten == [
+        f"BMS: pack {pack3} forgotten (asked by test): its latched blocks and limits are dropped; "
+        "the battery goes on with 3 pack(s)"
+    ]
+
+    # It answers again: an ordinary pack, starting afresh.
+    rig.simulator.set_behaviour(3, None)
+    rig.cycle()
+    snapshot = rig.loop.snapshot()
+    assert snapshot.battery is not None and pack3 in snapshot.battery.online and not snapshot.latched_packs

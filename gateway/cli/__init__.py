@@ -22,6 +22,7 @@ COMMANDS = (
     "scan",
     "control",
     "status",
+    "packs",
     "profiles",
     "monitor",
     "export_dbc",

@@ -12,7 +12,9 @@ from gateway.bms.driver import MultiPackDriver
 from gateway.cli.common import add_config_argument, load
 from gateway.cli.render import render_limits, render_reading, render_thresholds
 from gateway.clock import SystemClock
-from gateway.limits import compute_limits
+from gateway.limits import LimitsSettings, compute_limits
+from gateway.limits.settings import AUTO_CAPACITY_SPREAD, CurrentSharing
+from gateway.limits.system import PackLimits, sharing_in_force
 from gateway.plausibility import implausibility
 
 
@@ -38,12 +40,20 @@ def run(args: argparse.Namespace) -> int:
         for pack_id, error in driver.pack_errors.items():  # the packs that answered are printed below
             print(f"bms-gateway: warning: pack {pack_id}: {error}", file=sys.stderr)
     tuning = limits_settings(config)
-    for reading in readings:
-        problem = implausibility(reading)
+    results = [
         # What the gateway would send for this one reading, as at start-up (no history).
-        result = compute_limits(reading, tuning, None, reading.measured_at_s, max_age_s=config.failsafe.bms_timeout_s)
+        compute_limits(reading, tuning, None, reading.measured_at_s, max_age_s=config.failsafe.bms_timeout_s)
+        for reading in readings
+    ]
+    sharing = sharing_in_force(
+        [PackLimits(r.pack_id, r, result.limits) for r, result in zip(readings, results, strict=True)], tuning
+    )
+    for reading, result in zip(readings, results, strict=True):
+        problem = implausibility(reading)
         if args.json:
             out = reading.to_json()
+            if len(readings) > 1:
+                out["current_sharing"] = sharing.value
             out["implausible"] = problem
             out["limits"] = result.limits.to_json()
             out["thresholds"] = None if result.thresholds is None else result.thresholds.to_json()
@@ -57,4 +67,15 @@ def run(args: argparse.Namespace) -> int:
             if result.thresholds is not None:
                 print("thresholds:")
                 print(render_thresholds(result.thresholds))
+    if len(readings) > 1 and not args.json:
+        print(f"current shared among the {len(readings)} packs by {sharing.value} ({_why(sharing, tuning)})")
     return 0
+
+
+def _why(sharing: CurrentSharing, tuning: LimitsSettings) -> str:
+    if tuning.current_sharing is not CurrentSharing.AUTO:
+        return "limits.current_sharing"
+    spread = f"{AUTO_CAPACITY_SPREAD:.0%}"
+    if sharing is CurrentSharing.CAPACITY:
+        return f"auto: capacities differ by more than {spread}"
+    return f"auto: capacities within {spread}, or not all reported"

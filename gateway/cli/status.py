@@ -113,6 +113,7 @@ def render(doc: dict[str, Any]) -> str:
     pack = (doc.get("bms") or {}).get("pack")
     if pack is not None:
         lines.extend(_pack(pack))
+    lines.extend(_packs(doc.get("packs") or {}))
     limits = doc.get("limits")
     lines.extend(_limits(limits) if limits else ["limits: none sent yet"])
     alarms = doc.get("alarms") or []
@@ -144,6 +145,21 @@ def _links(doc: dict[str, Any]) -> list[str]:
         lines.append(f"MQTT: {state} to {mqtt.get('broker', '?')}, {mqtt.get('dropped', 0)} snapshots dropped")
         if mqtt.get("last_error") and not mqtt.get("connected"):
             lines[-1] += f"; {mqtt['last_error']}"
+    return lines
+
+
+def _packs(packs: dict[str, Any]) -> list[str]:
+    """Several packs: which answer, which are latched, how the current is shared (one pack: nothing)."""
+    online, offline, latched = packs.get("online") or [], packs.get("offline") or [], packs.get("latched") or []
+    if len(online) + len(offline) < 2:
+        return []
+    sharing = packs.get("current_sharing", "?")
+    lines = [f"packs: {len(online)} of {len(online) + len(offline)} online; current shared by {sharing}"]
+    for pack_id in latched:
+        lines.append(
+            f"ALARM pack {pack_id} silent, its last blocks and limits latched; if it is gone for good: "
+            f"bms-gateway packs forget {pack_id}"
+        )
     return lines
 
 

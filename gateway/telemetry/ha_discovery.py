@@ -18,7 +18,7 @@ from typing import Any, Final
 from gateway import __version__
 from gateway.limits.charge_voltage import ChargePhase
 from gateway.runtime import FailsafeState, InverterState, Snapshot
-from gateway.telemetry.status_doc import bms_link, to_json_text
+from gateway.telemetry.status_doc import active_alarms, bms_link, to_json_text
 
 AVAILABLE: Final = "online"
 NOT_AVAILABLE: Final = "offline"
@@ -252,8 +252,11 @@ def topic_payloads(snapshot: Snapshot) -> dict[str, str]:
             {f"cell_{n:02d}_v": v for n, v in enumerate(state.cell_voltages_v, start=1)}
             | {"cell_voltages_v": list(state.cell_voltages_v)}
         )
-        active = sorted(a.value for a in state.alarms)
-        out["alarms"] = to_json_text({"any": bool(active), "count": len(active), "active": active})
+        active = active_alarms(snapshot)
+        latched = sorted(snapshot.latched_packs)
+        out["alarms"] = to_json_text(
+            {"any": bool(active), "count": len(active), "active": active, "latched_packs": latched}
+        )
         out["settings"] = to_json_text(reading.settings.to_json())
     if snapshot.limits is not None:
         limits = snapshot.limits.to_json()

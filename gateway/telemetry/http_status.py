@@ -8,6 +8,7 @@ says ``allow_remote: true`` (it has no authentication); a slow client times out 
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import socket
 import threading
@@ -34,6 +35,9 @@ METRICS_MISSING: Final = "prometheus-client is not installed: pip install 'bms-g
 JSON_TYPE: Final = "application/json; charset=utf-8"
 TEXT_TYPE: Final = "text/plain; charset=utf-8"
 
+ForgetPack = Callable[[str], str]
+"""The control loop's :meth:`~gateway.runtime.ControlLoop.forget_pack` for one source: a line, or GatewayError."""
+
 Health = Callable[[], Mapping[str, Any] | None]
 """Extra health to show, e.g. the MQTT publisher's; None when that part is off."""
 
@@ -55,9 +59,16 @@ class StatusServer:
     """Serves ``/status`` and ``/metrics`` on its own threads; :meth:`start` binds, :meth:`stop` closes."""
 
     def __init__(
-        self, config: StatusConfig, latest: LatestSnapshot, clock: Clock, *, mqtt_health: Health = lambda: None
+        self,
+        config: StatusConfig,
+        latest: LatestSnapshot,
+        clock: Clock,
+        *,
+        mqtt_health: Health = lambda: None,
+        forget_pack: ForgetPack | None = None,
     ) -> None:
-        """:raises ConfigError: a non-loopback bind without ``allow_remote``. (A missing prometheus-client is not an
+        """:param forget_pack: serves ``POST /packs/<id>/forget`` (``bms-gateway packs forget``) from loopback.
+        :raises ConfigError: a non-loopback bind without ``allow_remote``. (A missing prometheus-client is not an
         error: ``/metrics`` then answers 503 naming the extra, and ``/status`` works on.)
         """
         config.check_bind()
@@ -65,6 +76,7 @@ class StatusServer:
         self._latest = latest
         self._clock = clock
         self._mqtt_health = mqtt_health
+        self._forget_pack = forget_pack
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._registry: CollectorRegistry | None = None
@@ -157,6 +169,22 @@ class StatusServer:
                 else:
                     self._reply(404, TEXT_TYPE, b"not found: try /status or /metrics\n")
 
+            def do_POST(self) -> None:
+                parts = self.path.split("?", 1)[0].strip("/").split("/")
+                if len(parts) != 3 or parts[0] != "packs" or parts[2] != "forget" or owner._forget_pack is None:
+                    self._reply(404, TEXT_TYPE, b"not found: the only command is POST /packs/<id>/forget\n")
+                elif not _from_this_machine(self.client_address[0]):
+                    # The endpoint has no authentication: a command that relaxes a protection comes from this
+                    # machine only, whatever status.allow_remote says.
+                    self._reply(403, TEXT_TYPE, b"refused: commands are taken from this machine only\n")
+                else:
+                    try:
+                        answer = owner._forget_pack(parts[1])
+                    except GatewayError as error:
+                        self._reply(409, TEXT_TYPE, f"{error}\n".encode())
+                    else:
+                        self._reply(200, TEXT_TYPE, f"{answer}\n".encode())
+
             def _reply(self, code: int, content_type: str, body: bytes) -> None:
                 self.send_response(code)
                 self.send_header("Content-Type", content_type)
@@ -169,6 +197,14 @@ class StatusServer:
                 log.debug("status: %s %s", self.address_string(), format % args)  # no access log on the SD card
 
         return Handler
+
+
+def _from_this_machine(peer: str) -> bool:
+    """A loopback peer: a user on this machine (the endpoint has no authentication of its own)."""
+    address = ipaddress.ip_address(peer.split("%", 1)[0])
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.is_loopback
 
 
 def _server_class(host: str) -> type[ThreadingHTTPServer]:

@@ -337,4 +337,4 @@ def _urgent_key(snapshot: Snapshot) -> tuple[object, ...]:
     alarms = frozenset() if snapshot.reading is None else snapshot.reading.state.alarms
     limits = snapshot.limits
     enables = None if limits is None else (limits.charge_enable, limits.discharge_enable)
-    return (snapshot.state, snapshot.inverter_state, alarms, enables)
+    return (snapshot.state, snapshot.inverter_state, alarms, snapshot.latched_packs, enables)

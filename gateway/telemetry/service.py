@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping
+from functools import partial
 from typing import Any, Final
 
 from gateway.clock import Clock
@@ -95,12 +96,16 @@ class Telemetry:
 
     # --- start-up and shutdown (Gateway.run's thread) --------------------------------------------------------
 
-    def start(self) -> None:
-        """Open the outputs: relay (dropped), status endpoint, MQTT. :raises ConfigError: relay or TLS unusable."""
+    def start(self, loop: ControlLoop | None = None) -> None:
+        """Open the outputs: relay (dropped), status endpoint, MQTT. :raises ConfigError: relay or TLS unusable.
+
+        :param loop: takes the user's commands (``POST /packs/<id>/forget``); None: the endpoint takes none.
+        """
         self.relay = open_relay(self._config.relay)
         status = self._config.status
         if status.enabled:
-            server = StatusServer(status, self.latest, self._clock, mqtt_health=self._mqtt_health)
+            forget = None if loop is None else partial(loop.forget_pack, source="cli")
+            server = StatusServer(status, self.latest, self._clock, mqtt_health=self._mqtt_health, forget_pack=forget)
             try:
                 server.start()
                 self.status_server = server

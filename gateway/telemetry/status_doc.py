@@ -34,6 +34,29 @@ def bms_link(snapshot: Snapshot) -> str:
     return _BMS_LINK[snapshot.state]
 
 
+PACK_LATCHED: Final = "pack_latched"
+"""The gateway's own alarm: a silent pack's last blocks and limits are latched (it may still be on the bus)."""
+
+
+def active_alarms(snapshot: Snapshot) -> list[str]:
+    """The BMS's alarms and the gateway's own (:data:`PACK_LATCHED`), sorted: what status and MQTT show."""
+    alarms = set() if snapshot.reading is None else {a.value for a in snapshot.reading.state.alarms}
+    if snapshot.latched_packs:
+        alarms.add(PACK_LATCHED)
+    return sorted(alarms)
+
+
+def packs_section(snapshot: Snapshot) -> dict[str, Any]:
+    """Which packs are online, offline and latched, and how the current is shared among them."""
+    battery = snapshot.battery
+    return {
+        "online": [] if battery is None else list(battery.online),
+        "offline": [] if battery is None else list(battery.offline),
+        "latched": sorted(snapshot.latched_packs),
+        "current_sharing": snapshot.current_sharing,
+    }
+
+
 def status_document(snapshot: Snapshot, *, mqtt: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The whole live state; ``mqtt``: the publisher's health, None when MQTT is off."""
     reading = snapshot.reading
@@ -48,7 +71,8 @@ def status_document(snapshot: Snapshot, *, mqtt: Mapping[str, Any] | None = None
             "pack": None if reading is None else reading.to_json(),
         },
         "limits": None if snapshot.limits is None else snapshot.limits.to_json(),
-        "alarms": [] if reading is None else sorted(a.value for a in reading.state.alarms),
+        "alarms": active_alarms(snapshot),
+        "packs": packs_section(snapshot),
         "inverter": {
             "link": snapshot.inverter_state.value,
             "heartbeat_age_s": _round(snapshot.heartbeat_age_s, 2),
