@@ -461,6 +461,11 @@ class ControlLoop:
         return self._state
 
     @property
+    def latched_packs(self) -> frozenset[str]:
+        """The silent packs whose last blocks and limits stay latched (safe from any thread)."""
+        return self._packs.latched
+
+    @property
     def inverter_state(self) -> InverterState:
         return self._inverter_state
 

@@ -188,6 +188,18 @@ class Recorder:
         self._client.loop_stop()
 
 
+def send(port: int, topic: str, payload: str, *, retain: bool = False) -> None:
+    """Publish one message as Home Assistant would, and wait until the broker has it."""
+    client = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2)
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    try:
+        client.publish(topic, payload, qos=1, retain=retain).wait_for_publish(5)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
 def wait_until(condition: Callable[[], bool], timeout_s: float = 5.0, what: str = "condition") -> None:
     deadline = time.monotonic() + timeout_s
     while not condition():

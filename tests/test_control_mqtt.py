@@ -21,10 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import paho.mqtt.client as mqtt
 import pytest
 from nw_wire import Wire
-from telemetry_fixtures import Broker, Recorder, wait_until
+from telemetry_fixtures import Broker, Recorder, send, wait_until
 
 from gateway.app import Gateway, build_gateway
 from gateway.bms import jk_nw
@@ -124,18 +123,6 @@ def rig(tmp_path: Path) -> Iterator[Rig]:
                 simulator.stop()
     finally:
         broker.stop()
-
-
-def send(port: int, topic: str, payload: str, *, retain: bool = False) -> None:
-    """Publish one message as Home Assistant would, and wait until the broker has it."""
-    client = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2)
-    client.connect("127.0.0.1", port)
-    client.loop_start()
-    try:
-        client.publish(topic, payload, qos=1, retain=retain).wait_for_publish(5)
-    finally:
-        client.disconnect()
-        client.loop_stop()
 
 
 def retained(port: int, topics: tuple[str, ...], settle_s: float = 1.0) -> dict[str, str]:

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from telemetry_fixtures import Broker, Message, Recorder, snapshot, wait_until
+from telemetry_fixtures import Broker, Message, Recorder, send, snapshot, wait_until
 
 from gateway.clock import SystemClock
 from gateway.config import MqttConfig, MqttTlsConfig, parse_config
@@ -78,6 +78,10 @@ def test_discovery_configs_are_what_home_assistant_needs(broker: Broker, recorde
     configs = {
         m.topic: json.loads(m.payload) for m in recorder.messages if m.topic.startswith("homeassistant/") and m.payload
     }
+    # The "Forget silent packs" button (tested on its own below); the rest are the sensors.
+    button = configs.pop(f"homeassistant/button/{NODE}/forget_silent_packs/config")
+    assert button["command_topic"] == f"{BASE}/packs/forget" and button["payload_press"] == "PRESS"
+    assert button["availability_topic"] == AVAILABILITY and button["unique_id"] == f"{NODE}_forget_silent_packs"
     expected = entities(16, 2)
     assert len(configs) == len(expected)
     payloads = {
@@ -118,7 +122,8 @@ def test_discovery_configs_are_what_home_assistant_needs(broker: Broker, recorde
     late = Recorder(broker.port, ("homeassistant/#", AVAILABILITY))
     try:
         late.wait_for(lambda m: m.topic == AVAILABILITY and m.retain, what="retained availability")
-        wait_until(lambda: len([m for m in late.messages if m.topic.startswith("homeassistant/")]) == len(configs))
+        retained = len(configs) + 1  # and the button
+        wait_until(lambda: len([m for m in late.messages if m.topic.startswith("homeassistant/")]) == retained)
         assert all(m.retain for m in late.messages)
     finally:
         late.close()
@@ -362,3 +367,41 @@ def test_a_latched_pack_is_an_alarm_on_mqtt_and_urgent() -> None:
     }
     # It goes out within the urgent gap, not at the next periodic batch.
     assert mqtt_module._urgent_key(latched) != mqtt_module._urgent_key(calm)
+
+
+class Latching:
+    """Stands in for the control loop: pack "3" is latched; records what it was asked to forget."""
+
+    def __init__(self) -> None:
+        self.latched_packs = frozenset({"3"})
+        self.forgotten: list[tuple[str, str]] = []
+
+    def forget_pack(self, pack_id: str, *, source: str) -> str:
+        self.forgotten.append((pack_id, source))
+        return "dropped"
+
+
+def test_the_forget_button_forgets_latched_packs_but_never_on_a_retained_press(
+    broker: Broker, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="gateway.telemetry.pack_button")
+    topic = f"{BASE}/packs/forget"
+    send(broker.port, topic, "PRESS", retain=True)  # left on the broker: replayed to whoever subscribes
+    publisher = publisher_for(broker.port)
+    loop = Latching()
+    assert publisher.forget_button is not None
+    publisher.forget_button.attach(loop)
+    publisher.start()
+    try:
+        wait_until(lambda: any("retained" in r.getMessage() for r in caplog.records), what="the retained press")
+        assert loop.forgotten == []
+        send(broker.port, topic, "", retain=True)  # clears the retained message (delivered as one, refused)
+        send(broker.port, topic, "press")
+        wait_until(lambda: any("is not PRESS" in r.getMessage() for r in caplog.records), what="a wrong payload")
+        send(broker.port, topic, "PRESS")
+        wait_until(lambda: bool(loop.forgotten), what="the press")
+        assert loop.forgotten == [("3", "mqtt")]
+    finally:
+        publisher.stop()
+    refusals = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert refusals[0] == f"mqtt: refused a retained 'forget silent packs' press on {topic}: nobody pressed it now"

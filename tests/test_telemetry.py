@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import socket
 import sys
+import urllib.error
+import urllib.request
 from typing import Any
 
 import pytest
-from telemetry_fixtures import PROFILE, SETTINGS, NullSink, stamped
+from telemetry_fixtures import PROFILE, SETTINGS, NullSink, free_port, stamped
 
 from gateway.clock import FakeClock
 from gateway.config import Config, parse_config
@@ -101,3 +103,21 @@ def test_after_tick_hands_over_snapshots_at_a_bounded_rate() -> None:
     assert publisher.offered <= 10 / SNAPSHOT_INTERVAL_S + 2
     latest = telemetry.latest.get()
     assert latest is not None and latest.limits is not None
+
+
+def test_the_status_endpoint_takes_pack_commands_to_the_running_loop() -> None:
+    clock = FakeClock()
+    loop = ControlLoop(PROFILE, NullSink(), clock, SETTINGS)
+    loop.on_readings((stamped(SCENARIOS["normal-charge"].step(0).reading, clock.monotonic()),))
+    loop.tick()
+    telemetry = Telemetry.from_config(config(status={"port": free_port()}), clock, {})
+    telemetry.start(loop)
+    try:
+        assert telemetry.status_server is not None
+        url = f"http://127.0.0.1:{telemetry.status_server.port}/packs/nine/forget"
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(urllib.request.Request(url, data=b"", method="POST"), timeout=5)
+        assert refused.value.code == 409
+        assert refused.value.read().decode().startswith("no pack 'nine': the packs are ")
+    finally:
+        telemetry.stop()

@@ -35,6 +35,7 @@ from gateway.errors import ConfigError
 from gateway.logging_setup import Throttle
 from gateway.runtime import Snapshot
 from gateway.telemetry.ha_discovery import AVAILABLE, NOT_AVAILABLE, Topics, discovery_configs, shape, topic_payloads
+from gateway.telemetry.pack_button import ForgetButton
 
 if TYPE_CHECKING:
     from paho.mqtt.client import Client, ConnectFlags, DisconnectFlags, MQTTMessage
@@ -84,9 +85,11 @@ class MqttPublisher:
         node_id: str | None = None,
         client_factory: Callable[[str], Client] | None = None,
         switches: SwitchBridge | None = None,
+        forget_button: bool = True,
     ) -> None:
         """:param client_factory: makes the paho client from a client id (tests); default: paho's own.
         :param switches: the BMS control switches (discovery, retained states, commands); None: none.
+        :param forget_button: offer Home Assistant's "Forget silent packs" button (:attr:`forget_button`).
         """
         self._config = config
         self._clock = clock
@@ -95,6 +98,8 @@ class MqttPublisher:
         self._client_id = config.client_id or f"bms-gateway-{node}"
         self._client_factory = client_factory
         self._switches = switches
+        self.forget_button = ForgetButton(self.topics) if forget_button else None
+        """Presses go to the control loop once :meth:`ForgetButton.attach` got it."""
         self._client: Client | None = None
         self._queue: deque[Snapshot] = deque(maxlen=QUEUE_DEPTH)
         self._wake = threading.Event()
@@ -225,6 +230,8 @@ class MqttPublisher:
         self._connected = True
         self.last_error = None
         client.subscribe(f"{self.topics.discovery_prefix}/status", qos=1)
+        if self.forget_button is not None:
+            client.subscribe(self.forget_button.command_topic, qos=1)
         if self._switches is not None:
             for topic in self._switches.command_topics():  # none unless control is on
                 client.subscribe(topic, qos=1)
@@ -257,6 +264,10 @@ class MqttPublisher:
         if message.topic == f"{self.topics.discovery_prefix}/status" and message.payload == AVAILABLE.encode():
             self._resync.set()  # Home Assistant restarted: it needs discovery and current values again
             self._wake.set()
+        elif self.forget_button is not None and self.forget_button.on_command(
+            message.topic, message.payload, retained=bool(message.retain)
+        ):
+            pass  # queued for the control loop, or refused with a log line
         elif self._switches is not None:
             self._switches.on_command(message.topic, message.payload)  # runs later, on the poller thread
 
@@ -318,6 +329,8 @@ class MqttPublisher:
         configs = discovery_configs(self.topics, *cells_temps)
         if self._switches is not None:
             configs |= self._switches.discovery()  # empty payloads while control is off: old switches go
+        if self.forget_button is not None:
+            configs |= self.forget_button.discovery()
         for topic in previous - configs.keys():
             self._publish(client, topic, "", qos=1, retain=True)  # an empty retained config removes the entity
         for topic, payload in configs.items():

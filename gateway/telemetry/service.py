@@ -112,6 +112,8 @@ class Telemetry:
             except GatewayError as error:
                 log.error("%s; running without it", error)
         if self.publisher is not None:
+            if loop is not None and self.publisher.forget_button is not None:
+                self.publisher.forget_button.attach(loop)
             self.publisher.start()
 
     def ready(self, status: str) -> None:
