@@ -13,6 +13,7 @@ MOS: full ≤ min(65 − 5, 72 − 5) = 60 °C, 0 A from 75 − 3 = 72 °C, latc
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import replace
 
@@ -887,6 +888,26 @@ def test_a_slow_inverter_following_a_lower_limit_is_not_disobedient() -> None:
     assert results[0].limits.charge_current_limit_a == pytest.approx(48.0)
     assert not any(e.startswith("enforce") for r in results for e in r.events)
     assert all(r.limits.charge_enable and r.limits.charge_current_limit_a == pytest.approx(48.0) for r in results)
+
+
+def test_an_inverter_still_closing_in_after_the_grace_is_slow_not_disobedient() -> None:
+    # Battery-safety audit P5: a first-order lag of 20 s from 90 A to a CCL of 48 A is above 48 + 5 A until
+    # t = 20 ln(42 / 5) = 42.6 s, past the 20 s grace and the patience after it (the old engine compensated at
+    # 31 s). It is moving towards the limit all along: never counted. One that holds 70 A is still caught.
+    taper = cells_at(3.47)
+    for holds in (False, True):
+        engine = LimitsEngine(TUNING)
+        engine.update(reading(now_s=0.0, current_a=90.0, soc_pct=95.0), 0.0)
+        results = []
+        for t in range(1, 91):
+            current_a = 70.0 if holds and t > 20 else 48.0 + 42.0 * math.exp(-t / 20.0)
+            results.append(engine.update(reading(taper, now_s=float(t), current_a=current_a, soc_pct=95.0), t))
+        events = [e for r in results for e in r.events if e.startswith("enforce")]
+        if holds:
+            assert events and "inverter charges 70.0 A against a limit of 48.0 A" in events[0]
+        else:
+            assert events == []
+            assert all(r.limits.charge_current_limit_a == pytest.approx(48.0) for r in results)
 
 
 def test_discharge_overshoot_is_compensated() -> None:

@@ -15,7 +15,11 @@ A BMS over-current alarm on that side while the current was over is proof of ove
 learned from the excess seen then, and kept across the trip. After the limit fell, the inverter gets
 ``inverter_response_s`` to follow it: for that long an excess counts against the limit before the fall (a slow
 inverter is not a disobedient one, battery-safety audit P5); falls within that time do not extend it, so an
-inverter that takes more than a limit falling step by step is still caught.
+inverter that takes more than a limit falling step by step is still caught. An inverter still *moving towards*
+the limit after that (its current falling at least half as fast, :data:`FOLLOW_RATE_SHARE`, as a first-order lag
+of ``inverter_response_s`` would close the excess, and at least :data:`FOLLOW_MIN_RATE_A_PER_S`) is not counted
+either, for at most :data:`FOLLOW_TIME_CONSTANTS` × ``inverter_response_s`` after the fall: a lag of 20 s is
+still 37 % short after 20 s, 5 % after 60 s.
 
 Every step is an event (a log line with the numbers).
 """
@@ -53,6 +57,12 @@ class EnforcementState:
     """Until when the excess counts against :attr:`grace_limit_a`, s."""
     excess_a: float = 0.0
     """The excess measured while over, A (what an over-current alarm is taken to prove)."""
+    measured_a: float | None = None
+    """The current of the previous call, A (whether the inverter is moving towards the limit)."""
+    measured_at_s: float | None = None
+    """When :attr:`measured_a` was measured, s."""
+    follow_until_s: float = 0.0
+    """Until when an inverter moving towards a fallen limit is not counted, s."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +73,14 @@ class EnforcementResult:
     reason: str | None
     event: str | None
 
+
+FOLLOW_TIME_CONSTANTS = 3.0
+"""After a fall, an inverter moving towards the limit is not counted for this many ``inverter_response_s``."""
+FOLLOW_RATE_SHARE = 0.5
+"""Moving towards the limit: falling at least this share of the rate of a first-order lag of
+``inverter_response_s`` (a sampled lag, a limit that moves meanwhile and noise all make the rate seen lower)."""
+FOLLOW_MIN_RATE_A_PER_S = 0.1
+"""A current falling slower than this is not moving towards the limit (noise, or an inverter that holds), A/s."""
 
 PATIENCE_SHARE_OF_BMS_DELAY = 1 / 3
 """Enforcement's patience is at most this share of the BMS's over-current delay: both of its steps (compensate,
@@ -99,12 +117,16 @@ def enforce(
     grace_limit, grace_until = previous.grace_limit_a, previous.grace_until_s
     if now_s >= grace_until:
         grace_limit = None
+    follow_until = previous.follow_until_s
     if grace_limit is None and previous.limit_a is not None and limit_a < previous.limit_a - 1e-9:
         grace_limit, grace_until = previous.limit_a, now_s + tuning.inverter_response_s
+        follow_until = now_s + FOLLOW_TIME_CONSTANTS * tuning.inverter_response_s
     judged_against = max(limit_a, grace_limit) if grace_limit is not None else limit_a
     over = measured_a > judged_against + margin
     event: str | None = None
     over_since = (previous.over_since_s if previous.over_since_s is not None else now_s) if over else None
+    if over and now_s < follow_until and _moving_towards(previous, measured_a, limit_a, now_s, tuning):
+        over_since = now_s  # slow, not disobedient: the patience starts when it stops closing in
     excess = measured_a - limit_a if over else previous.excess_a
     # Forgiveness needs the inverter to keep within what it is *told*: one that still takes the true limit
     # against a lowered advertisement is still overshooting, only compensated.
@@ -156,7 +178,18 @@ def enforce(
         event = f"enforce: {word} obeyed for {tuning.overshoot_forgive_s / 60:.0f} min: compensation dropped"
 
     state = EnforcementState(
-        stage, factor, over_since, obeyed_since, blocked_since, limit_a, grace_limit, grace_until, excess
+        stage,
+        factor,
+        over_since,
+        obeyed_since,
+        blocked_since,
+        limit_a,
+        grace_limit,
+        grace_until,
+        excess,
+        measured_a,
+        now_s,
+        follow_until,
     )
     if stage is Enforcement.BLOCKED:
         return EnforcementResult(state, 0.0, True, f"inverter ignored the {word} limit: {word} disabled", event)
@@ -169,3 +202,15 @@ def enforce(
             event,
         )
     return EnforcementResult(state, limit_a, False, None, event)
+
+
+def _moving_towards(
+    previous: EnforcementState, measured_a: float, limit_a: float, now_s: float, tuning: LimitsSettings
+) -> bool:
+    """The current fell since the previous call at least as fast as a first-order lag of ``inverter_response_s``
+    closes the excess (and at least :data:`FOLLOW_MIN_RATE_A_PER_S`)."""
+    if previous.measured_a is None or previous.measured_at_s is None or now_s <= previous.measured_at_s:
+        return False
+    rate_a_per_s = (previous.measured_a - measured_a) / (now_s - previous.measured_at_s)
+    lag_rate_a_per_s = (measured_a - limit_a) / max(tuning.inverter_response_s, 1e-9)
+    return rate_a_per_s >= max(FOLLOW_MIN_RATE_A_PER_S, FOLLOW_RATE_SHARE * lag_rate_a_per_s)

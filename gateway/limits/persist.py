@@ -24,6 +24,8 @@ TIME_FIELDS: Final = frozenset(
         "over_since_s",
         "obeyed_since_s",
         "blocked_since_s",
+        "measured_at_s",
+        "follow_until_s",
         "grace_until_s",
         "phase_since_s",
         "last_float_s",
@@ -66,6 +68,9 @@ def _enforcement_out(state: EnforcementState, now_s: float) -> dict[str, Any]:
             "grace_limit_a": state.grace_limit_a,
             "grace_until_s": state.grace_until_s,
             "excess_a": state.excess_a,
+            "measured_a": state.measured_a,
+            "measured_at_s": state.measured_at_s,
+            "follow_until_s": state.follow_until_s,
         },
         now_s,
     )
@@ -135,6 +140,9 @@ def _enforcement_in(data: Any, now_s: float) -> EnforcementState:
         grace_limit_a=_optional(values["grace_limit_a"]),
         grace_until_s=float(values["grace_until_s"]),
         excess_a=float(values["excess_a"]),
+        measured_a=_optional(values.get("measured_a")),
+        measured_at_s=_optional(values.get("measured_at_s")),
+        follow_until_s=float(values.get("follow_until_s", 0.0)),
     )
 
 
