@@ -10,13 +10,10 @@ unknown), 2 on bad arguments or config.
 from __future__ import annotations
 
 import argparse
-import urllib.error
 import urllib.parse
 import urllib.request
-from pathlib import Path
 
-from gateway.cli.common import DEFAULT_CONFIG
-from gateway.cli.status import DEFAULT_TIMEOUT_S, status_url
+from gateway.cli.status import EndpointAnswered, add_endpoint_arguments, open_endpoint, status_url
 from gateway.errors import GatewayError
 
 
@@ -27,17 +24,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "forget", help="drop a silent pack's latched blocks and limits: it is gone (the status shows its id)"
     )
     forget.add_argument("pack_id", metavar="ID", help="the pack's id, as `bms-gateway status` shows it")
-    forget.add_argument(
-        "-c",
-        "--config",
-        type=Path,
-        metavar="FILE",
-        help=f"take the endpoint from this config's status: section (default {DEFAULT_CONFIG}, if it exists)",
-    )
-    forget.add_argument("--url", help="the gateway's status endpoint, e.g. http://127.0.0.1:9480")
-    forget.add_argument(
-        "--timeout", type=float, default=DEFAULT_TIMEOUT_S, metavar="S", help="seconds to wait for an answer"
-    )
+    add_endpoint_arguments(forget, "the gateway's status endpoint, e.g. http://127.0.0.1:9480")
     forget.set_defaults(func=run_forget)
 
 
@@ -46,12 +33,8 @@ def run_forget(args: argparse.Namespace) -> int:
     url = f"{base}/packs/{urllib.parse.quote(args.pack_id, safe='')}/forget"
     request = urllib.request.Request(url, data=b"", method="POST")
     try:
-        with urllib.request.urlopen(request, timeout=args.timeout) as response:
-            print(response.read().decode(errors="replace").strip())
-    except urllib.error.HTTPError as error:
-        detail = error.read().decode(errors="replace").strip()
-        raise GatewayError(f"the gateway refused: {detail or error.reason}") from None
-    except (urllib.error.URLError, OSError) as error:
-        reason = getattr(error, "reason", error)
-        raise GatewayError(f"no gateway answered at {base}: {getattr(reason, 'strerror', None) or reason}") from None
+        answer = open_endpoint(request, args.timeout)
+    except EndpointAnswered as refused:
+        raise GatewayError(f"the gateway refused: {refused.detail}") from None
+    print(answer.decode(errors="replace").strip())
     return 0

@@ -31,18 +31,8 @@ LIMIT_ROWS: Final = (
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser("status", help="show the live state of a running gateway (its status endpoint)")
-    parser.add_argument(
-        "-c",
-        "--config",
-        type=Path,
-        metavar="FILE",
-        help=f"take the endpoint from this config's status: section (default {DEFAULT_CONFIG}, if it exists)",
-    )
-    parser.add_argument("--url", help="the endpoint itself, e.g. http://127.0.0.1:9480/status")
+    add_endpoint_arguments(parser, "the endpoint itself, e.g. http://127.0.0.1:9480/status")
     parser.add_argument("--json", action="store_true", help="print the status document as JSON")
-    parser.add_argument(
-        "--timeout", type=float, default=DEFAULT_TIMEOUT_S, metavar="S", help="seconds to wait for an answer"
-    )
     parser.add_argument(
         "--max-age",
         type=float,
@@ -50,6 +40,46 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="fail (exit 1) when the gateway's newest snapshot is older than S seconds: its loop is stuck",
     )
     parser.set_defaults(func=run)
+
+
+def add_endpoint_arguments(parser: argparse.ArgumentParser, url_help: str) -> None:
+    """``-c``, ``--url`` and ``--timeout``: how a command finds the running gateway's endpoint (:func:`status_url`)."""
+    parser.add_argument(
+        "-c",
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help=f"take the endpoint from this config's status: section (default {DEFAULT_CONFIG}, if it exists)",
+    )
+    parser.add_argument("--url", help=url_help)
+    parser.add_argument(
+        "--timeout", type=float, default=DEFAULT_TIMEOUT_S, metavar="S", help="seconds to wait for an answer"
+    )
+
+
+class EndpointAnswered(GatewayError):
+    """The endpoint answered with an HTTP error; ``detail`` is its one-line body (or the reason)."""
+
+    def __init__(self, url: str, code: int, detail: str) -> None:
+        super().__init__(f"status endpoint {url} answered {code}: {detail}")
+        self.code = code
+        self.detail = detail
+
+
+def open_endpoint(request: str | urllib.request.Request, timeout_s: float) -> bytes:
+    """The body the endpoint answers. :raises EndpointAnswered: an HTTP error; GatewayError: no answer."""
+    url = request if isinstance(request, str) else request.full_url
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
+            body: bytes = response.read()
+            return body
+    except urllib.error.HTTPError as error:
+        detail = error.read().decode(errors="replace").strip()
+        raise EndpointAnswered(url, error.code, detail or str(error.reason)) from None
+    except (urllib.error.URLError, OSError) as error:
+        reason = getattr(error, "reason", error)
+        reason = getattr(reason, "strerror", None) or reason
+        raise GatewayError(f"cannot reach {url}: {reason} (is the gateway running, with status.enabled?)") from None
 
 
 def status_url(args: argparse.Namespace) -> str:
@@ -69,16 +99,7 @@ def status_url(args: argparse.Namespace) -> str:
 
 def fetch(url: str, timeout_s: float) -> dict[str, Any]:
     """The status document. :raises GatewayError: one line, whatever went wrong."""
-    try:
-        with urllib.request.urlopen(url, timeout=timeout_s) as response:
-            body = response.read()
-    except urllib.error.HTTPError as error:
-        detail = error.read().decode(errors="replace").strip()
-        raise GatewayError(f"status endpoint {url} answered {error.code}: {detail or error.reason}") from None
-    except (urllib.error.URLError, OSError) as error:
-        reason = getattr(error, "reason", error)
-        reason = getattr(reason, "strerror", None) or reason
-        raise GatewayError(f"cannot reach {url}: {reason} (is the gateway running, with status.enabled?)") from None
+    body = open_endpoint(url, timeout_s)
     try:
         document = json.loads(body)
     except (ValueError, UnicodeDecodeError):
