@@ -173,7 +173,8 @@ class PackSet:
                 return PackLimits(labels[pack_id], by_id[pack_id], self._limits[pack_id])
 
             self._check_sharing([by_id[p] for p in counted], labels)
-            self._sharing = sharing_in_force([pack(p) for p in counted], self._tuning)
+            counted_packs = [pack(p) for p in counted]
+            self._sharing = sharing_in_force(counted_packs, self._tuning)
 
             def last(pack_id: str) -> PackLimits:
                 return PackLimits(
@@ -181,7 +182,7 @@ class PackSet:
                 )
 
             result = system_limits(
-                [pack(p) for p in counted],
+                counted_packs,
                 self._tuning,
                 uncounted=[pack(p) for p in uncounted],
                 offline=[labels[p] for p in battery.offline],
@@ -227,14 +228,6 @@ class PackSet:
         if not out.charge_enable and out.force_charge:
             out = replace(out, force_charge=False)
         return out
-
-    def sharing(self, readings: Sequence[PackReading]) -> CurrentSharing:
-        """``equal`` or ``capacity``: the sharing in force for these packs (``auto`` decided)."""
-        labels = pack_labels([r.pack_id for r in readings])
-        packs = [
-            PackLimits(labels[r.pack_id], r, self._limits[r.pack_id]) for r in readings if r.pack_id in self._limits
-        ]
-        return sharing_in_force(packs, self._tuning) if packs else self._tuning.current_sharing
 
     def restore(self, stored: Stored | None, now_s: float, wall_s: float, max_age_s: float) -> None:
         """Take the engine memories a previous process saved, if younger than ``max_age_s``; each is used for the
