@@ -162,8 +162,17 @@ def _signals(field: FieldSpec, receiver: str, taken: set[str], cantools: Any) ->
                 receivers=[receiver],
             )
         ]
-    if kind == "text":
-        text = field.text_bytes
+    if kind in ("text", "text_value"):
+        # One 8-bit signal per ASCII byte: a fixed text names each byte's character, a text value its source.
+        text = field.text_bytes if kind == "text" else None
+        size = len(text) if text is not None else field.size
+
+        def byte_comment(index: int) -> str:
+            if text is not None:
+                char = text[index]
+                return f"byte {index} of ASCII text {text.decode('ascii')!r} ({chr(char)!r} = {char})"
+            return f"byte {index} of the ASCII text of {field.value}: {TEXT_VALUES.get(field.value or '')}"
+
         return [
             can.Signal(
                 name=_identifier(f"{field.name}_{index}", taken),
@@ -171,23 +180,10 @@ def _signals(field: FieldSpec, receiver: str, taken: set[str], cantools: Any) ->
                 length=8,
                 minimum=0,
                 maximum=255,
-                comment=_text(f"byte {index} of ASCII text {text.decode('ascii')!r} ({chr(byte)!r} = {byte})"),
+                comment=_text(byte_comment(index)),
                 receivers=[receiver],
             )
-            for index, byte in enumerate(text)
-        ]
-    if kind == "text_value":
-        return [
-            can.Signal(
-                name=_identifier(f"{field.name}_{index}", taken),
-                start=(field.offset + index) * 8,
-                length=8,
-                minimum=0,
-                maximum=255,
-                comment=_text(f"byte {index} of the ASCII text of {field.value}: {TEXT_VALUES.get(field.value or '')}"),
-                receivers=[receiver],
-            )
-            for index in range(field.size)
+            for index in range(size)
         ]
     if kind in ("constant", "invalid"):
         raw = field.constant if kind == "constant" else _marker(field)
