@@ -78,7 +78,9 @@ def _no_pack_over_its_bms(s: ScenarioSummary) -> None:
 
 
 def _calm_cvl(s: ScenarioSummary) -> None:
-    assert s.max_changes_per_min["cvl"] <= 2  # the obedient baseline's
+    # A saw-tooth is CVL rising again and again; at 1 mV/s and the frame's 0.1 V that is one rise per 100 s.
+    # Falls are not counted: a runner cell or a block lowers CVL at once, by design.
+    assert s.max_changes_per_min["cvl_rises"] <= 1
 
 
 def _margin_from_ovp(s: ScenarioSummary) -> None:
@@ -90,7 +92,9 @@ CASES = (
     Case("p1-overshoot-ocp-delay-10s", no_trip_and_nothing_charged_cold),  # audit P1 case 56: 133 charge OCP trips
     # Audit P2 case 13 (3 cell OVP trips, 3.652 V): green since CVL is the second lever.
     Case("p2-cvl-only-weak-cell", no_trip_and_nothing_charged_cold),
-    Case("p2-cvl-only-weak-cell", _calm_cvl, "audit P13: CVL saw-tooth in absorption, 6 changes per minute"),
+    # Audit P13 (CVL saw-tooth in absorption, 6 changes per minute): green since CVL rises at most 1 mV/s, also
+    # into float and after a block (it used to step back up to absorption's CVL at once).
+    Case("p2-cvl-only-weak-cell", _calm_cvl),
     Case("p2-cvl-only-weak-cell-10pct", no_trip_and_nothing_charged_cold),  # audit P2 case 45: 2 OVP trips
     Case("p2-cvl-only-10kw", no_trip_and_nothing_charged_cold),  # audit P2 case 06: 49 charge OCP trips
     Case("p2-cvl-only-cold", no_trip_and_nothing_charged_cold),  # audit P2 case 25: charged to absorption at 1 °C

@@ -770,6 +770,44 @@ def test_over_voltage_trim_holds_then_ramps_back() -> None:
     assert seen[110.0].charge_voltage_limit_v == pytest.approx(54.51)
 
 
+def test_float_never_raises_a_trimmed_cvl_and_trims_too() -> None:
+    # Battery-safety audit P13 (the CVL-only charger with a weak cell): absorption ended on its timeout with the
+    # runner still trimming CVL to 52.95 V, and float set 16 × 3.375 = 54.0 V at once, so the charger pushed the
+    # runner up again and the trim brought CVL down in steps: a saw-tooth on the wire every absorption.
+    engine = LimitsEngine(replace(TUNING, absorption_timeout_s=20.0))
+    runner = cells_at(3.30, cell7=3.53)  # 15 × 3.30 + 3.53 − 0.08 excess = 52.95 V
+    seen = [engine.update(reading(runner, now_s=t, soc_pct=95.0), t).limits for t in (0.0, 10.0, 20.0, 30.0)]
+    # Float on the 20 s timeout, and it stays: the delta (230 mV) was already past rebulk_delta_v as float began,
+    # so another absorption could not close it (it used to re-bulk at once, every timeout).
+    assert [s.charge_phase for s in seen] == ["absorption", "absorption", "float", "float"]
+    assert [s.charge_voltage_limit_v for s in seen] == pytest.approx([52.95] * 4)
+    assert seen[-1].reasons["charge_voltage_limit_v"].limiter == "cell_over_voltage"
+    # The trim acts in float as in absorption: the others sag, the runner stays: down at once to 52.2 V.
+    sagged = engine.update(reading(cells_at(3.25, cell7=3.53), now_s=40.0, soc_pct=95.0), 40.0).limits
+    assert sagged.charge_phase == "float" and sagged.charge_voltage_limit_v == pytest.approx(52.2)
+    # Balanced again below bulk: float's CVL is reached through the hold and the 1 mV/s ramp, never a step.
+    calm = [engine.update(reading(3.30, now_s=t, soc_pct=95.0), t).limits for t in (50.0, 100.0, 110.0, 200.0)]
+    # (The ramp counts from the reading before the hold ended, t = 50: as every ramp of the engine.)
+    assert [c.charge_voltage_limit_v for c in calm] == pytest.approx([52.2, 52.25, 52.26, 52.35])
+
+
+def test_cvl_comes_back_through_the_ramp_after_an_enforcement_block() -> None:
+    # Battery-safety audit P13: while the enforcement blocked a charger that ignores CCL, CVL sat at the pack
+    # voltage (the second lever); at the release it stepped back to bulk, and a charger that follows only CVL
+    # took its full current again at once, to be blocked again a minute later. Now CVL returns from where the
+    # block left it, through the hold and the 1 mV/s ramp. (After a temperature block it returns at once: see
+    # test_cvl_falls_to_the_pack_voltage_while_charging_is_blocked.)
+    engine = LimitsEngine(TUNING)
+    steps = [(0.0, 108.0), (10.0, 108.0), (20.0, 108.0), (30.0, 108.0), (40.0, 108.0), (50.0, 0.0), (100.0, 0.0)]
+    results = [engine.update(reading(now_s=t, current_a=i), t).limits for t, i in steps]
+    assert [r.charge_enable for r in results] == [True, True, True, True, False, False, True]
+    assert results[5].charge_voltage_limit_v == pytest.approx(52.8)  # 16 × 3.30 at rest, the lever
+    # Released at t = 100: still 52.8 V (held since the block's last reading), then 1 mV/s.
+    assert results[6].charge_voltage_limit_v == pytest.approx(52.8)
+    later = [engine.update(reading(now_s=t), t).limits for t in (110.0, 200.0)]
+    assert [c.charge_voltage_limit_v for c in later] == pytest.approx([52.81, 52.9])
+
+
 @pytest.mark.parametrize(
     ("balance_start", "warned"),
     [

@@ -5,7 +5,7 @@
 * **Absorption**: CVL stays at bulk; a timer runs while the cells are balanced (delta at most
   ``absorption_max_delta_v``); after ``absorption_s`` of it, or ``absorption_timeout_s`` in all, float.
 * **Float**: CVL falls slowly (``float_ramp_v_per_s``) to cells × float. Back to bulk when the SOC falls
-  below ``rebulk_soc_pct`` or the cell delta reaches ``rebulk_delta_v``.
+  below ``rebulk_soc_pct``, or when the cell delta reaches ``rebulk_delta_v`` having been below it as float began.
 * **Over-voltage trim** (bulk and absorption): when cells run above the bulk voltage while others lag (the
   balancer has not caught up), CVL = sum of cells − the sum of their excess, so the inverter stops pushing
   the runner up; clamped to [cells × the chemistry's trim floor (LiFePO4 2.9 V, as dbus-serialbattery), bulk]
@@ -47,6 +47,8 @@ class VoltageState:
     updated_at_s: float
     last_float_s: float
     """When float was last reached (or the engine started), s."""
+    float_delta_v: float = 0.0
+    """The cell delta when this float began, V (0 outside float)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +94,10 @@ def _next_phase(
         return phase, balanced, None
     if state.soc_pct < tuning.rebulk_soc_pct:
         return ChargePhase.BULK, 0.0, f"charge: re-bulk, SOC {state.soc_pct:g} % below {tuning.rebulk_soc_pct:g} %"
-    if delta >= tuning.rebulk_delta_v:
+    # Re-bulk on the delta only when float began with the cells closer than that: a float reached on the
+    # absorption timeout with a wider delta (a weak cell the balancer cannot catch up with) would otherwise go
+    # straight back to bulk and absorb again, every timeout, for nothing (audit P13). The SOC rule still applies.
+    if tuning.rebulk_delta_v <= delta and previous.float_delta_v < tuning.rebulk_delta_v:
         return ChargePhase.BULK, 0.0, f"charge: re-bulk, cell delta {delta * 1000:.0f} mV"
     return phase, 0.0, None
 
@@ -108,35 +113,34 @@ def step_voltage(
     last_float = now_s if phase is ChargePhase.FLOAT else previous.last_float_s
     out, hold_until = previous.output_v, previous.hold_until_s
     bulk_pack, float_pack = t.bulk_pack_v, t.float_pack_v
-
-    if phase is ChargePhase.FLOAT:
-        # Down to float slowly: a sudden CVL far below the pack makes some inverters discharge hard.
-        out = max(float_pack, min(out, bulk_pack) - tuning.float_ramp_v_per_s * dt)
-        if out < float_pack + 1e-9:
-            out = float_pack
-        limiter, reason = "float", f"float {t.float_cell_v:.3f} V × {t.cell_count}"
-        if out > float_pack:
-            reason = f"float: falling to {float_pack:.2f} V at {tuning.float_ramp_v_per_s * 1000:g} mV/s"
-        return VoltageResult(
-            VoltageState(phase, since, balanced, out, hold_until, now_s, last_float), limiter, reason, events
-        )
-
+    floating = phase is ChargePhase.FLOAT
+    nominal = float_pack if floating else bulk_pack
     if previous.phase is ChargePhase.FLOAT and phase is ChargePhase.BULK:
         # Re-bulk happens with the pack well below bulk (SOC under the threshold): step straight up instead of
         # a ramp that would change CVL on the wire every few seconds for minutes.
         out, hold_until = bulk_pack, now_s
     cells = state.cell_voltages_v
     excess = sum(v - t.bulk_cell_v for v in cells if v > t.bulk_cell_v)
-    target = bulk_pack
-    limiter, reason = phase.value, f"{phase.value} {t.bulk_cell_v:.3f} V × {t.cell_count}"
-    if excess > 0 and max(cells) - min(cells) > tuning.absorption_max_delta_v:
-        target = min(bulk_pack, max(t.cvl_trim_floor_pack_v, sum(cells) - excess))
+    target = nominal
+    limiter, reason = phase.value, f"{phase.value} {nominal / t.cell_count:.3f} V × {t.cell_count}"
+    trimming = excess > 0 and max(cells) - min(cells) > tuning.absorption_max_delta_v
+    if trimming:
+        # In float too: a weak cell runs above bulk at float's pack voltage, and a CVL-only charger follows CVL.
+        target = min(nominal, max(t.cvl_trim_floor_pack_v, sum(cells) - excess))
         runner = cells.index(max(cells)) + 1
         limiter = "cell_over_voltage"
         reason = f"cell {runner} at {max(cells):.3f} V runs ahead of bulk {t.bulk_cell_v:.3f} V: CVL {target:.2f} V"
-    if target < out - tuning.cvl_deadband_v or out > bulk_pack:
-        out, hold_until = min(target, bulk_pack), now_s + tuning.cvl_hold_s
+    if floating and out > float_pack and not (trimming and target < out - tuning.cvl_deadband_v):
+        # Down to float slowly: a sudden CVL far below the pack makes some inverters discharge hard.
+        out = max(target, min(out, bulk_pack) - tuning.float_ramp_v_per_s * dt)
+        if out < float_pack + 1e-9:
+            out = float_pack
+        if out > target:
+            limiter, reason = "float", f"float: falling to {target:.2f} V at {tuning.float_ramp_v_per_s * 1000:g} mV/s"
+    elif target < out - tuning.cvl_deadband_v or out > nominal:
+        out, hold_until = min(target, nominal), now_s + tuning.cvl_hold_s
     elif target > out and now_s >= hold_until:
+        # Never a step up, also not when float starts below float (after a trim): at most the ramp (audit P13).
         out = min(target, out + tuning.cvl_ramp_v_per_s * dt)
         if limiter != "cell_over_voltage" and out < target:
             limiter, reason = (
@@ -144,7 +148,13 @@ def step_voltage(
                 f"rising back to {target:.2f} V at {tuning.cvl_ramp_v_per_s * 1000:g} mV/s",
             )
     elif target > out:
-        limiter, reason = "cvl_hold", f"held at {out:.2f} V for {hold_until - now_s:.0f} s after a runner cell"
+        limiter, reason = (
+            "cvl_hold",
+            f"held at {out:.2f} V for {hold_until - now_s:.0f} s before rising to {target:.2f} V",
+        )
+    float_delta = 0.0
+    if floating:
+        float_delta = max(cells) - min(cells) if previous.phase is not ChargePhase.FLOAT else previous.float_delta_v
     return VoltageResult(
-        VoltageState(phase, since, balanced, out, hold_until, now_s, last_float), limiter, reason, events
+        VoltageState(phase, since, balanced, out, hold_until, now_s, last_float, float_delta), limiter, reason, events
     )

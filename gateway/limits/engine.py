@@ -119,6 +119,10 @@ BLOCKED_REST_A = 1.0
 BLOCKED_CVL_STEP_V_PER_CELL_S = 0.02
 """While charging is blocked and current still flows in, CVL steps down this fast, V per cell per second (0.32 V/s
 for 16S: some 30 A/s less from a CV charger through 10 mΩ)."""
+CVL_RETURNS_SLOWLY_AFTER = frozenset({"cell_voltage", "enforcement", "alarm"})
+"""Blocks after which CVL comes back from the blocked CVL through the charge logic's hold and ramp, not in one step
+(audit P13): the cells ran high or the inverter pushed past CCL, and a charger that follows only CVL would take
+its full current again at once. After a temperature block CVL returns at once: it said nothing of the cells."""
 
 
 def _blocked_cvl(memory: EngineMemory, state: BatteryState, cell_count: int, now_s: float, floor_v: float) -> float:
@@ -321,10 +325,14 @@ def compute_limits(
         # Whatever the charge logic wanted, above or below: a CVL under the pack would make some inverters
         # discharge towards it (an LTO bulk on LiFePO4 cells, audit P7), one above it lets a charger push.
         # Capped by the BMS's own OVP (not the thresholds' chemistry, which may be the contradicting type's).
-        if abs(blocked_cvl - cvl) > 1e-9:
-            cvl = min(blocked_cvl, t.cell_count * (reading.settings.cell_ovp_v - OVP_HEADROOM_V))
-            cvl_reason = LimitReason(
-                "charge_blocked", f"charging blocked ({charge_reason.limiter}): CVL {cvl:.2f} V at the pack voltage"
+        cvl = min(blocked_cvl, t.cell_count * (reading.settings.cell_ovp_v - OVP_HEADROOM_V))
+        cvl_reason = LimitReason(
+            "charge_blocked", f"charging blocked ({charge_reason.limiter}): CVL {cvl:.2f} V at the pack voltage"
+        )
+        if charge_reason.limiter in CVL_RETURNS_SLOWLY_AFTER and blocked_cvl <= voltage.state.output_v:
+            voltage = replace(
+                voltage,
+                state=replace(voltage.state, output_v=blocked_cvl, hold_until_s=now_s + tuning.cvl_hold_s),
             )
     # DVL is the discharge lever, the mirror (battery-safety audit P10): while discharging is blocked, a load that
     # stops only at DVL must stop. Never above CVL (both at the pack voltage where both levers are needed), never

@@ -242,6 +242,7 @@ def run_scenario(scenario: ChargeCycleScenario, *, dt_s: float = 1.0, keep_rows:
     outside_ah = [0.0] * len(packs)
     ccl_changes: list[float] = []
     cvl_changes: list[float] = []
+    cvl_rises: list[float] = []
     toggles = 0
     previous: Heard | None = None
     float_at: float | None = None
@@ -316,6 +317,8 @@ def run_scenario(scenario: ChargeCycleScenario, *, dt_s: float = 1.0, keep_rows:
                 ccl_changes.append(now_s)
             if heard.cvl_v != previous.cvl_v:
                 cvl_changes.append(now_s)
+                if heard.cvl_v > previous.cvl_v:
+                    cvl_rises.append(now_s)
             if heard.charge_enable != previous.charge_enable:
                 toggles += 1
         previous = heard if heard is not None else previous
@@ -368,6 +371,7 @@ def run_scenario(scenario: ChargeCycleScenario, *, dt_s: float = 1.0, keep_rows:
         float_reached_s=float_at,
         ccl_change_times_s=tuple(ccl_changes),
         cvl_change_times_s=tuple(cvl_changes),
+        cvl_rise_times_s=tuple(cvl_rises),
         enable_toggles=toggles,
         max_pack_current_over_bms_limit_a=tuple(over_limit),
         charge_outside_window_ah=tuple(outside_ah),

@@ -50,6 +50,9 @@ class ScenarioSummary:
     ccl_change_times_s: tuple[float, ...]
     """When the CCL the inverter heard changed, s."""
     cvl_change_times_s: tuple[float, ...]
+    cvl_rise_times_s: tuple[float, ...]
+    """When the CVL the inverter heard rose, s: a saw-tooth (audit P13) is many rises; a fall is how a block
+    or a runner cell acts at once."""
     enable_toggles: int
     """Changes of the charge enable the inverter heard."""
     max_pack_current_over_bms_limit_a: tuple[float, ...]
@@ -77,6 +80,7 @@ class ScenarioSummary:
         return {
             "ccl": max_changes_per_window(self.ccl_change_times_s),
             "cvl": max_changes_per_window(self.cvl_change_times_s),
+            "cvl_rises": max_changes_per_window(self.cvl_rise_times_s),
         }
 
     def to_json(self) -> dict[str, Any]:
