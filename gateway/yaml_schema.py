@@ -27,6 +27,7 @@ import yaml.nodes
 import yaml.reader
 
 from gateway.errors import ConfigError
+from gateway.yaml_loader import ConfigLoader
 
 _T = TypeVar("_T")
 _S = TypeVar("_S", bound="_Section")
@@ -402,32 +403,6 @@ def _parse_section_list(cls: type[_S], data: list[object], path: str, written: s
 # ---------------------------------------------------------------------------------------------------------
 
 
-class _Loader(yaml.SafeLoader):
-    """``yaml.SafeLoader`` that also rejects duplicate keys and reports a bad value (``2024-02-30``) with
-    its line instead of leaking a ``ValueError``."""
-
-    def construct_object(self, node: yaml.nodes.Node, deep: bool = False) -> Any:
-        try:
-            return super().construct_object(node, deep=deep)
-        except (ValueError, TypeError, OverflowError) as error:
-            raise yaml.constructor.ConstructorError(None, None, str(error), node.start_mark) from None
-
-    def construct_mapping(self, node: yaml.nodes.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: set[object] = set()
-        for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base` may be overridden on purpose
-                continue
-            key = self.construct_object(key_node, deep=True)
-            try:
-                duplicate = key in seen
-                seen.add(key)
-            except TypeError:  # unhashable: the base class reports it
-                continue
-            if duplicate:
-                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {_show(key)}", key_node.start_mark)
-        return super().construct_mapping(node, deep=deep)
-
-
 def _one_line(message: str) -> str:
     return " ".join(message.split())
 
@@ -435,7 +410,7 @@ def _one_line(message: str) -> str:
 def _load_yaml(content: str, source: str, what: str = "config file") -> object:
     """Parse YAML text; any failure is one :class:`ConfigError` line with the position when known."""
     try:
-        return yaml.load(content, Loader=_Loader)
+        return yaml.load(content, Loader=ConfigLoader)  # a SafeLoader subclass: safe
     except yaml.MarkedYAMLError as error:
         problem = error.problem or error.context or "syntax error"
         if error.context and problem.startswith("but "):  # "expected a single document ... but found ..."

@@ -533,7 +533,20 @@ def test_utf8_bom_is_accepted(tmp_path: Path) -> None:
 
 def test_self_referencing_extra(tmp_path: Path) -> None:
     path = _write(tmp_path, _file(inverter="  profile: x\n  can: {interface: v, channel: c, loop: &a [*a]}\n"))
-    assert _error(path) == "inverter.can.loop: nested too deeply (or refers to itself)"
+    assert _error(path) == (
+        f"config file {path}: invalid YAML at line 5, column 45: YAML aliases (*a) are not allowed here: "
+        "write the value out"
+    )
+
+
+def test_an_alias_bomb_is_refused_before_it_is_expanded(tmp_path: Path) -> None:
+    # Security audit L7: nine aliases nested eight deep in the pass-through keys expanded to 9^8 nodes (29 s,
+    # 1.2 GB, then "OK"). Refused while the YAML is composed: here 9^40 nodes, which no machine could expand.
+    levels = ["l0: &l0 [x, x, x, x, x, x, x, x, x]"]
+    levels += [f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]" for i in range(1, 41)]
+    bomb = "\n".join(f"    {line}" for line in levels)
+    path = _write(tmp_path, _file(inverter=f"  profile: x\n  can:\n    interface: v\n    channel: c\n{bomb}\n"))
+    assert "YAML aliases (*l0) are not allowed here" in _error(path)
 
 
 def test_deeply_nested_yaml(tmp_path: Path) -> None:

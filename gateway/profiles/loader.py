@@ -18,7 +18,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from importlib.resources.abc import Traversable
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 import yaml
 
@@ -27,6 +27,7 @@ from gateway.profiles.codec import CanFrameCodec, compile_frame
 from gateway.profiles.merge import merge_profiles
 from gateway.profiles.schema import HeartbeatSpec, ProfileSpec, SendMode, StaleAction, parse_profile
 from gateway.values import Value
+from gateway.yaml_loader import ProfileLoader
 
 BUILTIN_PACKAGE: Final = "gateway.builtin_profiles"
 """The package the top-level ``profiles/`` directory installs as."""
@@ -124,29 +125,6 @@ class ProfileInfo:
     path: str
 
 
-class _StrictLoader(yaml.SafeLoader):
-    """``yaml.SafeLoader`` that rejects a key given twice in one mapping instead of keeping the last."""
-
-
-def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[Any, Any]:
-    loader.flatten_mapping(node)
-    seen: set[object] = set()
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node)
-        try:
-            duplicate = key in seen
-        except TypeError:
-            duplicate = False
-        if duplicate:
-            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
-        if not isinstance(key, list | dict):
-            seen.add(key)
-    return loader.construct_mapping(node)
-
-
-_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
-
-
 @dataclass(frozen=True, slots=True)
 class _File:
     """A profile file found by name or path: its text, how messages name it, and where its bases are."""
@@ -162,7 +140,7 @@ class _File:
 
 def _read_yaml(text: str, source: str) -> object:
     try:
-        return yaml.load(text, Loader=_StrictLoader)  # a SafeLoader subclass: safe
+        return yaml.load(text, Loader=ProfileLoader)  # a SafeLoader subclass: safe
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark or error.context_mark
         where = f" at line {mark.line + 1} column {mark.column + 1}" if mark else ""

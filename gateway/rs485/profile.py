@@ -67,6 +67,7 @@ from gateway.errors import ProfileError, ProfileNotFoundError
 from gateway.profiles import StaleAction
 from gateway.rs485.fields import Condition, FieldKind, FieldSpec, field_values
 from gateway.rs485.values import RS485_FLAGS, RS485_LISTS, RS485_NUMERIC, RS485_TEXTS
+from gateway.yaml_loader import ProfileLoader
 
 BUILTIN_PACKAGE: Final = "gateway.builtin_profiles"
 BUILTIN_SUBDIR: Final = "rs485"
@@ -184,30 +185,9 @@ class Rs485Profile:
 # --- YAML ------------------------------------------------------------------------------------------------------
 
 
-class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader that rejects a key given twice in one mapping."""
-
-
-def _mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[Any, Any]:
-    seen: set[object] = set()
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=True)
-        try:
-            duplicate = key in seen
-            seen.add(key)
-        except TypeError:
-            continue
-        if duplicate:
-            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
-    return loader.construct_mapping(node, deep=True)
-
-
-_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping)
-
-
 def _read_yaml(text: str, source: str) -> object:
     try:
-        return yaml.load(text, Loader=_StrictLoader)  # a SafeLoader subclass: safe
+        return yaml.load(text, Loader=ProfileLoader)  # a SafeLoader subclass: safe
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark
         where = f" at line {mark.line + 1}" if mark is not None else ""
@@ -705,7 +685,7 @@ def is_rs485_profile(name_or_path: str) -> bool:
     if not (name_or_path.endswith(_SUFFIXES) or "/" in name_or_path):
         return False
     try:
-        data = yaml.safe_load(Path(name_or_path).read_text(encoding="utf-8"))
+        data = yaml.load(Path(name_or_path).read_text(encoding="utf-8"), Loader=ProfileLoader)  # safe
     except (OSError, UnicodeDecodeError, yaml.YAMLError):
         return False
     return isinstance(data, Mapping) and data.get("transport") == "rs485"
