@@ -84,14 +84,51 @@ def _unit_addresses(value: object) -> tuple[int, ...]:
 # ---------------------------------------------------------------------------------------------------------
 
 
+MAX_CURRENT_A: Final = 2000.0
+"""Upper bound of every current setting, A (and A/s): far above any pack a JK BMS runs; a typo such as a
+300-digit number is refused instead of parsed (security audit I1)."""
+MAX_VOLTAGE_V: Final = 1000.0
+"""Upper bound of every voltage setting, V (and V/s), for the same reason."""
+_AMPS: Final = _number(at_least=0, at_most=MAX_CURRENT_A)
+NETWORK_PORT_SCHEMES: Final = ("rfc2217", "socket")
+"""pyserial URL schemes that reach a serial port over the network; only with ``allow_network_port: true``."""
+
+
+def _serial_port(value: object) -> str:
+    """A serial device path, or an ``rfc2217://`` / ``socket://`` URL (checked against ``allow_network_port`` by
+    the section). Every other pyserial URL is refused: ``spy://`` writes the traffic, control password included,
+    to a file; ``loop://`` and the rest are for tests, not for a battery (security audit I1)."""
+    text = _text(value)
+    scheme, separator, _ = text.partition("://")
+    if separator and scheme.lower() not in NETWORK_PORT_SCHEMES:
+        raise _Invalid(
+            f"{scheme}:// URLs are not accepted: give the device path (/dev/ttyUSB0, or better "
+            "/dev/serial/by-id/...)"
+        )
+    return text
+
+
+def _check_network_port(path: str, port: str, allowed: bool) -> None:
+    scheme = port.partition("://")[0].lower()
+    if "://" in port and not allowed:
+        raise ConfigError(
+            _join(path, "port"),
+            f"{scheme}:// carries the BMS traffic (and any control password) over the network in clear; set "
+            f"{_join(path, 'allow_network_port')}: true to accept that",
+        )
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BmsConfig(_Section):
     """``bms``: how to reach the battery management system."""
 
     driver: str = _setting(_choice(sorted(KNOWN_BMS_DRIVERS)), "jk-uart")
     """BMS protocol driver, one of :data:`KNOWN_BMS_DRIVERS`."""
-    port: str = _setting(_text)
-    """Serial port: a device path such as ``/dev/ttyUSB0`` or any pyserial URL."""
+    port: str = _setting(_serial_port)
+    """Serial port: a device path such as ``/dev/ttyUSB0``; ``rfc2217://`` or ``socket://`` only with
+    :attr:`allow_network_port`."""
+    allow_network_port: bool = _setting(_flag, False)
+    """Accept an ``rfc2217://`` or ``socket://`` port: the traffic crosses the network unencrypted."""
     baudrate: int = _setting(_integer(1), 115200)
     """Serial speed, bit/s."""
     poll_interval_s: float = _setting(_number(at_least=0.05, at_most=60), 1.0)
@@ -105,6 +142,7 @@ class BmsConfig(_Section):
     drivers in :data:`ADDRESSED_BMS_DRIVERS`."""
 
     def _validate(self, path: str) -> None:
+        _check_network_port(path, self.port, self.allow_network_port)
         if self.driver not in ADDRESSED_BMS_DRIVERS and self.addresses != DEFAULT_BMS_ADDRESSES:
             raise ConfigError(
                 _join(path, "addresses"),
@@ -134,10 +172,15 @@ _OUTPUT_ADDRESS: Final = _integer_from(1, 254)
 class SerialPortConfig(_Section):
     """``inverter.serial``, ``extra_outputs[].serial``: an RS485 port on which the gateway answers polls."""
 
-    port: str = _setting(_text)
-    """Serial port: a device path or any pyserial URL."""
+    port: str = _setting(_serial_port)
+    """Serial port: a device path; ``rfc2217://`` or ``socket://`` only with :attr:`allow_network_port`."""
     baudrate: int | None = _setting(_optional(_integer(1)), None)
     """Serial speed, bit/s; ``None``: the profile's (9600 for every built-in RS485 profile)."""
+    allow_network_port: bool = _setting(_flag, False)
+    """Accept an ``rfc2217://`` or ``socket://`` port: the traffic crosses the network unencrypted."""
+
+    def _validate(self, path: str) -> None:
+        _check_network_port(path, self.port, self.allow_network_port)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -201,9 +244,9 @@ CURRENT_SHARING: Final = tuple(c.value for c in CurrentSharing)
 class LimitsConfig(_Section):
     """``limits``: the user's caps on top of the BMS's own limits, and how current limits move."""
 
-    max_charge_current_a: float = _setting(_number(at_least=0), _TUNING.max_charge_current_a)
+    max_charge_current_a: float = _setting(_AMPS, _TUNING.max_charge_current_a)
     """Highest charge current ever requested from the inverter, A."""
-    max_discharge_current_a: float = _setting(_number(at_least=0), _TUNING.max_discharge_current_a)
+    max_discharge_current_a: float = _setting(_AMPS, _TUNING.max_discharge_current_a)
     """Highest discharge current ever allowed to the inverter, A."""
     bms_current_fraction: float = _setting(_number(above=0, at_most=1), _TUNING.bms_current_fraction)
     """Fraction of the BMS's max charge / discharge current the inverter may use."""
@@ -211,11 +254,11 @@ class LimitsConfig(_Section):
     """Current is 0 this far inside the BMS's temperature windows, °C."""
     current_hold_s: float = _setting(_number(at_least=0), _TUNING.current_hold_s)
     """After a current limit fell, wait this long before raising it again, s."""
-    current_ramp_a_per_s: float = _setting(_number(above=0), _TUNING.current_ramp_a_per_s)
+    current_ramp_a_per_s: float = _setting(_number(above=0, at_most=MAX_CURRENT_A), _TUNING.current_ramp_a_per_s)
     """Then raise it at this rate, A/s."""
-    current_deadband_a: float = _setting(_number(at_least=0), _TUNING.current_deadband_a)
+    current_deadband_a: float = _setting(_AMPS, _TUNING.current_deadband_a)
     """Smaller changes are not passed on, A."""
-    overshoot_margin_a: float = _setting(_number(at_least=0), _TUNING.overshoot_margin_a)
+    overshoot_margin_a: float = _setting(_AMPS, _TUNING.overshoot_margin_a)
     """Measured current may exceed the limit by this much before the gateway acts, A."""
     overshoot_after_s: float = _setting(_number(above=0), _TUNING.overshoot_after_s)
     """An excess lasting this long is acted on, s."""
@@ -256,9 +299,9 @@ class ChargingConfig(_Section):
     absorption_max_delta_v: float = _setting(_number(above=0, at_most=0.5), _TUNING.absorption_max_delta_v)
     rebulk_soc_pct: float = _setting(_number(at_least=0, at_most=100), _TUNING.rebulk_soc_pct)
     rebulk_delta_v: float = _setting(_number(above=0, at_most=1), _TUNING.rebulk_delta_v)
-    float_ramp_v_per_s: float = _setting(_number(above=0), _TUNING.float_ramp_v_per_s)
+    float_ramp_v_per_s: float = _setting(_number(above=0, at_most=MAX_VOLTAGE_V), _TUNING.float_ramp_v_per_s)
     cvl_hold_s: float = _setting(_number(at_least=0), _TUNING.cvl_hold_s)
-    cvl_ramp_v_per_s: float = _setting(_number(above=0), _TUNING.cvl_ramp_v_per_s)
+    cvl_ramp_v_per_s: float = _setting(_number(above=0, at_most=MAX_VOLTAGE_V), _TUNING.cvl_ramp_v_per_s)
     cvl_deadband_v: float = _setting(_number(at_least=0, at_most=1), _TUNING.cvl_deadband_v)
     soc_cap_pct: float | None = _setting(_optional(_number(above=0, at_most=100)), _TUNING.soc_cap_pct)
     force_charge_soc_pct: float | None = _setting(

@@ -215,6 +215,7 @@ def test_to_json_is_plain_and_serialisable() -> None:
     assert out["bms"] == {
         "driver": "jk-uart",
         "port": "p",
+        "allow_network_port": False,
         "baudrate": 115200,
         "poll_interval_s": 1.0,
         "timeout_s": 0.5,
@@ -263,6 +264,45 @@ MISTAKES: Final = [
     ("port number", _file(bms="  port: 5\n"), "bms.port: expected a non-empty string, got 5"),
     ("port null", _file(bms="  port:\n"), "bms.port: expected a non-empty string, got null"),
     ("port list", _file(bms="  port: [a]\n"), "bms.port: expected a non-empty string, got a list"),
+    # Security audit I1: spy:// wrote the traffic, the control password included, to a file; socket:// and
+    # rfc2217:// carry it in clear over the network; a 300-digit current parsed to 1e299.
+    (
+        "port spy url",
+        _file(bms="  port: spy:///dev/ttyUSB0?file=/tmp/x\n"),
+        "bms.port: spy:// URLs are not accepted: give the device path (/dev/ttyUSB0, or better /dev/serial/by-id/...)",
+    ),
+    (
+        "port loop url",
+        _file(bms="  port: loop://\n"),
+        "bms.port: loop:// URLs are not accepted: give the device path (/dev/ttyUSB0, or better /dev/serial/by-id/...)",
+    ),
+    (
+        "port over the network without consent",
+        _file(bms="  port: socket://10.0.0.5:4001\n"),
+        "bms.port: socket:// carries the BMS traffic (and any control password) over the network in clear; set "
+        "bms.allow_network_port: true to accept that",
+    ),
+    (
+        "inverter port over the network without consent",
+        _file(inverter="  profile: pylontech-rs485\n  serial: {port: 'RFC2217://h:2217'}\n"),
+        "inverter.serial.port: rfc2217:// carries the BMS traffic (and any control password) over the network in "
+        "clear; set inverter.serial.allow_network_port: true to accept that",
+    ),
+    (
+        "current above the bound",
+        _file(limits="  max_charge_current_a: 2001\n"),
+        "limits.max_charge_current_a: expected a number from 0 to 2000, got 2001",
+    ),
+    (
+        "current of 300 digits",
+        _file(limits="  max_discharge_current_a: " + "9" * 300 + "\n"),
+        "limits.max_discharge_current_a: expected a number from 0 to 2000, got " + "9" * 40 + "...",
+    ),
+    (
+        "ramp above the bound",
+        _file(charging="  cvl_ramp_v_per_s: 1001\n"),
+        "charging.cvl_ramp_v_per_s: expected a number greater than 0 and at most 1000, got 1001",
+    ),
     (
         "timeout text",
         _file(bms="  port: p\n  timeout_s: '0.5'\n"),
@@ -271,7 +311,7 @@ MISTAKES: Final = [
     (
         "limit bool",
         _file(limits="  max_charge_current_a: false\n"),
-        "limits.max_charge_current_a: expected a non-negative number, got false",
+        "limits.max_charge_current_a: expected a number from 0 to 2000, got false",
     ),
     (
         "channel bool",
@@ -319,7 +359,7 @@ MISTAKES: Final = [
     (
         "limit negative",
         _file(limits="  max_discharge_current_a: -5\n"),
-        "limits.max_discharge_current_a: expected a non-negative number, got -5",
+        "limits.max_discharge_current_a: expected a number from 0 to 2000, got -5",
     ),
     (
         "timeout infinite",
@@ -494,6 +534,11 @@ MISTAKES: Final = [
 def test_mistake_has_exact_message(tmp_path: Path, content: str, expected: str) -> None:
     path = _write(tmp_path, content)
     assert _error(path) == expected.format(path=path)
+
+
+def test_a_network_port_is_accepted_with_consent(tmp_path: Path) -> None:
+    bms = "  port: socket://10.0.0.5:4001\n  allow_network_port: true\n"
+    assert load_config(_write(tmp_path, _file(bms=bms))).bms.port == "socket://10.0.0.5:4001"
 
 
 def test_error_carries_key_and_problem(tmp_path: Path) -> None:
