@@ -1,7 +1,8 @@
 """The gateway's typed errors.
 
-Every error a user can meet is a :class:`GatewayError` whose message is one line naming the cause; the CLI
-prints that line and never a traceback.
+Every error a user can meet is a :class:`GatewayError` whose message is one line naming the cause, and where the
+user can act, a :attr:`GatewayError.hint`: one line with the likely causes and the fix. The CLI prints both
+(:func:`error_lines`) and never a traceback.
 
 * :class:`FrameError`: bytes from a wire that are not a valid frame (bad start, length, checksum, ...).
 * :class:`LinkError`: a transport failed (port missing or vanished, timeout, write failed).
@@ -16,16 +17,32 @@ from __future__ import annotations
 
 
 class GatewayError(Exception):
-    """Base of every error the gateway raises on purpose."""
+    """Base of every error the gateway raises on purpose.
+
+    :param hint: what the user can do about it, one line without the ``hint:`` prefix; None: nothing to add.
+    """
+
+    hint: str | None = None
+
+    def __init__(self, *args: object, hint: str | None = None) -> None:
+        super().__init__(*args)
+        if hint is not None:
+            self.hint = hint
+
+
+def error_lines(error: BaseException) -> list[str]:
+    """The lines a user sees for ``error``: its message, then ``hint: …`` when it has one."""
+    hint = getattr(error, "hint", None)
+    return [str(error), *([f"hint: {hint}"] if hint else [])]
 
 
 class FrameError(GatewayError):
     """A received frame is malformed. ``fault`` is a short machine-readable kind, e.g. ``"bad checksum"``."""
 
-    def __init__(self, fault: str, detail: str = "") -> None:
+    def __init__(self, fault: str, detail: str = "", *, hint: str | None = None) -> None:
         self.fault = fault
         self.detail = detail
-        super().__init__(f"{fault}: {detail}" if detail else fault)
+        super().__init__(f"{fault}: {detail}" if detail else fault, hint=hint)
 
 
 class LinkError(GatewayError):
@@ -39,10 +56,10 @@ class LinkTimeout(LinkError):
 class ConfigError(GatewayError):
     """A configuration problem; the message starts with the dotted key it concerns."""
 
-    def __init__(self, key: str, problem: str) -> None:
+    def __init__(self, key: str, problem: str, *, hint: str | None = None) -> None:
         self.key = key
         self.problem = problem
-        super().__init__(f"{key}: {problem}" if key else problem)
+        super().__init__(f"{key}: {problem}" if key else problem, hint=hint)
 
 
 class ProfileError(GatewayError):
@@ -64,9 +81,9 @@ class ControlError(GatewayError):
 class ControlRefused(ControlError):
     """Refused before anything was written. ``reason`` is a short machine-readable kind, e.g. ``"rate limited"``."""
 
-    def __init__(self, reason: str, message: str) -> None:
+    def __init__(self, reason: str, message: str, *, hint: str | None = None) -> None:
         self.reason = reason
-        super().__init__(message)
+        super().__init__(message, hint=hint)
 
 
 class ControlNotVerified(ControlError):

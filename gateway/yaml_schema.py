@@ -417,7 +417,10 @@ def _load_yaml(content: str, source: str, what: str = "config file") -> object:
             problem = f"{error.context} {problem}"
         mark = error.problem_mark or error.context_mark
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        raise ConfigError("", f"{what} {source}: invalid YAML{where}: {_one_line(problem)}") from None
+        hint = None
+        if "'\\t'" in problem:  # PyYAML's words for a tab: the commonest mistake of a hand-edited file
+            hint = "YAML indents with spaces, never tabs: replace the tab(s) on that line with spaces"
+        raise ConfigError("", f"{what} {source}: invalid YAML{where}: {_one_line(problem)}", hint=hint) from None
     except yaml.reader.ReaderError as error:  # a control character; the text is already decoded
         before = content[: error.position]
         line, column = before.count("\n") + 1, error.position - before.rfind("\n")

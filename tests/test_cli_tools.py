@@ -375,3 +375,14 @@ def test_monitor_bad_input_is_one_line_and_status_2(
     assert out == ""
     (line,) = err.splitlines()
     assert line.startswith(ERROR_PREFIX) and needle in line, line
+
+
+def test_an_error_the_user_can_fix_gets_a_hint_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # Newcomer audit: a tab in the YAML gave only PyYAML's words ("found character '\t' that cannot start any
+    # token"). The error keeps its one line; a second line says what to do.
+    config = tmp_path / "tabs.yaml"
+    config.write_text("bms:\n\tport: /dev/ttyUSB0\ninverter:\n  profile: deye\n", encoding="utf-8")
+    assert main(["check", "-c", str(config)]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0].startswith(f"{ERROR_PREFIX} config file {config}: invalid YAML at line 2, column 1")
+    assert lines[1:] == ["hint: YAML indents with spaces, never tabs: replace the tab(s) on that line with spaces"]

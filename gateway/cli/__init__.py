@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from gateway import __version__, logging_setup
-from gateway.errors import ConfigError, GatewayError, ProfileError
+from gateway.errors import ConfigError, GatewayError, ProfileError, error_lines
 
 COMMANDS = (
     "run",
@@ -68,7 +68,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except GatewayError as exc:
         if args.debug:
             raise
-        print(f"bms-gateway: error: {exc}", file=sys.stderr)
+        message, *hint = error_lines(exc)
+        print(f"bms-gateway: error: {message}", *hint, sep="\n", file=sys.stderr)
         return EXIT_BAD_INPUT if isinstance(exc, ConfigError | ProfileError) else EXIT_FAILURE
 
 
