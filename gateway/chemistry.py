@@ -8,7 +8,8 @@ Sources: cell datasheets (LiFePO4 3.65 V max charge, 2.5 V min, 3.2 V nominal; N
 2.80 V; unverified: the LTO nominal voltage, sold as 2.3 V (Toshiba SCiB) and as 2.4 V by other makers, 2.4 V
 here), the JK BMS
 manual (MOS OTP 75 °C / OTPR 65 °C) and the peers' defaults in ``charge_logic.md`` (LiFePO4 bulk 3.45 V,
-float 3.375 V, discharge taper from 3.10 V).
+float 3.375 V, discharge taper from 3.10 V). The deep-discharge thresholds (recovery current, no charge) cite
+their sources beside each value in :data:`PRESETS`.
 """
 
 from __future__ import annotations
@@ -37,6 +38,12 @@ class ChemistryPreset:
     """No cell of this chemistry may ever be charged above this, V (datasheet maximum)."""
     absolute_min_cell_v: float
     """No cell of this chemistry may ever be discharged below this, V."""
+    recovery_charge_below_cell_v: float
+    """A cell at or below this is deeply discharged: charging is limited to the recovery current (``limits.
+    recovery_current_c``) until it is 0.1 V above it, V. Never below :attr:`absolute_min_cell_v`."""
+    no_charge_below_cell_v: float
+    """A cell at or below this is not charged at all (0 A: it needs a person to check it), V. Below
+    :attr:`recovery_charge_below_cell_v`."""
     bulk_cell_v: float
     """Preferred bulk/absorption voltage, V; lowered to OVP − :attr:`bulk_below_ovp_v` when OVP is low."""
     bulk_below_ovp_v: float
@@ -72,6 +79,13 @@ PRESETS: Final[Mapping[Chemistry, ChemistryPreset]] = MappingProxyType(
             cvl_trim_floor_cell_v=2.9,
             absolute_max_cell_v=3.65,
             absolute_min_cell_v=2.50,
+            # 2.5 V: the LiFePO4 discharge cut-off of cell makers' datasheets (EVE LF280K, CATL: not opened here, no
+            # datasheet in the searchable stores) and Libre Solar's LFP cell UV limit (LibreSolar/bms-firmware,
+            # app/src/bms_common.c: cell_uv_limit = 2.50F); below it, charge at the recovery current only.
+            recovery_charge_below_cell_v=2.50,
+            # 2.0 V: the same file says "most cells survive even 2.0V", the lowest a peer calls survivable; unverified
+            # by a cell maker (no datasheet found that says what may be charged below it), so nothing is.
+            no_charge_below_cell_v=2.00,
             bulk_cell_v=3.45,
             bulk_below_ovp_v=0.10,
             float_cell_v=3.375,
@@ -89,6 +103,16 @@ PRESETS: Final[Mapping[Chemistry, ChemistryPreset]] = MappingProxyType(
             cvl_trim_floor_cell_v=3.2,
             absolute_max_cell_v=4.25,
             absolute_min_cell_v=2.80,
+            # 3.0 V: TI's Li-ion chargers precharge at a reduced current below it (BQ25895 datasheet SLUSC88C,
+            # REG06 BATLOWV "Battery Precharge to Fast Charge Threshold", default 3.0 V; BQ25700A SLUSCQ8A, 1-cell
+            # pre-charge to fast charge threshold 3 V) and Libre Solar's NMC cell UV limit is 3.00 V
+            # (LibreSolar/bms-firmware, app/src/bms_common.c). Above today's absolute minimum 2.80 V.
+            recovery_charge_below_cell_v=3.00,
+            # unverified: no maker's figure found. TI chargers inhibit charging below their battery-short threshold
+            # (BQ25308 datasheet SLUSFD7, "VBAT_SHORT: charge inhibited"; its value was not in the stored text);
+            # German Wikipedia ("Tiefentladung", quoted by dwaves.de) says a Li-ion cell below 1.5 V should not be
+            # used again. 2.0 V keeps LiFePO4's margin above that.
+            no_charge_below_cell_v=2.00,
             bulk_cell_v=4.10,
             bulk_below_ovp_v=0.10,
             float_cell_v=4.00,
@@ -106,6 +130,12 @@ PRESETS: Final[Mapping[Chemistry, ChemistryPreset]] = MappingProxyType(
             cvl_trim_floor_cell_v=2.0,
             absolute_max_cell_v=2.85,
             absolute_min_cell_v=1.50,
+            # 1.5 V: Toshiba's SCiB operating range is 2.8–1.7 V above 0 °C and 2.8–1.5 V below (AABC 2008, reported
+            # at greencarcongress.com/2008/05/toshiba-develop.html); the lower one, today's absolute minimum.
+            recovery_charge_below_cell_v=1.50,
+            # unverified: no maker's figure found for charging an LTO cell below its range; 1.0 V keeps the 0.5 V
+            # step below the recovery threshold that LiFePO4 has (2.5 → 2.0 V).
+            no_charge_below_cell_v=1.00,
             bulk_cell_v=2.70,
             bulk_below_ovp_v=0.10,
             float_cell_v=2.60,

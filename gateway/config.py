@@ -272,6 +272,9 @@ class LimitsConfig(_Section):
     """Several packs: how their current is assumed to divide, one of :data:`CURRENT_SHARING`."""
     offline_current_fraction: float = _setting(_number(above=0, at_most=1), _TUNING.offline_current_fraction)
     """Several packs: while one is offline, the battery's current limits are multiplied by this."""
+    recovery_current_c: float = _setting(_number(at_least=0, at_most=0.1), _TUNING.recovery_current_c)
+    """A deeply discharged cell (at or below the chemistry's recovery threshold) is charged at most this × the
+    pack's capacity, A per Ah; 0: not at all until a person checks it."""
 
 
 _CELL_VOLTS: Final = _optional(_number(at_least=1.0, at_most=5.0))

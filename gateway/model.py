@@ -320,6 +320,9 @@ class Limits:
     """SOC to report to the inverter, % (may be capped below the BMS's until float); None: the BMS's."""
     charge_phase: str | None = None
     """``bulk``, ``absorption`` or ``float``; None when no charge logic ran (fail-safe)."""
+    cell_deeply_discharged: bool = False
+    """A cell is at or below its chemistry's recovery threshold: charging is limited to the recovery current (0 A
+    below the no-charge threshold) and discharging stopped; the gateway's alarm ``cell_deeply_discharged``."""
 
     def to_json(self) -> dict[str, Any]:
         out = _plain(self)

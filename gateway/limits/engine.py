@@ -181,8 +181,17 @@ def _side(
         side, state, t, ceiling_a, tuning.temperature_margin_c, memory.latch("temperature")
     )
     mos = limiters.mos_temperature(state, t, ceiling_a, memory.latch("mos_temperature"))
-    candidates += [voltage, temperature, mos]
-    latches = tuple((c.limiter, c.latch) for c in (voltage, temperature, mos) if c.latch is not None)
+    deep = limiters.deep_discharge(
+        side,
+        state,
+        t,
+        ceiling_a,
+        tuning.recovery_current_c,
+        reading.settings.capacity_ah,
+        memory.latch(limiters.DEEP_DISCHARGE),
+    )
+    candidates += [voltage, temperature, mos, deep]
+    latches = tuple((c.limiter, c.latch) for c in (voltage, temperature, mos, deep) if c.latch is not None)
     blocked = limiters.bms_blocks(side, state)
     hard_zero = blocked is not None or any(c.current_a <= 0.0 for c in candidates)
     # The lowest wins; among equals the first (the ceiling before the others) names the reason.
@@ -280,6 +289,9 @@ def compute_limits(
         Side.DISCHARGE, reading, t, tuning, memory.discharge, now_s
     )
     events += [event] if event else []
+    deeply_discharged = charge_memory.latch(limiters.DEEP_DISCHARGE)
+    if deeply_discharged != memory.charge.latch(limiters.DEEP_DISCHARGE):
+        events.append(_deep_discharge_event(deeply_discharged, state.min_cell_v))
 
     voltage = step_voltage(memory.voltage, state, t, tuning, now_s)
     events += voltage.events
@@ -387,6 +399,7 @@ def compute_limits(
         },
         soc_pct=soc,
         charge_phase=voltage.state.phase.value,
+        cell_deeply_discharged=deeply_discharged is not None,
     )
     new_memory = replace(
         memory,
@@ -400,6 +413,18 @@ def compute_limits(
         blocked_dvl_v=blocked_dvl,
     )
     return EngineResult(limits, new_memory, t, tuple(events))
+
+
+def _deep_discharge_event(latch: str | None, lowest_cell_v: float) -> str:
+    """The log line when a deep discharge begins, changes between recovery and no charge, or ends."""
+    if latch is None:
+        return f"deep discharge over: lowest cell at {lowest_cell_v:.3f} V, normal charging resumes"
+    if latch == "no_charge":
+        return f"deep discharge: lowest cell at {lowest_cell_v:.3f} V, no charging and no discharging: check the cell"
+    return (
+        f"deep discharge: lowest cell at {lowest_cell_v:.3f} V, charging limited to the recovery current "
+        "(limits.recovery_current_c), no discharging"
+    )
 
 
 class LimitsEngine:

@@ -12,6 +12,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from gateway.chemistry import PRESETS
 from gateway.limits.thresholds import TemperatureWindow, Thresholds
 from gateway.model import BatteryState, Side
 
@@ -27,6 +28,11 @@ MOS_ZERO_BELOW_OTP_C = 3.0
 """MOS temperature: 0 A this far below MOS OTP, °C."""
 MOS_FULL_BELOW_OTPR_C = 5.0
 """MOS temperature: full current up to this far below MOS OTPR, °C."""
+DEEP_DISCHARGE_RELEASE_GAP_V = 0.10
+"""A deep-discharge latch releases only once the lowest cell is this far above the threshold that set it, V: a cell
+hovering at 2.5 V (noise, the I × R of the recovery current) must not switch the full current on and off."""
+DEEP_DISCHARGE = "deep_discharge"
+"""The deep-discharge limiter's name, and its latch key in the engine's memory."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,3 +186,48 @@ def bms_blocks(side: Side, state: BatteryState) -> Candidate | None:
     if not mos_on:
         return Candidate(0.0, "mos", f"BMS {word} MOS is off")
     return None
+
+
+def deep_discharge(
+    side: Side,
+    state: BatteryState,
+    t: Thresholds,
+    ceiling_a: float,
+    recovery_current_c: float,
+    capacity_ah: float | None,
+    latch: str | None,
+) -> Candidate:
+    """A deeply discharged cell (audit M4): at or below the chemistry's recovery threshold (LiFePO4 2.5 V) charge at
+    most ``recovery_current_c`` × ``capacity_ah`` (0 A without a capacity), at or below its no-charge threshold
+    (2.0 V) 0 A; each holds (latch ``"recovery"``, ``"no_charge"``) until the lowest cell is
+    :data:`DEEP_DISCHARGE_RELEASE_GAP_V` above it. Discharge is 0 A while either holds (the cell-voltage cut-off,
+    at least UVP + 0.01 V above the chemistry's absolute minimum, gives that already; this does not depend on it).
+    """
+    cells = state.cell_voltages_v
+    if not cells or not all(math.isfinite(v) for v in cells):
+        return Candidate(0.0, DEEP_DISCHARGE, "no valid cell voltages", latch)
+    preset = PRESETS[t.chemistry]
+    no_charge_v, recovery_v = preset.no_charge_below_cell_v, preset.recovery_charge_below_cell_v
+    volts = min(cells)
+    number = cells.index(volts) + 1
+    if volts <= no_charge_v or (latch == "no_charge" and volts < no_charge_v + DEEP_DISCHARGE_RELEASE_GAP_V):
+        held, threshold_v = "no_charge", no_charge_v
+    elif volts <= recovery_v or (latch is not None and volts < recovery_v + DEEP_DISCHARGE_RELEASE_GAP_V):
+        held, threshold_v = "recovery", recovery_v
+    else:
+        return Candidate(ceiling_a, DEEP_DISCHARGE, f"lowest cell {number} at {volts:.3f} V")
+    until = f"until it reaches {threshold_v + DEEP_DISCHARGE_RELEASE_GAP_V:.3f} V"
+    cell = f"cell {number} at {volts:.3f} V, deeply discharged ({t.chemistry.value}: at or below {threshold_v:.3f} V)"
+    if side is Side.DISCHARGE:
+        return Candidate(0.0, DEEP_DISCHARGE, f"{cell}: no discharging {until}", held)
+    if held == "no_charge":
+        return Candidate(0.0, DEEP_DISCHARGE, f"{cell}: no charging {until}, check the cell", held)
+    if capacity_ah is None or not math.isfinite(capacity_ah) or capacity_ah <= 0:
+        return Candidate(0.0, DEEP_DISCHARGE, f"{cell}: no recovery current without the pack's capacity", held)
+    recovery_a = min(ceiling_a, recovery_current_c * capacity_ah)
+    return Candidate(
+        recovery_a,
+        DEEP_DISCHARGE,
+        f"{cell}: recovery charge {recovery_a:.1f} A ({recovery_current_c:g} C of {capacity_ah:g} Ah) {until}",
+        held,
+    )

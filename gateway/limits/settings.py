@@ -55,6 +55,12 @@ class LimitsSettings:
     discharge_cutoff_cell_v: float | None = None
     """Lowest-cell voltage where the discharge current reaches 0, V. Derived: UVP + a chemistry margin."""
 
+    # --- deeply discharged cells (gateway.limits.limiters.deep_discharge) -----------------------------------
+    recovery_current_c: float = 0.05
+    """At or below the chemistry's recovery threshold (LiFePO4 2.5 V) charging is limited to this × the pack's
+    capacity, A per Ah (0.05 C: 14 A for 280 Ah); 0 A without a capacity. At or below its no-charge threshold
+    (2.0 V) 0 A."""
+
     # --- temperature ------------------------------------------------------------------------------------
     temperature_margin_c: float = 2.0
     """Current is 0 this far inside the BMS's temperature windows, °C, so the BMS never has to trip."""

@@ -195,4 +195,5 @@ def system_limits(
         reasons=reasons,
         soc_pct=soc,
         charge_phase=cvl_pack.limits.charge_phase,
+        cell_deeply_discharged=any(p.limits.cell_deeply_discharged for p in bounding),
     )

@@ -36,6 +36,7 @@ from gateway.logging_setup import Throttle
 from gateway.runtime import Snapshot
 from gateway.telemetry.ha_discovery import AVAILABLE, NOT_AVAILABLE, Topics, discovery_configs, shape, topic_payloads
 from gateway.telemetry.pack_button import ForgetButton
+from gateway.telemetry.status_doc import deeply_discharged
 
 if TYPE_CHECKING:
     from paho.mqtt.client import Client, ConnectFlags, DisconnectFlags, MQTTMessage
@@ -350,4 +351,11 @@ def _urgent_key(snapshot: Snapshot) -> tuple[object, ...]:
     alarms = frozenset() if snapshot.reading is None else snapshot.reading.state.alarms
     limits = snapshot.limits
     enables = None if limits is None else (limits.charge_enable, limits.discharge_enable)
-    return (snapshot.state, snapshot.inverter_state, alarms, snapshot.latched_packs, enables)
+    return (
+        snapshot.state,
+        snapshot.inverter_state,
+        alarms,
+        snapshot.latched_packs,
+        deeply_discharged(snapshot),
+        enables,
+    )

@@ -36,13 +36,27 @@ def bms_link(snapshot: Snapshot) -> str:
 
 PACK_LATCHED: Final = "pack_latched"
 """The gateway's own alarm: a silent pack's last blocks and limits are latched (it may still be on the bus)."""
+CELL_DEEPLY_DISCHARGED: Final = "cell_deeply_discharged"
+"""The gateway's own alarm: a pack's lowest cell is at or below its chemistry's recovery threshold (LiFePO4 2.5 V):
+charging is limited to the recovery current, or 0 A below the no-charge threshold (:mod:`gateway.limits.limiters`)."""
+
+
+def deeply_discharged(snapshot: Snapshot) -> bool:
+    """Whether any pack's own limits (or the battery's) hold a deeply discharged cell."""
+    return any(
+        limits is not None and limits.cell_deeply_discharged
+        for limits in (snapshot.limits, *snapshot.pack_limits.values())
+    )
 
 
 def active_alarms(snapshot: Snapshot) -> list[str]:
-    """The BMS's alarms and the gateway's own (:data:`PACK_LATCHED`), sorted: what status and MQTT show."""
+    """The BMS's alarms and the gateway's own (:data:`PACK_LATCHED`, :data:`CELL_DEEPLY_DISCHARGED`), sorted: what
+    status and MQTT show."""
     alarms = set() if snapshot.reading is None else {a.value for a in snapshot.reading.state.alarms}
     if snapshot.latched_packs:
         alarms.add(PACK_LATCHED)
+    if deeply_discharged(snapshot):
+        alarms.add(CELL_DEEPLY_DISCHARGED)
     return sorted(alarms)
 
 
