@@ -13,7 +13,7 @@ import argparse
 import urllib.parse
 import urllib.request
 
-from gateway.cli.status import EndpointAnswered, add_endpoint_arguments, open_endpoint, status_url
+from gateway.cli.status import EndpointAnswered, add_endpoint_arguments, find_endpoint, open_endpoint
 from gateway.errors import GatewayError
 
 
@@ -29,11 +29,12 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 
 def run_forget(args: argparse.Namespace) -> int:
-    base = status_url(args).rsplit("/status", 1)[0]
+    endpoint = find_endpoint(args)
+    base = endpoint.url.rsplit("/status", 1)[0]
     url = f"{base}/packs/{urllib.parse.quote(args.pack_id, safe='')}/forget"
     request = urllib.request.Request(url, data=b"", method="POST")
     try:
-        answer = open_endpoint(request, args.timeout)
+        answer = open_endpoint(request, args.timeout, endpoint.hint)
     except EndpointAnswered as refused:
         raise GatewayError(f"the gateway refused: {refused.detail}") from None
     print(answer.decode(errors="replace").strip())

@@ -2,7 +2,9 @@
 
 Cells, limits with their reasons, alarms, and the health of the BMS, inverter and MQTT links. The endpoint's
 address comes from ``--url``, else from the config's ``status:`` section, else the default
-``http://127.0.0.1:9480``.
+``http://127.0.0.1:9480``. The default config is read only when this user may read it: after ``install.sh`` it
+sits in a directory only root and the service's group may enter, and a normal user's ``status`` asks the
+default endpoint instead (saying so if that fails).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import argparse
 import json
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
@@ -19,6 +22,8 @@ from gateway.config import StatusConfig, load_config
 from gateway.errors import ConfigError, GatewayError
 
 DEFAULT_TIMEOUT_S: Final = 3.0
+DEFAULT_STATUS: Final = StatusConfig()
+"""The endpoint asked when no config names one."""
 _ANY_ADDRESS: Final = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}
 """A wildcard bind is reached on loopback."""
 LIMIT_ROWS: Final = (
@@ -66,8 +71,11 @@ class EndpointAnswered(GatewayError):
         self.detail = detail
 
 
-def open_endpoint(request: str | urllib.request.Request, timeout_s: float) -> bytes:
-    """The body the endpoint answers. :raises EndpointAnswered: an HTTP error; GatewayError: no answer."""
+def open_endpoint(request: str | urllib.request.Request, timeout_s: float, hint: str | None = None) -> bytes:
+    """The body the endpoint answers; ``hint``: what to add when there is no answer (:attr:`Endpoint.hint`).
+
+    :raises EndpointAnswered: an HTTP error; GatewayError: no answer.
+    """
     url = request if isinstance(request, str) else request.full_url
     try:
         with urllib.request.urlopen(request, timeout=timeout_s) as response:
@@ -79,27 +87,63 @@ def open_endpoint(request: str | urllib.request.Request, timeout_s: float) -> by
     except (urllib.error.URLError, OSError) as error:
         reason = getattr(error, "reason", error)
         reason = getattr(reason, "strerror", None) or reason
-        raise GatewayError(f"cannot reach {url}: {reason} (is the gateway running, with status.enabled?)") from None
+        raise GatewayError(
+            f"cannot reach {url}: {reason} (is the gateway running, with status.enabled?)", hint=hint
+        ) from None
 
 
-def status_url(args: argparse.Namespace) -> str:
-    """The endpoint to ask. :raises ConfigError: the config cannot be read, or it turns the endpoint off."""
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """The status endpoint to ask, and what to tell the user if it does not answer."""
+
+    url: str
+    hint: str | None = None
+    """Set when the default config was passed over (this user may not read it): the config may name another
+    endpoint than the default one asked."""
+
+
+def find_endpoint(args: argparse.Namespace) -> Endpoint:
+    """The endpoint to ask (see the module docs).
+
+    :raises ConfigError: the config named by ``-c`` cannot be read, or the config turns the endpoint off.
+    """
     if args.url:
         url: str = args.url
-        return url if url.rstrip("/").endswith("/status") else url.rstrip("/") + "/status"
+        return Endpoint(url if url.rstrip("/").endswith("/status") else url.rstrip("/") + "/status")
     path: Path | None = args.config
-    if path is None and DEFAULT_CONFIG.exists():
-        path = DEFAULT_CONFIG
-    status = StatusConfig() if path is None else load_config(path).status
+    hint = None
+    if path is None:
+        path, passed_over = _readable_default_config()
+        if passed_over is not None:
+            hint = (
+                f"{DEFAULT_CONFIG} cannot be read by this user ({passed_over}), so the default endpoint was asked: "
+                "run it with sudo, or give the endpoint with --url"
+            )
+    status = DEFAULT_STATUS if path is None else load_config(path).status
     if not status.enabled:
         raise ConfigError("status.enabled", f"is false in {path}: the gateway serves no status")
     host = _ANY_ADDRESS.get(status.bind, status.bind)
-    return f"http://{f'[{host}]' if ':' in host else host}:{status.port}/status"
+    return Endpoint(f"http://{f'[{host}]' if ':' in host else host}:{status.port}/status", hint)
 
 
-def fetch(url: str, timeout_s: float) -> dict[str, Any]:
+def _readable_default_config() -> tuple[Path | None, str | None]:
+    """:data:`DEFAULT_CONFIG` if this user may read it; else None, and why not when it is not simply absent.
+
+    Opening it is the only honest test: after install.sh its directory is 0750 root:bms-gateway, and there even
+    ``Path.exists()`` raises PermissionError for anyone outside the group.
+    """
+    try:
+        with DEFAULT_CONFIG.open("rb"):
+            return DEFAULT_CONFIG, None
+    except (FileNotFoundError, NotADirectoryError):
+        return None, None
+    except OSError as error:
+        return None, error.strerror or type(error).__name__
+
+
+def fetch(url: str, timeout_s: float, hint: str | None = None) -> dict[str, Any]:
     """The status document. :raises GatewayError: one line, whatever went wrong."""
-    body = open_endpoint(url, timeout_s)
+    body = open_endpoint(url, timeout_s, hint)
     try:
         document = json.loads(body)
     except (ValueError, UnicodeDecodeError):
@@ -110,7 +154,8 @@ def fetch(url: str, timeout_s: float) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    document = fetch(status_url(args), args.timeout)
+    endpoint = find_endpoint(args)
+    document = fetch(endpoint.url, args.timeout, endpoint.hint)
     age_s = document.get("snapshot_age_s")
     if args.max_age is not None and (not isinstance(age_s, int | float) or age_s > args.max_age):
         raise GatewayError(f"the gateway's newest snapshot is {_seconds(age_s)} old: its control loop is stuck")
