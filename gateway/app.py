@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import can
@@ -23,24 +24,31 @@ from gateway.runtime import ControlLoop, LoopSettings, Poller, run_loop
 from gateway.state_store import StateStore, state_directory
 from gateway.telemetry.service import Telemetry
 from gateway.transport.can_link import CanLink, CanSettings
+from gateway.transport.serial_link import open_serial_port
 
 log = logging.getLogger(__name__)
 
 
-def open_driver(bms: BmsConfig, clock: Clock) -> BmsDriver:
-    """The BMS driver the config names (nothing is opened until the first read)."""
+def open_driver(bms: BmsConfig, clock: Clock, *, exclusive: bool = False) -> BmsDriver:
+    """The BMS driver the config names (nothing is opened until the first read).
+
+    :param exclusive: lock the port (pyserial's ``exclusive``, flock) so that no other exclusive user shares it:
+        the service and ``bms-gateway control`` never write frames into each other's exchanges.
+    """
     factory = driver_class(bms.driver)
-    options = {"addresses": bms.addresses} if bms.driver in ADDRESSED_BMS_DRIVERS else {}
+    options: dict[str, object] = {"addresses": bms.addresses} if bms.driver in ADDRESSED_BMS_DRIVERS else {}
+    if exclusive:
+        options["serial_factory"] = partial(open_serial_port, exclusive=True)
     return factory(
         port=bms.port, baudrate=bms.baudrate, timeout_s=bms.timeout_s, retries=bms.retries, clock=clock, **options
     )
 
 
-def open_battery(config: Config, clock: Clock) -> BmsDriver:
+def open_battery(config: Config, clock: Clock, *, exclusive: bool = False) -> BmsDriver:
     """One driver for every BMS link of the config: the one bus's, or a composite polling each bus in turn."""
     if not config.more_bms:
-        return open_driver(config.bms, clock)
-    return CompositeDriver([open_driver(bus, clock) for bus in config.buses])
+        return open_driver(config.bms, clock, exclusive=exclusive)
+    return CompositeDriver([open_driver(bus, clock, exclusive=exclusive) for bus in config.buses])
 
 
 def open_control(config: Config, driver: BmsDriver, clock: Clock) -> Controller | None:
@@ -171,7 +179,7 @@ def build_gateway(config: Config, clock: Clock, *, profile: Profile | None = Non
         inverter_values=link.received_values,
         store=StateStore(state_directory(config.state_dir)),
     )
-    driver = open_battery(config, clock)
+    driver = open_battery(config, clock, exclusive=True)  # the service's port: the CLI's control never shares it
     controller = open_control(config, driver, clock)
     telemetry = Telemetry.from_config(config, clock, controller=controller)
     poller = Poller(driver, loop, clock, config.bms.poll_interval_s, between_polls=telemetry.between_polls)

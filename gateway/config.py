@@ -505,6 +505,9 @@ class ControlConfig(_Section):
     shown by ``check --json``."""
     min_interval_s: float = _setting(_number(at_least=1, at_most=3600), 10.0)
     """Least time between two writes, s."""
+    max_writes_per_day: int = _setting(_integer_from(1, 1000), 20)
+    """Most writes in any 24 h (rolling), counted with :attr:`min_interval_s` in one record of the state
+    store, shared by the service and the CLI and kept across restarts (:mod:`gateway.control_budget`)."""
 
     def _validate(self, path: str) -> None:
         if self.enabled and self.password is None:

@@ -4,7 +4,9 @@ The gateway never writes to the BMS unless the config says ``control.enabled: tr
 ``control.password``; otherwise no :class:`Controller` can be made, and no write frame is ever built. With
 control on, every request, whoever made it (``"cli"`` or ``"mqtt"``):
 
-1. is refused within ``control.min_interval_s`` of the previous write (rate limit);
+1. is refused within ``control.min_interval_s`` of the previous write, or when ``control.max_writes_per_day``
+   writes were made in the last 24 h (:mod:`gateway.control_budget`: one record in the state store, shared by
+   the service and the CLI, kept across restarts; an unusable record refuses every write);
 2. reads the BMS and compares ``control.password`` with the settings password the BMS reports: firmware may
    not check the password itself, so the gateway does, and refuses on a mismatch (naming neither);
 3. writes only when the switch is not already as asked, then reads the BMS back until it reports the new
@@ -36,9 +38,11 @@ from gateway.bms.control import BmsControl, Switch, SwitchReadout, switch_states
 from gateway.bms.driver import BmsDriver
 from gateway.clock import Clock
 from gateway.config import Config, ControlConfig
+from gateway.control_budget import WriteBudget
 from gateway.errors import ControlNotVerified, ControlRefused, GatewayError
 from gateway.model import PackReading
 from gateway.secret import Secret
+from gateway.state_store import StateStore, state_directory
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +71,14 @@ _DISABLED: Final = (
 def control_enabled(config: Config) -> bool:
     """Whether the config allows writes to the BMS: enabled *and* a password given."""
     return config.control.enabled and config.control.password is not None
+
+
+def require_control(config: Config) -> Secret:
+    """The password, if the config allows writes. :raises ControlRefused: control is off."""
+    password = config.control.password
+    if not config.control.enabled or password is None:
+        raise ControlRefused("disabled", _DISABLED)
+    return password
 
 
 def passwords_match(configured: Secret, reported: Secret) -> bool:
@@ -105,7 +117,9 @@ class Controller:
 
     :param settings: the ``control`` config section; it must allow writes.
     :param backend: the protocol's writes and reads.
-    :param clock: for the rate limit and the pauses between read-backs.
+    :param clock: for the write budget (its wall time) and the pauses between read-backs.
+    :param store: where the write budget's record lives (shared with every other process on it); None: in
+        this controller only.
     :raises ControlRefused: control is off in ``settings``.
     """
 
@@ -117,17 +131,17 @@ class Controller:
         *,
         readback_attempts: int = READBACK_ATTEMPTS,
         readback_delay_s: float = READBACK_DELAY_S,
+        store: StateStore | None = None,
     ) -> None:
         if not settings.enabled or settings.password is None:
             raise ControlRefused("disabled", _DISABLED)
         self._password = settings.password
-        self._min_interval_s = settings.min_interval_s
+        self._budget = WriteBudget(settings.min_interval_s, settings.max_writes_per_day, clock, store)
         self._backend = backend
         self._clock = clock
         self._readback_attempts = max(1, readback_attempts)
         self._readback_delay_s = readback_delay_s
         self._lock = threading.Lock()
-        self._last_write_s: float | None = None
 
     @property
     def backend(self) -> BmsControl:
@@ -136,8 +150,8 @@ class Controller:
     def set_switch(self, switch: Switch, on: bool, *, source: Source) -> ControlResult:
         """Set ``switch`` and verify it.
 
-        :raises ControlRefused: rate limit, password mismatch, or the BMS does not report what is needed;
-            nothing was written.
+        :raises ControlRefused: interval, daily budget, unusable write record, password mismatch, or the BMS does
+            not report what is needed; nothing was written.
         :raises ControlNotVerified: written, but the BMS does not show it.
         :raises GatewayError: (LinkError, FrameError) the BMS could not be read or written.
         """
@@ -145,15 +159,7 @@ class Controller:
             return self._set(switch, on, source)
 
     def _set(self, switch: Switch, on: bool, source: Source) -> ControlResult:
-        now_s = self._clock.monotonic()
-        if self._last_write_s is not None:
-            since_s = now_s - self._last_write_s
-            if since_s < self._min_interval_s:
-                raise ControlRefused(
-                    "rate limited",
-                    f"refused: the last BMS write was {since_s:.1f} s ago, control.min_interval_s is "
-                    f"{self._min_interval_s:g} s (try again in {self._min_interval_s - since_s:.1f} s)",
-                )
+        self._budget.check()  # before the BMS is touched
         before = self._backend.read_switches()
         self._check_password(before)
         current = before.switches[switch]
@@ -165,7 +171,7 @@ class Controller:
         if current is on:
             log.info("control: %s switch already %s, nothing written (asked by %s)", switch, _on_off(on), source)
             return ControlResult(switch, on, changed=False, reading=before.reading, source=source)
-        self._last_write_s = now_s  # counts from the attempt: a write that fails halfway still went out
+        self._budget.take()  # counts from the attempt: a write that fails halfway still went out
         problem = ""
         for form in range(max(1, self._backend.write_forms)):
             if form:
@@ -219,20 +225,20 @@ class _ControlFactory(Protocol):
 
 
 def open_controller(config: Config, driver: BmsDriver, clock: Clock) -> Controller:
-    """The controller for ``driver``, if the config allows writes.
+    """The controller for ``driver``, if the config allows writes; its write budget is the record in the state
+    directory (:func:`~gateway.state_store.state_directory`), the same for the service and the CLI.
 
     :raises ControlRefused: control is off, or this driver has no control.
     :raises ConfigError: ``control.password`` cannot be sent by this protocol.
     """
-    password = config.control.password
-    if not config.control.enabled or password is None:
-        raise ControlRefused("disabled", _DISABLED)
+    password = require_control(config)
     spec = CONTROLS.get(driver.name)
     if spec is None:
         raise ControlRefused("unsupported", f"refused: BMS control is not available for driver {driver.name}")
     module_name, _, class_name = spec.partition(":")
     factory: _ControlFactory = getattr(importlib.import_module(module_name), class_name)
-    return Controller(config.control, factory(driver, password), clock)
+    store = StateStore(state_directory(config.state_dir))
+    return Controller(config.control, factory(driver, password), clock, store=store)
 
 
 # --- Home Assistant over MQTT ------------------------------------------------------------------------------

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+from gateway.errors import GatewayError
+
 log = logging.getLogger(__name__)
 
 FORMAT: Final = "bms-gateway-state"
@@ -38,6 +40,15 @@ def state_directory(configured: str | None = None, environ: Mapping[str, str] | 
     if configured:
         return Path(configured).expanduser()
     return DEFAULT_DIRECTORY.expanduser()
+
+
+class StateUnreadable(GatewayError):
+    """A state file exists but cannot be used: unreadable, not JSON, another program's or another version's."""
+
+    def __init__(self, path: Path, why: str) -> None:
+        self.path = path
+        self.why = why
+        super().__init__(f"{path}: {why}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,43 +71,54 @@ class StateStore:
     def save(self, kind: str, data: Mapping[str, Any], wall_s: float) -> None:
         """Write ``data`` atomically. An OS error is logged (one line) and otherwise ignored: the gateway runs on
         without its state rather than stop."""
-        document = {"format": FORMAT, "version": VERSION, "kind": kind, "saved_wall_s": wall_s, "data": dict(data)}
         try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            handle, temporary = tempfile.mkstemp(prefix=f".{kind}.", suffix=".tmp", dir=self.directory)
-            try:
-                with os.fdopen(handle, "w", encoding="utf-8") as stream:
-                    json.dump(document, stream, separators=(",", ":"))
-                    stream.flush()
-                    os.fsync(stream.fileno())
-                os.replace(temporary, self.path(kind))
-            except BaseException:
-                Path(temporary).unlink(missing_ok=True)
-                raise
-            directory = os.open(self.directory, os.O_RDONLY)
-            try:
-                os.fsync(directory)
-            finally:
-                os.close(directory)
+            self.write(kind, data, wall_s)
         except OSError as error:
             log.warning("state: cannot save %s in %s: %s", kind, self.directory, error.strerror or error)
+
+    def write(self, kind: str, data: Mapping[str, Any], wall_s: float) -> None:
+        """Write ``data`` atomically, for a caller that must know it was kept. :raises OSError: it was not."""
+        document = {"format": FORMAT, "version": VERSION, "kind": kind, "saved_wall_s": wall_s, "data": dict(data)}
+        self.directory.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(prefix=f".{kind}.", suffix=".tmp", dir=self.directory)
+        try:
+            with os.fdopen(handle, "w", encoding="utf-8") as stream:
+                json.dump(document, stream, separators=(",", ":"))
+                stream.flush()
+                os.fsync(stream.fileno())
+            os.replace(temporary, self.path(kind))
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
+        directory = os.open(self.directory, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
 
     def load(self, kind: str) -> Stored | None:
         """The saved document of ``kind``; None when there is none, or it is unreadable, corrupt or foreign (one
         log line then)."""
+        try:
+            return self.read(kind)
+        except StateUnreadable as error:
+            log.warning("state: ignoring %s: %s", error.path, error.why)
+            return None
+
+    def read(self, kind: str) -> Stored | None:
+        """The saved document of ``kind``; None when there is none (first use), for a caller that must not take
+        a damaged file for a missing one. :raises StateUnreadable: it cannot be read, is corrupt or foreign."""
         path = self.path(kind)
         try:
             text = path.read_text(encoding="utf-8")
         except FileNotFoundError:
             return None
         except (OSError, UnicodeDecodeError) as error:
-            log.warning("state: ignoring %s: cannot read it (%s)", path, error)
-            return None
+            raise StateUnreadable(path, f"cannot read it ({error})") from None
         try:
             document = json.loads(text)
         except ValueError:
-            log.warning("state: ignoring %s: not JSON", path)
-            return None
+            raise StateUnreadable(path, "not JSON") from None
         if (
             not isinstance(document, dict)
             or document.get("format") != FORMAT
@@ -104,11 +126,7 @@ class StateStore:
             or not isinstance(document.get("data"), dict)
             or not isinstance(document.get("saved_wall_s"), int | float)
         ):
-            log.warning("state: ignoring %s: not a bms-gateway %s file", path, kind)
-            return None
+            raise StateUnreadable(path, f"not a bms-gateway {kind} file")
         if document.get("version") != VERSION:
-            log.warning(
-                "state: ignoring %s: format version %r, this gateway reads %d", path, document["version"], VERSION
-            )
-            return None
+            raise StateUnreadable(path, f"format version {document['version']!r}, this gateway reads {VERSION}")
         return Stored(document["data"], float(document["saved_wall_s"]))

@@ -27,5 +27,7 @@ if FUZZ_EXAMPLES:
 @pytest.fixture(autouse=True)
 def own_state_directory(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every test's gateway (in process or a child process) keeps its state in a directory of its own: never the
-    user's ~/.local/state, and never a memory another test left behind."""
+    user's ~/.local/state, and never a memory (or a BMS write record) another test left behind."""
     monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path_factory.mktemp("state")))
+    # And its own runtime directory: a service's control socket is never another test's (gateway.control_socket).
+    monkeypatch.setenv("RUNTIME_DIRECTORY", str(tmp_path_factory.mktemp("run")))

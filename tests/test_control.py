@@ -49,6 +49,7 @@ from gateway.control import (
     parse_switch_payload,
     switch_state_messages,
 )
+from gateway.control_budget import KIND as BUDGET_KIND
 from gateway.errors import ConfigError, ControlNotVerified, ControlRefused, FrameError, LinkTimeout
 from gateway.limits import compute_limits
 from gateway.model import PackReading
@@ -56,6 +57,7 @@ from gateway.secret import REDACTED, Secret
 from gateway.sim.jk_uart import SIMULATOR_PASSWORD, JkUartSimulator
 from gateway.sim.nullmodem import B_TO_A, NullModem
 from gateway.sim.scenarios import SCENARIOS
+from gateway.state_store import StateStore, state_directory
 
 REPO = Path(__file__).resolve().parent.parent
 RIGHT = SIMULATOR_PASSWORD.reveal()  # the simulator's (and JK's factory) password
@@ -334,7 +336,9 @@ def test_check_json_redacts_the_password(tmp_path: Path, capsys: pytest.CaptureF
     path = write_config(tmp_path / "c.yaml", config_with({"enabled": True, "password": RIGHT}))
     assert main(["check", "-c", str(path), "--json"]) == 0
     out, err = capsys.readouterr()
-    assert json.loads(out)["config"]["control"] == {"enabled": True, "password": REDACTED, "min_interval_s": 10.0}
+    control = json.loads(out)["config"]["control"]
+    assert control["password"] == REDACTED
+    assert (control["enabled"], control["min_interval_s"], control["max_writes_per_day"]) == (True, 10.0, 20)
     assert_no_password(out, err)
     assert RIGHT not in repr(parse_config(config_with({"enabled": True, "password": RIGHT})))
 
@@ -668,6 +672,16 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def age_write_record(seconds: float) -> None:
+    """Move every BMS write recorded in this test's state directory ``seconds`` into the past: a CLI's writes go
+    by the real wall clock, and the next one within control.min_interval_s would be refused."""
+    store = StateStore(state_directory())
+    stored = store.read(BUDGET_KIND)
+    assert stored is not None
+    writes = [t - seconds for t in stored.data["writes_wall_s"]]
+    store.write(BUDGET_KIND, {"writes_wall_s": writes}, stored.saved_wall_s)
+
+
 def one_error_line(stderr: str) -> str:
     lines = stderr.splitlines()
     assert len(lines) == 1, stderr
@@ -753,6 +767,7 @@ def test_right_password_switches_charging_off_and_the_limits_follow(
     assert_no_password(out, err, caplog.text, *(str(r.args) for r in caplog.records))
 
     # And on again, in a separate process: exit status 0, nothing on stderr but the log line.
+    age_write_record(60)  # the write budget's record is shared with the next process: a minute has passed
     cli = run_cli("control", "-c", str(path), "charge", "on")
     assert cli.returncode == 0, cli.stderr
     assert cli.stdout == "charge switch on: written and verified by reading the BMS back; charge MOS now on\n"

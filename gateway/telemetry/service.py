@@ -22,6 +22,7 @@ from typing import Any, Final
 from gateway.clock import Clock
 from gateway.config import Config
 from gateway.control import Controller
+from gateway.control_socket import ControlSocketServer, serve_control
 from gateway.errors import GatewayError
 from gateway.runtime import ControlLoop, FailsafeState, Snapshot
 from gateway.telemetry.fault import LoopFault
@@ -50,6 +51,7 @@ class Telemetry:
         fault: LoopFault,
         publisher: MqttPublisher | None = None,
         switches: SwitchBridge | None = None,
+        controller: Controller | None = None,
     ) -> None:
         self._config = config
         self._clock = clock
@@ -61,6 +63,9 @@ class Telemetry:
         self.switches = switches
         """The BMS control switches over MQTT; their commands run in :meth:`between_polls` (poller thread)."""
         self.status_server: StatusServer | None = None
+        self.controller = controller
+        self.control_socket: ControlSocketServer | None = None
+        """Where ``bms-gateway control`` asks this service (control on); its requests run in :meth:`between_polls`."""
         self.relay: FailsafeRelay | None = None
         self._state: FailsafeState | None = None
         self._next_snapshot_s = 0.0
@@ -92,6 +97,7 @@ class Telemetry:
             fault=LoopFault.from_env(clock, environ),
             publisher=publisher,
             switches=switches,
+            controller=controller,
         )
 
     # --- start-up and shutdown (Gateway.run's thread) --------------------------------------------------------
@@ -102,6 +108,7 @@ class Telemetry:
         :param loop: takes the user's commands (``POST /packs/<id>/forget``); None: the endpoint takes none.
         """
         self.relay = open_relay(self._config.relay)
+        self.control_socket = serve_control(self.controller, self._config.state_dir)
         status = self._config.status
         if status.enabled:
             forget = None if loop is None else partial(loop.forget_pack, source="cli")
@@ -125,6 +132,9 @@ class Telemetry:
     def stop(self, final: Snapshot | None = None) -> None:
         """Drop the relay, tell systemd, publish the last snapshot, close MQTT and the endpoint. Idempotent."""
         self.notifier.stopping("stopping: last frames sent with zero current limits")
+        if self.control_socket is not None:
+            self.control_socket.stop()
+            self.control_socket = None
         if self.relay is not None:
             self.relay.shutdown()
             self.relay = None
@@ -167,6 +177,8 @@ class Telemetry:
         """The poller's hook, on its thread between two reads: run the switch commands MQTT brought. Never raises."""
         if self.switches is not None:
             self.switches.run_pending()
+        if self.control_socket is not None:
+            self.control_socket.run_pending()
 
     def _mqtt_health(self) -> dict[str, Any] | None:
         return None if self.publisher is None else self.publisher.health()
