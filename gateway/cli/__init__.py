@@ -12,7 +12,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from gateway import __version__, logging_setup
+from gateway import __version__
 from gateway.errors import ConfigError, GatewayError, ProfileError, error_lines
 
 COMMANDS = (
@@ -51,22 +51,27 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    level = logging.DEBUG if args.debug else logging.INFO
-    root = logging.getLogger()
-    if root.handlers:  # embedded (tests, a host program): keep their handlers, as basicConfig would
-        root.setLevel(level)
-    else:
-        # One line per record, journald-friendly, repeats rate-limited (a dead adapter must not fill the SD card).
-        logging_setup.configure(level)
+    debug = False
     try:
+        # Inside the handler: building the parser imports every subcommand (python-can, pymodbus, ...), the
+        # slowest part of start-up and where a Ctrl-C most often lands.
+        args = build_parser().parse_args(argv)
+        debug = args.debug
+        level = logging.DEBUG if debug else logging.INFO
+        root = logging.getLogger()
+        if root.handlers:  # embedded (tests, a host program): keep their handlers, as basicConfig would
+            root.setLevel(level)
+        else:
+            from gateway import logging_setup  # here, not at the top: less start-up before the Ctrl-C handler
+
+            # One line per record, journald-friendly, repeats rate-limited (a dead adapter must not fill the SD card).
+            logging_setup.configure(level)
         status: int = args.func(args)
         return status
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     except GatewayError as exc:
-        if args.debug:
+        if debug:
             raise
         message, *hint = error_lines(exc)
         print(f"bms-gateway: error: {message}", *hint, sep="\n", file=sys.stderr)
