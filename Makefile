@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench fuzz soak clean
+.PHONY: demo test lint bench fuzz soak lock clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "bms-gateway needs Python >= 3.11, found " + sys.version.split()[0] + ": run make PYTHON=python3.11 ...")'
@@ -50,5 +50,23 @@ fuzz: $(STAMP)
 soak: $(STAMP)
 	$(BIN)/python -m bench.soak --days $${SOAK_DAYS:-30}
 
+# The lock tool in its own venv: .venv stays what the gateway and its tests need.
+LOCK_VENV := .venv-lock
+LOCK_STAMP := $(LOCK_VENV)/.installed
+UV := uv==0.13.9
+
+$(LOCK_STAMP):
+	$(PYTHON) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/python -m pip install --quiet '$(UV)'
+	@touch $(LOCK_STAMP)
+
+## make lock [LOCK_ARGS=--upgrade]: deploy/requirements.lock, what deploy/install.sh installs with --require-hashes:
+## the runtime dependencies with the mqtt and metrics extras, and the build backend, each pinned with its hashes.
+## Versions already in the lock are kept unless pyproject.toml needs others; LOCK_ARGS=--upgrade takes the newest.
+lock: $(LOCK_STAMP)
+	$(PYTHON) -c 'import tomllib; print(*tomllib.load(open("pyproject.toml", "rb"))["build-system"]["requires"], sep="\n")' \
+		| $(LOCK_VENV)/bin/uv pip compile --quiet pyproject.toml - --extra mqtt --extra metrics --universal \
+		--python-version 3.11 --generate-hashes --custom-compile-command 'make lock' $(LOCK_ARGS) -o deploy/requirements.lock
+
 clean:
-	rm -rf $(VENV) $(BENCH_VENV) bench-results.json build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(BENCH_VENV) $(LOCK_VENV) bench-results.json build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,16 +1,22 @@
 #!/usr/bin/env bash
 # Install bms-gateway as a systemd service: a virtual environment in /opt/bms-gateway/venv, the config in
 # /etc/bms-gateway/, the unit (and a systemd-networkd file for can0) enabled. Safe to run again: files that are
-# already right are left alone, an edited config is never overwritten, and an upgrade is the same command.
+# already right are left alone, an edited config is never overwritten, and an installed package is kept
+# unless you ask for --upgrade. The dependencies are exactly those of deploy/requirements.lock, each checked
+# against its hashes (pip --require-hashes); bms-gateway itself is built from this checkout into a wheel and
+# installed with --no-deps, so nothing else is fetched.
 #
-#   sudo deploy/install.sh                       # from a checkout, with the mqtt and metrics extras
-#   sudo deploy/install.sh --extras mqtt,relay   # choose the extras ("" for none)
-#   sudo deploy/install.sh --wheel-dir ./wheels  # offline: bms-gateway and its dependencies as wheels
+#   sudo deploy/install.sh                       # from a checkout (the lock holds the mqtt and metrics extras)
+#   sudo deploy/install.sh --upgrade             # after a git pull: this checkout's version and lock
+#   sudo deploy/install.sh --wheel-dir ./wheels  # offline: bms-gateway and the lock's wheels in a directory
 #   deploy/install.sh --root /tmp/scratch --no-pip --no-systemctl   # a dry install into a scratch root
 #
 # Options:
 #   --root DIR        install below DIR instead of / (no user is created; systemctl, if run, gets --root)
-#   --extras LIST     comma-separated extras: mqtt, metrics, relay (default: mqtt,metrics)
+#   --upgrade         replace an installed package and its dependencies with this checkout's and the lock's
+#   --unlocked        also install what cannot be checked against the lock's hashes: on 32-bit ARM (piwheels
+#                     builds its own wheels) every dependency, pinned but unchecked; the relay extra's gpiod
+#   --extras LIST     comma-separated extras beyond the lock's mqtt and metrics: relay (needs --unlocked)
 #   --wheel-dir DIR   install from wheels in DIR only (pip --no-index --find-links DIR)
 #   --python PY       the Python (>= 3.11) that creates the venv (default: python3)
 #   --no-pip          do not create the venv nor run pip (tests; an already installed venv is kept)
@@ -22,6 +28,8 @@ SRC="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 ROOT=""
 EXTRAS="mqtt,metrics"
 WHEEL_DIR=""
+UPGRADE=0
+UNLOCKED=0
 PYTHON="python3"
 NO_PIP=0
 NO_SYSTEMCTL=0
@@ -40,6 +48,8 @@ while [ $# -gt 0 ]; do
     case "$1" in
         --root) [ $# -ge 2 ] || die "--root needs a directory"; ROOT="$2"; shift 2 ;;
         --extras) [ $# -ge 2 ] || die "--extras needs a list"; EXTRAS="$2"; shift 2 ;;
+        --upgrade) UPGRADE=1; shift ;;
+        --unlocked) UNLOCKED=1; shift ;;
         --wheel-dir) [ $# -ge 2 ] || die "--wheel-dir needs a directory"; WHEEL_DIR="$2"; shift 2 ;;
         --python) [ $# -ge 2 ] || die "--python needs a program"; PYTHON="$2"; shift 2 ;;
         --no-pip) NO_PIP=1; shift ;;
@@ -58,6 +68,21 @@ fi
 [ -z "$WHEEL_DIR" ] || [ -d "$WHEEL_DIR" ] || die "--wheel-dir $WHEEL_DIR is not a directory"
 if [ -z "$ROOT" ] && [ "$(id -u)" -ne 0 ]; then
     die "run as root (sudo), or use --root DIR for a scratch install"
+fi
+# Extras whose packages are not in the lock (mqtt and metrics are): installed from the index, unchecked.
+unlocked_extras=()
+IFS=',' read -r -a wanted_extras <<< "$EXTRAS"
+for extra in "${wanted_extras[@]}"; do
+    case "$extra" in
+        ""|mqtt|metrics) ;;
+        relay) unlocked_extras+=("$extra") ;;
+        *) die "unknown extra $extra (mqtt, metrics, relay)" ;;
+    esac
+done
+extras_list="$(IFS=','; echo "${unlocked_extras[*]}")"
+if [ -n "$extras_list" ] && [ "$UNLOCKED" -eq 0 ] && [ "$NO_PIP" -eq 0 ]; then
+    die "extra $extras_list (gpiod) is not in deploy/requirements.lock: pass --unlocked to install it from the \
+index unchecked"
 fi
 
 dest() { printf '%s%s' "$ROOT" "$1"; }
@@ -110,23 +135,56 @@ fi
 
 # --- the package ------------------------------------------------------------------------------------------
 VENV="$(dest "$PREFIX/venv")"
+LOCK="$SRC/deploy/requirements.lock"
 if [ "$NO_PIP" -eq 1 ]; then
     echo "skipped    $PREFIX/venv (--no-pip)"
+elif [ -x "$VENV/bin/bms-gateway" ] && [ "$UPGRADE" -eq 0 ]; then
+    # Never an upgrade behind your back: a rerun (say for the unit) keeps the package you tested.
+    echo "kept       $PREFIX/venv: $("$VENV/bin/bms-gateway" --version) (--upgrade replaces it)"
 else
+    [ -f "$LOCK" ] || die "$LOCK is missing (make lock writes it)"
     if [ ! -x "$VENV/bin/python" ]; then
         "$PYTHON" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' \
             || die "$PYTHON is older than 3.11: pass --python python3.11 (or newer)"
         "$PYTHON" -m venv "$VENV"
         echo "created    $PREFIX/venv"
     fi
-    spec="$SRC"
-    pip_args=(--quiet --disable-pip-version-check)
-    if [ -n "$WHEEL_DIR" ]; then
-        spec="bms-gateway"
-        pip_args+=(--no-index --find-links "$WHEEL_DIR")
+    pip=("$VENV/bin/python" -m pip --disable-pip-version-check)
+    quiet=(--quiet)
+    find=()
+    [ -z "$WHEEL_DIR" ] || find=(--no-index --find-links "$WHEEL_DIR")
+    work="$(mktemp -d)"
+    trap 'rm -rf "$work"' EXIT
+    # The lock's hashes are PyPI's files. On 32-bit ARM pip takes wheels from piwheels (Raspberry Pi OS
+    # configures it in /etc/pip.conf), built there with other hashes: those cannot be checked.
+    read -r machine pointer_bits < <("$VENV/bin/python" -c 'import platform, struct; print(platform.machine(), 8 * struct.calcsize("P"))')
+    arm32=0
+    case "$machine" in arm*|aarch64*) [ "$pointer_bits" != 32 ] || arm32=1 ;; esac
+    if [ "$arm32" -eq 1 ]; then
+        echo "note       32-bit ARM ($machine): piwheels serves other wheels than the ones whose hashes are in the lock"
+        [ "$UNLOCKED" -eq 1 ] || die "the lock's hashes cannot be checked on 32-bit ARM: pass --unlocked to install \
+its pinned versions unchecked, or use a 64-bit OS"
+        # The same pins, without their hashes.
+        sed -e '/^[[:space:]]*--hash=/d' -e 's/[[:space:]]*\\$//' "$LOCK" > "$work/unlocked.txt"
+        "${pip[@]}" install "${quiet[@]}" "${find[@]}" -r "$work/unlocked.txt"
+        echo "installed  the dependencies of deploy/requirements.lock, unchecked (--unlocked)"
+    else
+        "${pip[@]}" install "${quiet[@]}" "${find[@]}" --require-hashes -r "$LOCK"
+        echo "installed  the dependencies of deploy/requirements.lock (hashes checked)"
     fi
-    [ -z "$EXTRAS" ] || spec="$spec[$EXTRAS]"
-    "$VENV/bin/python" -m pip install "${pip_args[@]}" --upgrade "$spec"
+    # The gateway itself, without its dependencies: the lock has them all (pip check below says so).
+    if [ -n "$WHEEL_DIR" ]; then
+        "${pip[@]}" install "${quiet[@]}" "${find[@]}" --no-deps --force-reinstall bms-gateway
+    else
+        # No build isolation: setuptools comes from the lock, not from the index.
+        "${pip[@]}" wheel "${quiet[@]}" --no-index --no-deps --no-build-isolation --wheel-dir "$work" "$SRC"
+        "${pip[@]}" install "${quiet[@]}" --no-index --no-deps --force-reinstall "$work"/bms_gateway-*.whl
+    fi
+    if [ -n "$extras_list" ]; then
+        "${pip[@]}" install "${quiet[@]}" "${find[@]}" "bms-gateway[$extras_list]"
+        echo "installed  extra $extras_list, unchecked (--unlocked)"
+    fi
+    "${pip[@]}" check >/dev/null || die "the venv's packages do not fit together: $("${pip[@]}" check | head -n 3)"
     echo "installed  $PREFIX/venv: $("$VENV/bin/bms-gateway" --version)"
 fi
 

@@ -100,7 +100,9 @@ def test_dockerfile_uses_host_devices_and_runs_the_gateway() -> None:
     text = (DEPLOY / "Dockerfile").read_text(encoding="utf-8")
     assert re.search(r"^FROM python:3\.1[1-9]", text, re.M)
     assert "--network host" in text and "--device /dev/ttyUSB0" in text
-    assert "'.[mqtt,metrics]'" in text
+    assert "--require-hashes -r deploy/requirements.lock" in text and "--no-deps" in text
+    ignored = (DEPLOY / "Dockerfile.dockerignore").read_text(encoding="utf-8")
+    assert "!deploy/requirements.lock" in ignored.splitlines()
     assert "STOPSIGNAL SIGTERM" in text and "HEALTHCHECK" in text and "--max-age" in text
     assert 'CMD ["run", "-c", "/etc/bms-gateway/config.yaml"]' in text
     assert re.search(r"^USER bms-gateway$", text, re.M)
