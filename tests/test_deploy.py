@@ -1,6 +1,6 @@
-"""deploy/: the systemd unit (static checks, and ``systemd-analyze verify`` where it exists), the networkd and
-udev files, the Dockerfile, and ``install.sh --root`` run twice (same manifest of hashes; an edited config
-survives)."""
+"""deploy/: the systemd unit (static checks, and ``systemd-analyze verify`` and ``security`` where it exists), the
+networkd and udev files, the Dockerfile, and ``install.sh --root`` run twice (same manifest of hashes; an edited
+config survives). What install.sh does with pip and the lock: tests/test_supply_chain.py."""
 
 from __future__ import annotations
 
@@ -46,21 +46,86 @@ def test_unit_has_notify_watchdog_restart_and_hardening() -> None:
     assert unit["Unit"]["StartLimitIntervalSec"] == ["0"], "never give up restarting"
     assert service["ExecStart"] == f"{EXEC} run -c /etc/bms-gateway/config.yaml"
     assert (service["User"], service["Group"]) == ("bms-gateway", "bms-gateway")
-    assert "dialout" in service["SupplementaryGroups"].split()
+    # The serial and GPIO groups come from /etc/group, where install.sh puts the user (systemd applies them).
+    assert "SupplementaryGroups" not in service
+    install_sh = (DEPLOY / "install.sh").read_text(encoding="utf-8")
+    assert re.search(r"for group in dialout gpio;.{0,200}usermod -a -G", install_sh, re.S)
     assert service["ProtectSystem"] == "strict"
     for key in ("ProtectHome", "PrivateTmp", "NoNewPrivileges", "ProtectKernelTunables", "ProtectKernelModules",
                 "ProtectControlGroups", "RestrictNamespaces", "RestrictSUIDSGID", "LockPersonality"):  # fmt: skip
         assert service[key] == "yes", key
     assert service["CapabilityBoundingSet"] == "" and service["DevicePolicy"] == "closed"
     families = service["RestrictAddressFamilies"].split()
-    assert {"AF_CAN", "AF_UNIX", "AF_INET", "AF_NETLINK"} <= set(families)
+    assert {"AF_CAN", "AF_UNIX", "AF_INET", "AF_INET6"} == set(families)
     allowed = {value.split()[0] for value in unit["Service"]["DeviceAllow"]}
     assert {"char-ttyUSB", "char-ttyACM", "char-ttyAMA", "char-gpiochip"} <= allowed
-    # What would break serial ports and CAN sockets must not be there.
-    for forbidden in ("PrivateDevices", "PrivateNetwork", "IPAddressDeny", "MemoryDenyWriteExecute"):
+    # What would break serial ports and CAN sockets (PrivateUsers: the device groups), the process metrics
+    # (ProcSubset=pid hides /proc/stat) or the user's broker (an IP allow-list is a drop-in) must not be there.
+    for forbidden in ("PrivateDevices", "PrivateNetwork", "PrivateUsers", "IPAddressDeny", "ProcSubset"):
         assert forbidden not in service, forbidden
     assert "sys-subsystem-net-devices-can0.device" in unit["Unit"]["After"][0]
     assert unit["Install"]["WantedBy"] == ["multi-user.target"]
+
+
+def test_unit_caps_resources_and_has_a_runtime_directory() -> None:
+    service = {key: values[-1] for key, values in unit_file(UNIT)["Service"].items()}
+    # The control socket's directory: group bms-gateway may enter, nobody else.
+    assert (service["RuntimeDirectory"], service["RuntimeDirectoryMode"]) == ("bms-gateway", "0750")
+    # Well below systemd's soft default of 1024, so a leak fails early; the listeners cap their clients below it.
+    assert 256 <= int(service["LimitNOFILE"]) <= 1023
+    assert 16 <= int(service["TasksMax"]) <= 256
+    assert re.fullmatch(r"\d+M", service["MemoryMax"]) and 64 <= int(service["MemoryMax"][:-1]) <= 512
+    assert service["PrivateMounts"] == "yes" and service["MemoryDenyWriteExecute"] == "yes"
+
+
+def test_runtime_works_without_writable_executable_memory() -> None:
+    """MemoryDenyWriteExecute=yes: the runtime's modules load, and a ctypes callback (libffi closures, used by some
+    python-can drivers) still works, because libffi falls back to a double mapping when W+X memory is refused.
+    The kernel's own switch (PR_SET_MDWE, Linux 6.3) refuses what systemd's seccomp filter refuses here."""
+    probe = (
+        "import ctypes, os, sys\n"
+        "libc = ctypes.CDLL(None, use_errno=True)\n"
+        "if libc.prctl(65, 1, 0, 0, 0) != 0:\n"  # PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN; kept across execve
+        "    sys.exit(f'no PR_SET_MDWE: {os.strerror(ctypes.get_errno())}')\n"
+        "os.execv(sys.executable, [sys.executable, '-c', sys.argv[1]])\n"
+    )
+    child = (
+        "import ctypes, mmap\n"
+        "import can, paho.mqtt.client, prometheus_client, pymodbus.server, serial, yaml\n"
+        "import gateway.cli, gateway.runtime\n"
+        "try:\n"
+        "    mmap.mmap(-1, 4096, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)\n"
+        "    print('W+X allowed')\n"
+        "except PermissionError:\n"
+        "    print('W+X refused')\n"
+        "libc = ctypes.CDLL(None)\n"
+        "values = (ctypes.c_int * 3)(3, 1, 2)\n"
+        "compare = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_int), ctypes.POINTER(ctypes.c_int))\n"
+        "libc.qsort(values, 3, ctypes.sizeof(ctypes.c_int), compare(lambda a, b: a[0] - b[0]))\n"
+        "print(list(values))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe, child], capture_output=True, text=True, timeout=120, check=False
+    )
+    if result.returncode != 0 and result.stderr.startswith("no PR_SET_MDWE"):
+        pytest.skip(f"the kernel cannot refuse W+X memory to a process ({result.stderr.strip()})")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["W+X refused", "[1, 2, 3]"]
+
+
+def test_systemd_analyze_security_at_most_1_6() -> None:
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze is not installed (Debian: apt-get install systemd)")
+    result = subprocess.run(
+        [analyze, "security", "--offline=true", "--no-pager", str(UNIT)], capture_output=True, text=True, timeout=60
+    )
+    output = result.stdout + result.stderr
+    if "--offline" in output and result.returncode != 0:
+        pytest.skip(f"this systemd-analyze has no --offline (systemd 250 added it): {output.strip()}")
+    level = re.search(r"Overall exposure level for bms-gateway\.service: (\d+\.\d)", output)
+    assert level, output
+    assert float(level.group(1)) <= 1.6, output
 
 
 def test_systemd_analyze_verify(tmp_path: Path) -> None:
