@@ -66,6 +66,6 @@ def build_rs485_gateway(config: Config, clock: Clock) -> Rs485Gateway:
     feed = LimitsFeed(clock, limits_settings(config), output_settings(config, profile))
     output = build_rs485_output(config, feed, clock, profile=profile)
     extras = build_extra_outputs(config, feed, clock)
-    driver = open_battery(config, clock)
+    driver = open_battery(config, clock, exclusive=True)  # locked: bms-gateway control never shares the port
     poller = Poller(driver, feed, clock, config.bms.poll_interval_s)
     return Rs485Gateway(config, profile, driver, feed, poller, output, extras)
