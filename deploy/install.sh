@@ -176,8 +176,13 @@ its pinned versions unchecked, or use a 64-bit OS"
     if [ -n "$WHEEL_DIR" ]; then
         "${pip[@]}" install "${quiet[@]}" "${find[@]}" --no-deps --force-reinstall bms-gateway
     else
-        # No build isolation: setuptools comes from the lock, not from the index.
+        # No build isolation: setuptools comes from the lock, not from the index. setuptools builds in the tree:
+        # remove the build/ and egg-info this build leaves (a stale egg-info there says the wrong version to
+        # anything run from the checkout), keep those that were there before.
+        in_tree=()
+        for made in build bms_gateway.egg-info; do [ -e "$SRC/$made" ] || in_tree+=("$SRC/$made"); done
         "${pip[@]}" wheel "${quiet[@]}" --no-index --no-deps --no-build-isolation --wheel-dir "$work" "$SRC"
+        [ "${#in_tree[@]}" -eq 0 ] || rm -rf "${in_tree[@]}"
         "${pip[@]}" install "${quiet[@]}" --no-index --no-deps --force-reinstall "$work"/bms_gateway-*.whl
     fi
     if [ -n "$extras_list" ]; then
