@@ -31,6 +31,7 @@ from gateway.errors import ConfigError
 from gateway.limits import EngineResult, LimitsEngine, LimitsSettings, compute_limits
 from gateway.limits.limiters import DEEP_DISCHARGE, DEEP_DISCHARGE_RELEASE_GAP_V
 from gateway.limits.persist import memory_from_json, memory_to_json
+from gateway.limits.system import PackLimits, system_limits
 from gateway.model import Chemistry, Limits, PackReading
 from gateway.plausibility import implausibility
 from gateway.profiles import load_profile
@@ -184,6 +185,18 @@ def test_the_deep_discharge_latch_survives_a_restart() -> None:
     restored = memory_from_json(memory_to_json(engine.memory, NOW_S), NOW_S + 1)
     out = compute_limits(reading(cells_at(3.30, cell3=2.05), now_s=NOW_S + 1), TUNING, restored, NOW_S + 1).limits
     assert out.charge_current_limit_a == 0.0 and out.cell_deeply_discharged
+
+
+def test_several_packs_each_one_at_most_its_recovery_current() -> None:
+    deep = reading(cells_at(3.30, cell3=2.4))
+    packs = [
+        PackLimits("pack #1", deep, once(deep)),
+        PackLimits("pack #2", (healthy := reading()), once(healthy)),
+    ]
+    battery = system_limits(packs, TUNING)
+    # Two equal packs share equally: 2 × 14 A puts 14 A into the deeply discharged one; the battery carries the flag.
+    assert battery.charge_current_limit_a == pytest.approx(2 * RECOVERY_A)
+    assert battery.discharge_current_limit_a == 0.0 and battery.cell_deeply_discharged
 
 
 # --- the alarm on status and MQTT, through the control loop --------------------------------------------------
