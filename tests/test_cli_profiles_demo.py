@@ -47,10 +47,10 @@ def test_profiles_json_names_aliases(capsys: pytest.CaptureFixture[str]) -> None
         assert by_name[info.name]["aliases"] == list(info.aliases)
 
 
-def test_demo_shows_the_bms_cells_and_what_the_inverter_hears() -> None:
+def test_demo_runs_from_any_directory_and_shows_the_bms_cells_and_what_the_inverter_hears(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "gateway", "demo", "--duration", str(DEMO_DURATION_S)],
-        cwd=REPO,  # the default demo config is config/demo.yaml
+        cwd=tmp_path,  # not the checkout: the demo's config is package data
         capture_output=True,
         text=True,
         timeout=DEMO_TIMEOUT_S,

@@ -32,6 +32,7 @@ from gateway.model import Chemistry
 from gateway.profiles import load_profile
 
 CONFIG_DIR: Final = Path(__file__).resolve().parent.parent / "config"
+DEMO_CONFIG: Final = Path(__file__).resolve().parent.parent / "gateway" / "cli" / "demo.yaml"  # package data
 MINIMAL: Final = "bms:\n  port: /dev/ttyUSB0\ninverter:\n  profile: pylontech-can\n"
 
 
@@ -63,7 +64,7 @@ def test_example_loads() -> None:
 
 
 def test_demo_loads() -> None:
-    config = load_config(CONFIG_DIR / "demo.yaml")
+    config = load_config(DEMO_CONFIG)
     assert config.bms.port == "/tmp/bms-gateway-demo/bms"
     assert config.bms.poll_interval_s == 1.0
     assert config.inverter.profile == "pylontech-can"

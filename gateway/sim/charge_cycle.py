@@ -205,14 +205,7 @@ def _heard(codecs: _Codecs, reading: PackReading, limits: Limits) -> Heard:
         **named_values(codecs.limits, codecs.limits.encode(values)),
         **named_values(codecs.requests, codecs.requests.encode(values)),
     }
-    return Heard(
-        cvl_v=float(heard["charge_voltage_limit_v"]),
-        ccl_a=float(heard["charge_current_limit_a"]),
-        dcl_a=float(heard["discharge_current_limit_a"]),
-        dvl_v=float(heard["discharge_voltage_limit_v"]),
-        charge_enable=bool(heard["charge_enable"]),
-        discharge_enable=bool(heard["discharge_enable"]),
-    )
+    return Heard.of(heard)
 
 
 def _true_limits_a(engine: LimitsEngine) -> tuple[float, float]:

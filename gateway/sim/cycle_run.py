@@ -39,6 +39,7 @@ from gateway.sim.inverter import named_values
 from gateway.sim.inverter_model import Bus, Heard, Inverter, split_current
 from gateway.sim.scenario_file import ChargeCycleScenario, PackScenario
 from gateway.state_store import StateStore
+from gateway.values import Value
 
 PROFILE: Final = "pylontech-can"
 """The inverter protocol of the run: the most common one; every profile carries the same limits."""
@@ -160,17 +161,10 @@ def _heard(profile: Profile, sink: _Sink, now_s: float) -> Heard | None:
     frames = [sink.latest.get(0x351), sink.latest.get(0x35C)]
     if any(f is None or now_s - f[0] > INVERTER_TIMEOUT_S for f in frames):
         return None
-    values: dict[str, object] = {}
+    values: dict[str, Value] = {}
     for can_id in (0x351, 0x35C):
         values.update(named_values(profile.frame(can_id), sink.latest[can_id][1]))
-    return Heard(
-        cvl_v=float(values["charge_voltage_limit_v"]),  # type: ignore[arg-type]
-        ccl_a=float(values["charge_current_limit_a"]),  # type: ignore[arg-type]
-        dcl_a=float(values["discharge_current_limit_a"]),  # type: ignore[arg-type]
-        dvl_v=float(values["discharge_voltage_limit_v"]),  # type: ignore[arg-type]
-        charge_enable=bool(values["charge_enable"]),
-        discharge_enable=bool(values["discharge_enable"]),
-    )
+    return Heard.of(values)
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,9 +13,11 @@ and with every pack blocked the inverter's current cannot flow at all.
 from __future__ import annotations
 
 import math
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
+
+from gateway.values import Value
 
 EVERYTHING: Final = frozenset({"ccl", "dcl", "cvl", "dvl", "enable"})
 """An inverter that follows every limit and both enables."""
@@ -35,6 +37,18 @@ class Heard:
     """Discharge voltage limit, V (0.1 V steps)."""
     charge_enable: bool
     discharge_enable: bool
+
+    @classmethod
+    def of(cls, values: Mapping[str, Value]) -> Heard:
+        """The limits among decoded frame values keyed by published value name (``named_values``)."""
+        return cls(
+            cvl_v=float(values["charge_voltage_limit_v"]),
+            ccl_a=float(values["charge_current_limit_a"]),
+            dcl_a=float(values["discharge_current_limit_a"]),
+            dvl_v=float(values["discharge_voltage_limit_v"]),
+            charge_enable=bool(values["charge_enable"]),
+            discharge_enable=bool(values["discharge_enable"]),
+        )
 
 
 @dataclass(frozen=True, slots=True)
