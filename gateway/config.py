@@ -508,6 +508,9 @@ class ControlConfig(_Section):
     max_writes_per_day: int = _setting(_integer_from(1, 1000), 20)
     """Most writes in any 24 h (rolling), counted with :attr:`min_interval_s` in one record of the state
     store, shared by the service and the CLI and kept across restarts (:mod:`gateway.control_budget`)."""
+    mqtt: bool = _setting(_flag, False)
+    """Also take switch commands from Home Assistant over MQTT (needs :attr:`enabled`, ``mqtt.enabled``, broker
+    credentials, and TLS or a loopback broker: :meth:`Config._validate`)."""
 
     def _validate(self, path: str) -> None:
         if self.enabled and self.password is None:
@@ -553,11 +556,33 @@ class Config(_Section):
     def _validate(self, path: str) -> None:
         if self.more_bms:
             self._validate_buses()
+        self._validate_mqtt_control()
         # A timeout no longer than one poll interval would call every reading stale before the next arrives.
         if self.failsafe.bms_timeout_s <= self.bms.poll_interval_s:
             raise ConfigError(
                 "failsafe.bms_timeout_s",
                 f"must be greater than bms.poll_interval_s ({_show_number(self.bms.poll_interval_s)})",
+            )
+
+    def _validate_mqtt_control(self) -> None:
+        """Switch commands over MQTT only from a broker that authenticates and is not overheard (security audit H2):
+        the broker's users and ACL are then the only thing deciding who may switch the BMS."""
+        mqtt = self.mqtt
+        if not (self.control.mqtt and self.control.enabled and mqtt.enabled):
+            return
+        if mqtt.username is None or mqtt.password is None:
+            raise ConfigError(
+                "control.mqtt",
+                "needs mqtt.username and mqtt.password: on an anonymous broker anyone who can connect could switch "
+                "the BMS; hint: give the gateway a broker user and let only Home Assistant's user publish to "
+                f"{mqtt.topic_prefix}/+/control/+/set (README, BMS control)",
+            )
+        if not mqtt.tls.enabled and not is_loopback(mqtt.host):
+            raise ConfigError(
+                "control.mqtt",
+                f"mqtt.host {mqtt.host} is not a loopback address and mqtt.tls.enabled is false: the broker password "
+                "and every switch command would cross the network in clear; hint: set mqtt.tls.enabled: true, or "
+                "run the broker here (mqtt.host: localhost)",
             )
 
     def _validate_buses(self) -> None:

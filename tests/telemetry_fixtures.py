@@ -8,6 +8,7 @@ mosquitto is not installed the test is skipped, except under ``CI=true`` where i
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -129,6 +130,29 @@ class Broker:
             self.process.terminate()
             self.process.wait(timeout=10)
         self.process = None
+
+    # With ``log_type all`` in ``extra`` the broker's log shows every PUBLISH it takes and sends, by client id.
+
+    def published_by(self, client_id: str) -> list[tuple[str, bool]]:
+        """(topic, retain flag) of every PUBLISH the broker received from ``client_id``, in order."""
+        pattern = rf"Received PUBLISH from {re.escape(client_id)} \(d\d, q\d, r(\d), m\d+, '(.*)', \.\.\. \("
+        return [(m.group(2), m.group(1) == "1") for m in re.finditer(pattern, self.log.read_text(errors="replace"))]
+
+    def replayed_to(self, client_id: str, topic: str) -> int:
+        """How many retained messages on ``topic`` the broker replayed to ``client_id`` when it subscribed (across
+        restarts: the log is appended)."""
+        pattern = rf"Sending PUBLISH to {re.escape(client_id)} \(d\d, q\d, r1, m\d+, '{re.escape(topic)}'"
+        return len(re.findall(pattern, self.log.read_text(errors="replace")))
+
+
+def password_file(path: Path, users: dict[str, str]) -> Path:
+    """Write a mosquitto password file with ``users`` (name → password), for ``password_file`` in a broker's
+    ``extra`` config."""
+    tool = shutil.which("mosquitto_passwd") or str(Path(mosquitto_binary()).parent.parent / "bin/mosquitto_passwd")
+    for index, (user, password) in enumerate(users.items()):
+        create = ["-c"] if index == 0 else []
+        subprocess.run([tool, "-b", *create, str(path), user, password], check=True, capture_output=True)
+    return path
 
 
 @dataclass(frozen=True)

@@ -3,8 +3,11 @@
 null-modem, every command byte on the wire checked.
 
 Control off: no switch exists (their discovery topics carry empty retained payloads) and a command on their
-topics puts no write on the wire. Control on: three switches, and ``OFF`` on the charge switch's command topic
-turns the simulated BMS's charge switch off, read back, and its state topic shows ``OFF``.
+topics puts no write on the wire. Control on with ``control.mqtt`` (the gateway logs in to the broker as its own
+user): three switches, and ``OFF`` on the charge switch's command topic turns the simulated BMS's charge switch
+off, read back, and its state topic shows ``OFF``. A retained ``OFF`` is never obeyed: not at the start, not
+after a broker restart, not after another client took over the gateway's client id (security audit H1). MQTT
+control with an anonymous or overheard broker is a config error (H2).
 
 Skipped without mosquitto, except under ``CI=true``, where that fails.
 """
@@ -19,18 +22,22 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
+import paho.mqtt.client as mqtt
 import pytest
+import yaml
 from nw_wire import Wire
-from telemetry_fixtures import Broker, Recorder, send, wait_until
+from telemetry_fixtures import Broker, Recorder, password_file, send, wait_until
 
 from gateway.app import Gateway, build_gateway
 from gateway.bms import jk_nw
 from gateway.bms.control import Switch
 from gateway.bms.jk_uart import JkUartDriver
+from gateway.cli import main
 from gateway.clock import SystemClock
 from gateway.config import Config, parse_config
+from gateway.control import Controller
 from gateway.errors import GatewayError, LinkTimeout
 from gateway.model import PackReading
 from gateway.runtime import Poller
@@ -40,7 +47,11 @@ from gateway.sim.scenarios import SCENARIOS
 from gateway.telemetry.switches import SwitchBridge
 
 NODE = "ctlnode"
+CLIENT_ID = f"bms-gateway-{NODE}"
 BASE = f"bms-gateway/{NODE}"
+BROKER_USER, BROKER_PASSWORD = "gateway", "gw-broker-pw"
+"""The gateway's own broker user (MQTT control needs one); the test's clients stand in for Home Assistant
+anonymously."""
 SWITCHES = ("charge", "discharge", "balancer")
 DISCOVERY = {name: f"homeassistant/switch/{NODE}/{name}_switch/config" for name in SWITCHES}
 COMMAND = {name: f"{BASE}/control/{name}/set" for name in SWITCHES}
@@ -69,6 +80,8 @@ class Rig:
                 "port": self.broker.port,
                 "node_id": NODE,
                 "min_interval_s": 0.5,
+                "username": BROKER_USER,
+                "password": BROKER_PASSWORD,
             },
             "status": {"enabled": False},
         }
@@ -101,7 +114,16 @@ class Rig:
 
 @pytest.fixture
 def rig(tmp_path: Path) -> Iterator[Rig]:
-    broker = Broker(tmp_path)
+    # A broker with users, that also lets anonymous clients in (the test's), keeps retained messages across a
+    # restart (as a real one with persistence does) and logs every PUBLISH by client id.
+    passwords = password_file(tmp_path / "passwords", {BROKER_USER: BROKER_PASSWORD})
+    store = tmp_path / "store"
+    store.mkdir()
+    broker = Broker(
+        tmp_path,
+        extra=f"password_file {passwords}\nallow_anonymous true\npersistence true\npersistence_location {store}/\n"
+        "log_type all\n",
+    )
     broker.start()
     try:
         with NullModem(tmp_path / "cable") as modem:
@@ -168,7 +190,7 @@ def test_control_on_switch_charging_off_from_home_assistant(rig: Rig, caplog: py
     password = SIMULATOR_PASSWORD.reveal()
     recorder = Recorder(rig.broker.port, ("homeassistant/#", f"{BASE}/#"))
     try:
-        with rig.running({"enabled": True, "password": password}):
+        with rig.running({"enabled": True, "password": password, "mqtt": True}):
             configs = {}
             for name, topic in DISCOVERY.items():
                 found = recorder.wait_for(lambda m, t=topic: m.topic == t and bool(m.payload), what=f"{name} config")
@@ -198,6 +220,67 @@ def test_control_on_switch_charging_off_from_home_assistant(rig: Rig, caplog: py
     assert after.settings.charge_mos_switch is False and after.state.charge_mos_on is False
     assert "control: charge switch set off, verified (asked by mqtt)" in caplog.messages
     assert password not in caplog.text
+
+
+def settled(rig: Rig, caplog: pytest.LogCaptureFixture, tag: str) -> None:
+    """Wait until the gateway has handled every command delivered to it so far.
+
+    A live command the gateway must refuse (payload ``tag`` on the balancer switch) is sent now: the broker
+    delivers a connection's messages in order, and the poller runs waiting commands in arrival order, so once
+    its refusal is logged, anything delivered before it has run too (a write included).
+    """
+    send(rig.broker.port, COMMAND["balancer"], tag)
+    wait_until(lambda: any(tag in r.getMessage() for r in caplog.records), 15, what=f"the refusal of {tag!r}")
+
+
+def test_a_retained_off_is_never_obeyed_at_start_after_a_broker_restart_or_a_takeover(
+    rig: Rig, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Security audit H1: ``p_mqtt_retained.py`` switched the discharge off three times (DCL 0) this way."""
+    caplog.set_level(logging.INFO)
+    send(rig.broker.port, COMMAND["discharge"], "OFF", retain=True)  # left by anyone, any time before
+    control = {"enabled": True, "password": SIMULATOR_PASSWORD.reveal(), "mqtt": True}
+    with rig.running(control) as gateway:
+        publisher = gateway.telemetry.publisher
+        assert publisher is not None
+
+        def replayed(times: int, tag: str) -> None:
+            """The broker has replayed the retained OFF to the gateway ``times`` times (once per subscription)."""
+            wait_until(
+                lambda: rig.broker.replayed_to(CLIENT_ID, COMMAND["discharge"]) >= times, 30, what=f"replay {times}"
+            )
+            settled(rig, caplog, tag)
+            assert jk_nw.Command.WRITE not in rig.wire.commands(), f"the retained OFF was obeyed ({tag})"
+            assert rig.simulator.writes_applied == 0 and rig.simulator.switch_overrides() == {}
+
+        replayed(1, "sync-at-start")
+        rig.broker.stop()  # the broker restarts: it keeps the retained OFF, the gateway subscribes again
+        rig.broker.start()
+        replayed(2, "sync-after-restart")
+        intruder = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2, client_id=CLIENT_ID)
+        intruder.connect("127.0.0.1", rig.broker.port)  # takes the session over: the broker drops the gateway
+        intruder.loop(1.0)  # CONNACK; without a loop of its own it never comes back once the gateway reconnects
+        try:
+            replayed(3, "sync-after-takeover")
+        finally:
+            sock = intruder.socket()
+            if sock is not None:
+                sock.close()
+        assert publisher.retained.refused == 3
+
+        send(rig.broker.port, COMMAND["discharge"], "OFF")  # a live command is obeyed: the gateway listened
+        wait_until(lambda: rig.simulator.writes_applied == 1, 15, what="the live OFF written")
+    assert rig.simulator.switch_overrides() == {Switch.DISCHARGE: False}
+    refusals = [r.getMessage() for r in caplog.records if "refused a retained" in r.getMessage()]
+    assert refusals == [
+        f"mqtt: refused a retained discharge switch command on {COMMAND['discharge']}: nobody sent it now, the "
+        "broker replayed it (further ones are only counted); hint: clear it with mosquitto_pub -r -n -t "
+        f"'{COMMAND['discharge']}'"
+    ]
+    # Everything the gateway published, as the broker saw it: never a command topic.
+    published = rig.broker.published_by(CLIENT_ID)
+    assert {f"{BASE}/availability", f"{BASE}/state", STATE["discharge"]} <= {topic for topic, _ in published}
+    assert [topic for topic, _ in published if topic.endswith("/set") or topic == f"{BASE}/packs/forget"] == []
 
 
 # --- the pieces --------------------------------------------------------------------------------------------
@@ -255,6 +338,170 @@ def test_bridge_without_controller_subscribes_nothing_and_keeps_no_command() -> 
     bridge = SwitchBridge(config, NODE, None)
     assert bridge.command_topics() == []
     assert bridge.discovery() == dict.fromkeys(DISCOVERY.values(), "")
-    assert bridge.on_command(COMMAND["charge"], b"OFF") is False
+    assert bridge.on_command(COMMAND["charge"], b"OFF", retained=False) is False
     assert bridge.states(SCENARIOS["normal-charge"].step(100).reading) == []
     bridge.run_pending()  # nothing waits
+
+
+def bridge_config(control: dict[str, Any]) -> Config:
+    return parse_config(
+        {
+            "bms": {"driver": "jk-uart", "port": "/dev/null"},
+            "inverter": {"profile": "pylontech-can", "can": {"interface": "virtual", "channel": "x"}},
+            "mqtt": {"enabled": True, "username": BROKER_USER, "password": BROKER_PASSWORD},
+            "control": control,
+        }
+    )
+
+
+def test_control_without_control_mqtt_offers_no_switch_to_mqtt() -> None:
+    """``control.enabled`` allows ``bms-gateway control``; Home Assistant's switches need ``control.mqtt`` too."""
+    password = SIMULATOR_PASSWORD.reveal()
+    controller = cast(Controller, object())  # never called: nothing reaches it
+    bridge = SwitchBridge(bridge_config({"enabled": True, "password": password}), NODE, controller)
+    assert not bridge.enabled and bridge.command_topics() == []
+    assert bridge.discovery() == dict.fromkeys(DISCOVERY.values(), "")  # switches left from before are removed
+    assert bridge.on_command(COMMAND["charge"], b"OFF", retained=False) is False
+    opted_in = SwitchBridge(bridge_config({"enabled": True, "password": password, "mqtt": True}), NODE, controller)
+    assert opted_in.enabled and sorted(opted_in.command_topics()) == sorted(COMMAND.values())
+
+
+def write_config(path: Path, mqtt_section: dict[str, Any], *, control_mqtt: bool = True) -> Path:
+    data = {
+        "bms": {"driver": "jk-uart", "port": "/dev/ttyUSB0"},
+        "inverter": {"profile": "pylontech-can", "can": {"interface": "virtual", "channel": "x"}},
+        "mqtt": {"enabled": True, **mqtt_section},
+        "control": {"enabled": True, "password": "123456", "mqtt": control_mqtt},
+        "status": {"enabled": False},
+    }
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    return path
+
+
+UNSAFE_MQTT_CONTROL = {
+    "anonymous": ({"host": "localhost"}, "control.mqtt: needs mqtt.username and mqtt.password"),
+    "no-password": ({"host": "localhost", "username": "gw"}, "control.mqtt: needs mqtt.username and mqtt.password"),
+    "plaintext-remote": (
+        {"host": "192.168.1.5", "username": "gw", "password": "pw"},
+        "control.mqtt: mqtt.host 192.168.1.5 is not a loopback address and mqtt.tls.enabled is false",
+    ),
+    "plaintext-hostname": (
+        {"host": "broker.lan", "username": "gw", "password": "pw"},
+        "control.mqtt: mqtt.host broker.lan is not a loopback address",
+    ),
+}
+
+
+@pytest.mark.parametrize("command", ["check", "run"])
+@pytest.mark.parametrize("case", sorted(UNSAFE_MQTT_CONTROL))
+def test_mqtt_control_needs_credentials_and_tls_or_a_loopback_broker(
+    command: str, case: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    section, needle = UNSAFE_MQTT_CONTROL[case]
+    assert main([command, "-c", str(write_config(tmp_path / "config.yaml", section))]) == 2
+    out, err = capsys.readouterr()
+    lines = err.splitlines()
+    assert out == "" and len(lines) == 1, err
+    assert lines[0].startswith(f"bms-gateway: error: {needle}") and "; hint: " in lines[0], lines[0]
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "section",
+    [
+        {"host": "127.0.0.1", "username": "gw", "password": "pw"},
+        {"host": "::1", "username": "gw", "password": "pw"},
+        {"host": "broker.lan", "port": 8883, "username": "gw", "password": "pw", "tls": {"enabled": True}},
+    ],
+)
+def test_mqtt_control_with_credentials_over_tls_or_loopback_is_accepted(
+    section: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["check", "-c", str(write_config(tmp_path / "config.yaml", section))]) == 0
+    out, err = capsys.readouterr()
+    assert err == ""
+    broker = f"{section['host']}:{section.get('port', 1883)}"
+    transport = "TLS" if "tls" in section else "loopback"
+    assert (
+        f"control: bms-gateway control and Home Assistant switches (broker {broker} as gw, {transport}): the "
+        "broker's ACL decides who may publish to bms-gateway/+/control/+/set\n"
+    ) in out
+
+
+def test_check_says_home_assistant_switches_need_control_mqtt(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write_config(tmp_path / "config.yaml", {"host": "localhost"}, control_mqtt=False)  # anonymous: fine
+    assert main(["check", "-c", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "control: bms-gateway control only (Home Assistant switches need control.mqtt: true and mqtt.enabled)" in out
+
+
+# --- the README's broker ACL --------------------------------------------------------------------------------
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+ACL_USERS = {"bms-gateway": "gw-pw", "homeassistant": "ha-pw"}
+
+
+def readme_acl() -> str:
+    """The mosquitto ACL the README gives for MQTT control."""
+    text = README.read_text(encoding="utf-8")
+    start = text.index("# the gateway: its state topics")
+    return text[start : text.index("```", start)]
+
+
+def publish_as(port: int, user: str, messages: list[tuple[str, str]]) -> None:
+    """Publish ``messages`` (topic, payload) in order as ``user``, each acknowledged by the broker."""
+    client = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2)
+    client.username_pw_set(user, ACL_USERS[user])
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    try:
+        for topic, payload in messages:
+            client.publish(topic, payload, qos=1).wait_for_publish(5)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+def test_the_readme_acl_lets_only_home_assistant_send_commands(tmp_path: Path) -> None:
+    acl = tmp_path / "acl"
+    acl.write_text(readme_acl(), encoding="utf-8")
+    passwords = password_file(tmp_path / "passwords", ACL_USERS)
+    broker = Broker(tmp_path, extra=f"password_file {passwords}\nacl_file {acl}\n")
+    broker.start()
+    home_assistant = Recorder(
+        broker.port, ("bms-gateway/#", "homeassistant/#"), username="homeassistant", password="ha-pw"
+    )
+    gateway = Recorder(
+        broker.port, (f"{BASE}/control/+/set", f"{BASE}/packs/forget"), username="bms-gateway", password="gw-pw"
+    )
+    try:
+        publish_as(
+            broker.port,
+            "bms-gateway",
+            [
+                (COMMAND["charge"], "OFF"),  # the gateway's user cannot send a command ...
+                (f"{BASE}/packs/forget", "PRESS"),
+                (f"{BASE}/state", "{}"),  # ... but publishes its topics
+                (STATE["charge"], "ON"),
+                (DISCOVERY["charge"], "{}"),
+                (f"{BASE}/availability", "online"),  # last: the broker keeps one client's order
+            ],
+        )
+        home_assistant.wait_for(lambda m: m.topic == f"{BASE}/availability", what="the gateway's availability")
+        seen = {m.topic for m in home_assistant.messages}
+        assert {f"{BASE}/state", STATE["charge"], DISCOVERY["charge"]} <= seen
+        assert COMMAND["charge"] not in seen and f"{BASE}/packs/forget" not in seen
+        assert gateway.messages == []
+
+        publish_as(broker.port, "homeassistant", [(COMMAND["discharge"], "OFF"), (f"{BASE}/packs/forget", "PRESS")])
+        gateway.wait_for(lambda m: m.topic == f"{BASE}/packs/forget", what="Home Assistant's press")
+        assert [(m.topic, m.text) for m in gateway.messages] == [
+            (COMMAND["discharge"], "OFF"),
+            (f"{BASE}/packs/forget", "PRESS"),
+        ]
+    finally:
+        home_assistant.close()
+        gateway.close()
+        broker.stop()

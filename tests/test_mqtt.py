@@ -19,17 +19,19 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
-from telemetry_fixtures import Broker, Message, Recorder, send, snapshot, wait_until
+from telemetry_fixtures import Broker, Message, Recorder, free_port, password_file, send, snapshot, wait_until
 
-from gateway.clock import SystemClock
+from gateway.clock import FakeClock, SystemClock
 from gateway.config import MqttConfig, MqttTlsConfig, parse_config
 from gateway.errors import ConfigError
 from gateway.secret import Secret
 from gateway.telemetry import mqtt as mqtt_module
 from gateway.telemetry.ha_discovery import entities, topic_payloads
 from gateway.telemetry.mqtt import QUEUE_DEPTH, MqttPublisher
+from gateway.telemetry.mqtt_outbox import PAHO_WINDOW, STATE_DEPTH, Outbox, Outgoing
 
 NODE = "testnode"
 BASE = f"bms-gateway/{NODE}"
@@ -273,26 +275,168 @@ def test_the_queue_is_bounded_and_drops_the_oldest() -> None:
     assert (publisher.offered, publisher.dropped) == (10, 10 - QUEUE_DEPTH)
 
 
+# --- a flood costs bounded work and memory (security audit M2) --------------------------------------------------
+
+
+class FakeInfo:
+    """paho's MQTTMessageInfo: published once the fake broker took it."""
+
+    def __init__(self, done: bool) -> None:
+        self.rc = 0
+        self.done = done
+
+    def is_published(self) -> bool:
+        return self.done
+
+
+class FakePaho:
+    """paho's client as the publisher thread uses it; records every message with the fake time it was handed
+    over. While ``stalled`` nothing handed over is ever sent (a broker that stopped reading)."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        self.clock = clock
+        self.stalled = False
+        self.published: list[tuple[float, str, str]] = []
+        self._infos: list[FakeInfo] = []
+
+    def publish(self, topic: str, payload: str, qos: int = 0, retain: bool = False) -> FakeInfo:
+        self.published.append((self.clock.monotonic(), topic, payload))
+        info = FakeInfo(done=not self.stalled)
+        self._infos.append(info)
+        return info
+
+    def subscribe(self, topic: str, qos: int = 0) -> None:
+        pass
+
+    def release(self) -> None:
+        """The broker reads again: everything handed over is sent."""
+        self.stalled = False
+        for info in self._infos:
+            info.done = True
+
+    def times(self, topic: str) -> list[float]:
+        return [at_s for at_s, t, _ in self.published if t == topic]
+
+
+CONNECTED = SimpleNamespace(is_failure=False)
+HA_ONLINE = SimpleNamespace(topic="homeassistant/status", payload=b"online", retain=False)
+
+
+def stepped_publisher(clock: FakeClock) -> tuple[MqttPublisher, FakePaho]:
+    """A connected publisher whose thread's rounds the test runs itself (``_step``), on fake time."""
+    paho = FakePaho(clock)
+    config = MqttConfig(enabled=True, host="127.0.0.1", port=1, node_id=NODE, min_interval_s=0.5)
+    publisher = MqttPublisher(config, clock)
+    publisher._client = paho  # type: ignore[assignment]
+    publisher._on_connect(paho, None, None, CONNECTED, None)  # type: ignore[arg-type]
+    return publisher, paho
+
+
+def test_a_home_assistant_status_flood_resyncs_at_most_once_per_30_s_of_fake_time() -> None:
+    """``p_mqtt_resync.py``: 500k ``online`` in 60 s made the gateway republish all discovery each time."""
+    clock = FakeClock()
+    publisher, paho = stepped_publisher(clock)
+    publisher.offer(snapshot())
+    publisher._step()  # the connect's resync
+    marker = f"{BASE}/availability"  # published once per resync
+    start_s = clock.monotonic()
+    for _ in range(2400):  # 8 messages a second (exact in binary fractions) for 300 s
+        publisher._on_message(paho, None, HA_ONLINE)  # type: ignore[arg-type]
+        publisher._step()
+        clock.advance(0.125)
+    resyncs = [at_s - start_s for at_s in paho.times(marker)]
+    assert resyncs == [30.0 * n for n in range(10)]  # the connect's, then one per 30 s (was one per message)
+    assert publisher.ha_restarts.requests == 2400
+    # Discovery went out with each resync only: a cell's config as often as availability.
+    assert len(paho.times(f"homeassistant/sensor/{NODE}/cell_01_voltage/config")) == len(resyncs)
+
+
+def test_a_request_within_the_pause_is_served_at_its_end_not_dropped() -> None:
+    clock = FakeClock()
+    publisher, paho = stepped_publisher(clock)
+    publisher.offer(snapshot())
+    publisher._step()  # the connect's resync at 0 s
+    marker = f"{BASE}/availability"
+    clock.advance(5.0)
+    publisher._on_message(paho, None, HA_ONLINE)  # type: ignore[arg-type]
+    assert publisher._step() == pytest.approx(25.0)  # the publisher thread sleeps until the pause is over
+    clock.advance(24.9)
+    publisher._step()
+    assert len(paho.times(marker)) == 1
+    clock.advance(0.1)
+    publisher._step()
+    assert len(paho.times(marker)) == 2  # one resync for the request, at 30 s
+    clock.advance(60.0)
+    assert publisher._step() is None and len(paho.times(marker)) == 2  # and nothing more without a request
+
+
+def test_a_stalled_broker_bounds_the_backlog_and_discovery_and_availability_still_go_out() -> None:
+    clock = FakeClock()
+    publisher, paho = stepped_publisher(clock)
+    paho.stalled = True
+    for second in range(200):  # a loop offering a changing snapshot, 200 s of a broker that reads nothing
+        publisher.offer(snapshot(at_s=float(second)))
+        publisher._step()
+        clock.advance(1.0)
+    assert len(paho.published) == PAHO_WINDOW  # paho was never handed more than the window
+    outbox = publisher._outbox
+    assert outbox.states_waiting <= STATE_DEPTH and outbox.waiting < 200  # newest value per topic, bounded
+    paho.release()
+    while outbox.waiting:  # the broker reads again; each round hands over the next window
+        publisher._step()
+        paho.release()
+    handed = [topic for _, topic, _ in paho.published]
+    discovery = [topic for topic in handed if topic.startswith("homeassistant/")]
+    assert handed[0] == f"{BASE}/availability"  # availability and discovery first, none dropped
+    assert f"homeassistant/sensor/{NODE}/cell_16_voltage/config" in discovery
+    assert len(set(discovery)) == len(discovery) == len(publisher._discovery_topics)
+    assert handed.index(f"{BASE}/state") > max(handed.index(topic) for topic in discovery)
+
+
+def test_the_outbox_drops_the_oldest_state_never_discovery_or_availability() -> None:
+    outbox = Outbox(state_depth=8, window=2)
+    paho = FakePaho(FakeClock())
+    paho.stalled = True
+    outbox.put_first(Outgoing("avail", "online", qos=1, retain=True))
+    for index in range(1000):
+        outbox.put_first(Outgoing(f"config/{index % 50}", str(index), qos=1, retain=True))
+        dropped = outbox.put_state(Outgoing(f"state/{index}", "x"))
+        assert (dropped is None) == (index < 8)
+    assert outbox.states_waiting == 8 and outbox.dropped_states == 1000 - 8
+    assert outbox.drain(paho) == 2 and outbox.drain(paho) == 0  # the window is full while paho sends nothing
+    paho.release()
+    while outbox.drain(paho):
+        paho.release()
+    handed = [(topic, payload) for _, topic, payload in paho.published]
+    assert handed[0] == ("avail", "online")
+    assert handed[1:51] == [(f"config/{n}", str(950 + n)) for n in range(50)]  # newest payload per topic
+    assert [topic for topic, _ in handed[51:]] == [f"state/{index}" for index in range(992, 1000)]
+
+
 # --- TLS and passwords ---------------------------------------------------------------------------------------
+
+
+def tls_broker(directory: Path, names: str = "IP:127.0.0.1,DNS:localhost") -> Broker:
+    """A started mosquitto with TLS, a self-signed certificate for ``names`` (``directory/broker.crt``) and user
+    ``gw`` with password ``s3cret-pw``."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed: cannot make a test certificate")
+    cert, key = directory / "broker.crt", directory / "broker.key"
+    common_name = names.split(",")[0].partition(":")[2]
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", f"/CN={common_name}",
+         "-addext", f"subjectAltName={names}", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    passwords = password_file(directory / "passwords", {"gw": "s3cret-pw"})
+    broker = Broker(directory, extra=f"password_file {passwords}\ncafile {cert}\ncertfile {cert}\nkeyfile {key}\n")
+    broker.start()
+    return broker
 
 
 @pytest.fixture
 def secure_broker(tmp_path: Path) -> Iterator[Broker]:
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl is not installed: cannot make a test certificate")
-    cert, key = tmp_path / "broker.crt", tmp_path / "broker.key"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=localhost",
-         "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost", "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    passwords = tmp_path / "passwords"
-    broker = Broker(tmp_path, extra=f"password_file {passwords}\ncafile {cert}\ncertfile {cert}\nkeyfile {key}\n")
-    mosquitto_passwd = shutil.which("mosquitto_passwd") or str(
-        Path(broker.binary).parent.parent / "bin/mosquitto_passwd"
-    )
-    subprocess.run([mosquitto_passwd, "-b", "-c", str(passwords), "gw", "s3cret-pw"], check=True, capture_output=True)
-    broker.start()
+    broker = tls_broker(tmp_path)
     yield broker
     broker.stop()
 
@@ -317,6 +461,64 @@ def test_tls_with_username_and_password(
     finally:
         bad.stop()
     assert "s3cret-pw" not in caplog.text and "wrong-pw" not in caplog.text
+
+
+def connect_failure_lines(publisher: MqttPublisher, caplog: pytest.LogCaptureFixture) -> list[str]:
+    """The log lines of a publisher that cannot connect, once it has failed and retried at least once."""
+    publisher.start()
+    try:
+        wait_until(lambda: publisher.last_error is not None, timeout_s=10, what="a failed connection")
+        first = publisher.last_error
+        # paho retries after 1 s: the same reason again must not be logged again
+        wait_until(lambda: publisher.connect_failures >= 2, timeout_s=10, what="a second failed attempt")
+        assert not publisher.connected and publisher.last_error == first
+    finally:
+        publisher.stop()
+    ours = [r.getMessage() for r in caplog.records if r.name == "gateway.telemetry.mqtt"]
+    return [line for line in ours if "connect" in line]
+
+
+TRUST = "hint: set mqtt.tls.ca_file to the CA certificate that signed the broker's (now: the system's CAs)"
+
+
+def test_a_certificate_the_gateway_does_not_trust_is_named_with_a_hint(
+    secure_broker: Broker, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    tls = MqttTlsConfig(enabled=True)  # the system's CAs: the broker's self-signed certificate is not among them
+    lines = connect_failure_lines(publisher_for(secure_broker.port, tls=tls, client_id="gw-trust"), caplog)
+    broker = f"127.0.0.1:{secure_broker.port}"
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(f"mqtt: cannot connect to {broker}: TLS certificate verify failed (self")
+    assert lines[0].endswith(f"; {TRUST} (retrying in the background)")
+
+
+def test_a_certificate_for_another_name_is_a_host_name_mismatch(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    broker = tls_broker(tmp_path, names="DNS:elsewhere.example")
+    try:
+        tls = MqttTlsConfig(enabled=True, ca_file=str(tmp_path / "broker.crt"))  # trusted, but not for 127.0.0.1
+        lines = connect_failure_lines(publisher_for(broker.port, tls=tls, client_id="gw-name"), caplog)
+    finally:
+        broker.stop()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(
+        f"mqtt: cannot connect to 127.0.0.1:{broker.port}: TLS host name mismatch, the broker's certificate is not "
+        "for 127.0.0.1 ("
+    )
+    assert "; hint: set mqtt.host to a name the certificate carries, or mqtt.tls.insecure: true" in lines[0]
+
+
+def test_a_refused_connection_says_so_with_a_hint(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    port = free_port()  # nothing listens there
+    lines = connect_failure_lines(publisher_for(port, client_id="gw-refused"), caplog)
+    assert lines == [
+        f"mqtt: cannot connect to 127.0.0.1:{port}: connection refused; hint: is the broker running and listening "
+        f"on port {port} of 127.0.0.1? (mqtt.host, mqtt.port) (retrying in the background)"
+    ]
 
 
 def test_a_missing_ca_file_is_one_config_line(tmp_path: Path) -> None:
@@ -404,4 +606,7 @@ def test_the_forget_button_forgets_latched_packs_but_never_on_a_retained_press(
     finally:
         publisher.stop()
     refusals = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert refusals[0] == f"mqtt: refused a retained 'forget silent packs' press on {topic}: nobody pressed it now"
+    assert refusals[0] == (
+        f"mqtt: refused a retained 'forget silent packs' press on {topic}: nobody sent it now, the broker replayed "
+        f"it (further ones are only counted); hint: clear it with mosquitto_pub -r -n -t '{topic}'"
+    )

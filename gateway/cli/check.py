@@ -49,6 +49,20 @@ def _thresholds(reading: PackReading, config: Config) -> Thresholds:
     return derive_thresholds(reading.settings, cells, limits_settings(config))
 
 
+def describe_control(config: Config) -> str:
+    """What may write to the BMS, for the ``control:`` line (MQTT control's safety rules are config errors)."""
+    control, mqtt = config.control, config.mqtt
+    if not control.enabled:
+        return "off (nothing writes to the BMS)"
+    if not (control.mqtt and mqtt.enabled):
+        return "bms-gateway control only (Home Assistant switches need control.mqtt: true and mqtt.enabled)"
+    transport = "TLS" if mqtt.tls.enabled else "loopback"
+    return (
+        f"bms-gateway control and Home Assistant switches (broker {mqtt.host}:{mqtt.port} as {mqtt.username}, "
+        f"{transport}): the broker's ACL decides who may publish to {mqtt.topic_prefix}/+/control/+/set"
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     config, profile = load_with_profile(args)
     effective = resolve(config, profile)
@@ -65,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     print(f"{args.config}: OK")
     print(f"profile {profile.name} ({profile.path}): {', '.join(profile.inverters)}")
+    print(f"control: {describe_control(config)}")
     width = max(len(key) for key, _, _ in effective.rows())
     for key, value, origin in effective.rows():
         print(f"  {key:<{width}}  {value!s:<8}  from {origin}")

@@ -6,14 +6,19 @@ discovery, and a broker that may be down, slow or gone without the control loop 
   by the network, never does I/O, never raises.
 * The publisher thread takes the newest snapshot and publishes the topics whose payload changed
   (:mod:`~gateway.telemetry.ha_discovery`), at most once per ``mqtt.min_interval_s``; a change of the fail-safe
-  state or of the alarms goes out within :data:`URGENT_GAP_S`. If the previous batch is still unsent (a slow
-  broker) the batch is skipped, so memory stays bounded.
+  state or of the alarms goes out within :data:`URGENT_GAP_S`. Every message goes through the thread's
+  :class:`~gateway.telemetry.mqtt_outbox.Outbox`, which hands paho only a few unsent messages at a time: a slow
+  broker costs bounded memory (states dropped oldest first; availability and discovery never).
 * paho-mqtt's own network thread connects, reconnects in the background (1 s doubling to 30 s) and keeps
   the session alive. The last will sets ``availability`` to ``offline`` (retained); every (re)connect publishes
-  ``online`` (retained) and the discovery configs, and so does Home Assistant's restart (``<prefix>/status``).
+  ``online`` (retained) and the discovery configs, and so does Home Assistant's restart (``<prefix>/status``),
+  at most once per 30 s however often it is asked (:class:`~gateway.telemetry.mqtt_outbox.ResyncSchedule`).
+  A failed connection is logged with its reason and a hint (:mod:`~gateway.telemetry.mqtt_errors`).
 * The BMS control switches (:mod:`~gateway.telemetry.switches`), when given: their discovery with the rest
-  (empty, removing them, while control is off), their states retained with each batch, and their commands
-  handed over to run on the poller thread, never on paho's.
+  (empty, removing them, while MQTT control is off), their states retained with each batch, and their commands
+  handed over to run on the poller thread, never on paho's. No command topic (the switches', the "Forget
+  silent packs" button's) ever obeys a retained message (:mod:`~gateway.telemetry.commands`), and the gateway
+  never publishes on one.
 
 paho-mqtt is the ``mqtt`` extra, imported only when MQTT is enabled; the password never reaches a log line.
 """
@@ -24,6 +29,7 @@ import logging
 import math
 import socket
 import ssl
+import sys
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -34,7 +40,10 @@ from gateway.config import MqttConfig
 from gateway.errors import ConfigError
 from gateway.logging_setup import Throttle
 from gateway.runtime import Snapshot
+from gateway.telemetry.commands import RetainedCommands
 from gateway.telemetry.ha_discovery import AVAILABLE, NOT_AVAILABLE, Topics, discovery_configs, shape, topic_payloads
+from gateway.telemetry.mqtt_errors import connect_failure, refusal_hint
+from gateway.telemetry.mqtt_outbox import Outbox, Outgoing, ResyncSchedule
 from gateway.telemetry.pack_button import ForgetButton
 from gateway.telemetry.status_doc import deeply_discharged
 
@@ -99,15 +108,29 @@ class MqttPublisher:
         self._client_id = config.client_id or f"bms-gateway-{node}"
         self._client_factory = client_factory
         self._switches = switches
-        self.forget_button = ForgetButton(self.topics) if forget_button else None
+        self.retained = switches.retained if switches is not None else RetainedCommands()
+        """Refuses retained commands on every command topic (one rule, one count)."""
+        self.forget_button = ForgetButton(self.topics, self.retained) if forget_button else None
         """Presses go to the control loop once :meth:`ForgetButton.attach` got it."""
         self._client: Client | None = None
         self._queue: deque[Snapshot] = deque(maxlen=QUEUE_DEPTH)
         self._wake = threading.Event()
         self._stopping = threading.Event()
-        self._resync = threading.Event()
-        """Set on each (re)connect and Home Assistant restart: publish availability, discovery, everything."""
+        self._reconnected = threading.Event()
+        """Set on each (re)connect: publish availability, discovery, everything, at once."""
+        self.ha_restarts = ResyncSchedule(clock)
+        """Home Assistant's requests for everything again, paced."""
+        self._outbox = Outbox()
         self._thread: threading.Thread | None = None
+        # The publisher thread's own state (only :meth:`_step` touches it).
+        self._pending: Snapshot | None = None
+        self._newest: Snapshot | None = None
+        self._sent: dict[str, str] = {}
+        """Topic → payload last queued for the broker: only changes are published."""
+        self._discovered: tuple[int, int] | None = None
+        self._discovery_topics: set[str] = set()
+        self._last_batch_s = -math.inf
+        self._last_key: tuple[object, ...] | None = None
         self._connected = False
         self._broker = f"{config.host}:{config.port}"
         self._throttle = Throttle(log)
@@ -116,8 +139,10 @@ class MqttPublisher:
         """Snapshots pushed out of the full queue before the publisher thread took them."""
         self.published = 0
         self.skipped = 0
-        """Batches skipped because the previous one had not left yet (a slow broker)."""
+        """Batches queued while state messages of an earlier one still waited for paho (a slow broker)."""
         self.last_error: str | None = None
+        self.connect_failures = 0
+        """Connection attempts that failed before the broker answered (TLS, refused, unreachable)."""
 
     # --- the control loop's side ---------------------------------------------------------------------------
 
@@ -166,6 +191,10 @@ class MqttPublisher:
             "dropped": self.dropped,
             "published": self.published,
             "skipped": self.skipped,
+            "states_dropped": self._outbox.dropped_states,
+            "resyncs": self.ha_restarts.resyncs,
+            "retained_commands_refused": self.retained.refused,
+            "connect_failures": self.connect_failures,
             "last_error": self.last_error,
         }
 
@@ -196,6 +225,7 @@ class MqttPublisher:
         client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
+        client.on_publish = self._on_publish
         return client
 
     def _set_tls(self, client: Client) -> None:
@@ -225,8 +255,8 @@ class MqttPublisher:
         self, client: Client, userdata: Any, flags: ConnectFlags, reason: ReasonCode, properties: Properties | None
     ) -> None:
         if reason.is_failure:
-            self.last_error = f"broker {self._broker} refused the connection: {reason}"
-            self._throttle.problem(f"mqtt: {self.last_error}; retrying in the background")
+            self.last_error = f"broker {self._broker} refused the connection: {reason}; {refusal_hint(reason)}"
+            self._throttle.problem(f"mqtt: {self.last_error} (retrying in the background)")
             return
         self._connected = True
         self.last_error = None
@@ -240,12 +270,14 @@ class MqttPublisher:
             self._throttle.resolved(f"mqtt: connected to {self._broker} again")
         else:
             log.info("mqtt: connected to %s", self._broker)
-        self._resync.set()
+        self._reconnected.set()
         self._wake.set()
 
     def _on_connect_fail(self, client: Client, userdata: Any) -> None:
-        self.last_error = f"cannot connect to {self._broker}"
-        self._throttle.problem(f"mqtt: {self.last_error}; retrying in the background")
+        # paho calls this from inside its ``except OSError``: the exception being handled is the reason.
+        self.connect_failures += 1
+        self.last_error = connect_failure(sys.exc_info()[1], self._config)
+        self._throttle.problem(f"mqtt: {self.last_error} (retrying in the background)")
 
     def _on_disconnect(
         self,
@@ -262,88 +294,110 @@ class MqttPublisher:
         self._throttle.problem(f"mqtt: {self.last_error}; reconnecting in the background")
 
     def _on_message(self, client: Client, userdata: Any, message: MQTTMessage) -> None:
+        retained = bool(message.retain)
         if message.topic == f"{self.topics.discovery_prefix}/status" and message.payload == AVAILABLE.encode():
-            self._resync.set()  # Home Assistant restarted: it needs discovery and current values again
+            self.ha_restarts.request()  # Home Assistant restarted: it needs discovery and current values again
             self._wake.set()
         elif self.forget_button is not None and self.forget_button.on_command(
-            message.topic, message.payload, retained=bool(message.retain)
+            message.topic, message.payload, retained=retained
         ):
             pass  # queued for the control loop, or refused with a log line
         elif self._switches is not None:
-            self._switches.on_command(message.topic, message.payload)  # runs later, on the poller thread
+            self._switches.on_command(message.topic, message.payload, retained=retained)  # runs on the poller thread
+
+    def _on_publish(
+        self, client: Client, userdata: Any, mid: int, reason: ReasonCode, properties: Properties | None
+    ) -> None:
+        self._wake.set()  # room in paho's window: the outbox may hand over more
 
     # --- the publisher thread ------------------------------------------------------------------------------
 
     def _run(self) -> None:
-        pending: Snapshot | None = None
-        newest: Snapshot | None = None
-        sent: dict[str, str] = {}
-        """Topic → payload last handed to paho: only changes are published."""
-        discovered: tuple[int, int] | None = None
-        discovery_topics: set[str] = set()
-        last_batch_s = -math.inf
-        last_key: tuple[object, ...] | None = None
         timeout_s: float | None = None
         while True:
             self._wake.wait(timeout_s)
             self._wake.clear()
             if self._stopping.is_set():
                 return
-            while self._queue:
-                pending = newest = self._queue.popleft()
-            timeout_s = None
-            client = self._client
-            if client is None or not self._connected:
-                continue
-            if self._resync.is_set():
-                self._resync.clear()
-                sent.clear()
-                discovered = None
-                last_batch_s = -math.inf
-                pending = newest
-                self._publish(client, self.topics.availability, AVAILABLE, qos=1, retain=True)
-            if self._config.discovery and shape(newest) != discovered:
-                discovered = shape(newest)
-                discovery_topics = self._publish_discovery(client, discovered, discovery_topics)
-            if pending is None:
-                continue
-            now = self._clock.monotonic()
-            key = _urgent_key(pending)
-            due_s = last_batch_s + (URGENT_GAP_S if key != last_key else self._config.min_interval_s)
-            if now < due_s:
-                timeout_s = due_s - now
-                continue
-            if client.want_write():
-                self.skipped += 1  # the previous batch is still queued in paho: do not pile up more
-                timeout_s = URGENT_GAP_S
-                continue
-            for suffix, payload in topic_payloads(pending).items():
-                topic = self.topics.of(suffix)
-                if sent.get(topic) != payload and self._publish(client, topic, payload):
-                    sent[topic] = payload
-            for topic, payload in self._switches.states(pending.reading) if self._switches is not None else ():
-                if sent.get(topic) != payload and self._publish(client, topic, payload, qos=1, retain=True):
-                    sent[topic] = payload
-            last_batch_s, last_key, pending = now, key, None
+            timeout_s = self._step()
 
-    def _publish_discovery(self, client: Client, cells_temps: tuple[int, int], previous: set[str]) -> set[str]:
+    def _step(self) -> float | None:
+        """One round of the publisher thread: queue what is due, hand paho what fits. Returns the seconds until
+        something falls due (None: nothing until woken)."""
+        while self._queue:
+            self._pending = self._newest = self._queue.popleft()
+        client = self._client
+        if client is None or not self._connected:
+            return None
+        waits: list[float] = []
+        if self._reconnected.is_set():
+            self._reconnected.clear()
+            self._outbox.reconnected()
+            self._resync()
+        else:
+            due_s = self.ha_restarts.due()
+            if due_s == 0:
+                self._resync()
+            elif due_s is not None:
+                waits.append(due_s)  # coalesced: one resync when the pause is over
+        if self._config.discovery and shape(self._newest) != self._discovered:
+            self._discovered = shape(self._newest)
+            self._discovery_topics = self._queue_discovery(self._discovered, self._discovery_topics)
+        batch_due_s = self._queue_batch()
+        if batch_due_s is not None:
+            waits.append(batch_due_s)
+        self.published += self._outbox.drain(client)
+        if self._outbox.waiting:
+            waits.append(URGENT_GAP_S)  # paho's window is full: its on_publish wakes us sooner
+        return min(waits, default=None)
+
+    def _resync(self) -> None:
+        """Everything again: availability, discovery and every value (a new connection, Home Assistant's restart)."""
+        self.ha_restarts.done()
+        self._sent.clear()
+        self._discovered = None
+        self._last_batch_s = -math.inf
+        self._pending = self._newest
+        self._outbox.put_first(Outgoing(self.topics.availability, AVAILABLE, qos=1, retain=True))
+
+    def _queue_batch(self) -> float | None:
+        """Queue the changed values of the pending snapshot if due; else the seconds until it is (None: none)."""
+        pending = self._pending
+        if pending is None:
+            return None
+        now = self._clock.monotonic()
+        key = _urgent_key(pending)
+        due_s = self._last_batch_s + (URGENT_GAP_S if key != self._last_key else self._config.min_interval_s)
+        if now < due_s:
+            return due_s - now
+        if self._outbox.states_waiting:
+            self.skipped += 1  # the previous batch has not left yet: its values are replaced, not piled up
+        for suffix, payload in topic_payloads(pending).items():
+            self._queue_state(Outgoing(self.topics.of(suffix), payload))
+        for topic, payload in self._switches.states(pending.reading) if self._switches is not None else ():
+            self._queue_state(Outgoing(topic, payload, qos=1, retain=True))
+        self._last_batch_s, self._last_key, self._pending = now, key, None
+        return None
+
+    def _queue_state(self, message: Outgoing) -> None:
+        if self._sent.get(message.topic) == message.payload:
+            return
+        self._sent[message.topic] = message.payload
+        dropped = self._outbox.put_state(message)
+        if dropped is not None and self._sent.get(dropped.topic) == dropped.payload:
+            del self._sent[dropped.topic]  # the broker never got it: send that topic again with the next batch
+
+    def _queue_discovery(self, cells_temps: tuple[int, int], previous: set[str]) -> set[str]:
         configs = discovery_configs(self.topics, *cells_temps)
         if self._switches is not None:
-            configs |= self._switches.discovery()  # empty payloads while control is off: old switches go
+            configs |= self._switches.discovery()  # empty payloads while MQTT control is off: old switches go
         if self.forget_button is not None:
             configs |= self.forget_button.discovery()
         for topic in previous - configs.keys():
-            self._publish(client, topic, "", qos=1, retain=True)  # an empty retained config removes the entity
+            self._outbox.put_first(Outgoing(topic, "", qos=1, retain=True))  # an empty retained config removes it
         for topic, payload in configs.items():
-            self._publish(client, topic, payload, qos=1, retain=True)
+            self._outbox.put_first(Outgoing(topic, payload, qos=1, retain=True))
         return set(configs)
-
-    def _publish(self, client: Client, topic: str, payload: str, *, qos: int = 0, retain: bool = False) -> bool:
-        info = client.publish(topic, payload, qos=qos, retain=retain)
-        if info.rc != 0:
-            return False
-        self.published += 1
-        return True
 
 
 def _urgent_key(snapshot: Snapshot) -> tuple[object, ...]:

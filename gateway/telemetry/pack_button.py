@@ -3,7 +3,8 @@
 A silent pack's last blocks and limits stay latched (it may still be on the bus); the alarm ``pack_latched``
 says so. Pressing the button tells the control loop that every pack latched at that moment is gone for good
 (:meth:`~gateway.runtime.ControlLoop.forget_pack`, which only queues: safe on paho's network thread). A
-retained press is refused: it would be replayed to every new connection, long after anyone pressed anything.
+retained press is refused (:class:`~gateway.telemetry.commands.RetainedCommands`, the rule of every command
+topic): it would be replayed to every new connection, long after anyone pressed anything.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import logging
 from typing import Final, Protocol
 
 from gateway.errors import GatewayError
+from gateway.telemetry.commands import RetainedCommands
 from gateway.telemetry.ha_discovery import AVAILABLE, NOT_AVAILABLE, Topics, device_block
 
 log = logging.getLogger(__name__)
@@ -33,8 +35,10 @@ class PackForgetter(Protocol):
 class ForgetButton:
     """The button's discovery, its command topic, and what a press does."""
 
-    def __init__(self, topics: Topics) -> None:
+    def __init__(self, topics: Topics, retained: RetainedCommands | None = None) -> None:
+        """:param retained: the refusal of retained commands, shared with the other command topics; None: its own."""
         self._topics = topics
+        self.retained = retained or RetainedCommands()
         self.command_topic = f"{topics.base}/packs/forget"
         self._loop: PackForgetter | None = None
 
@@ -63,8 +67,8 @@ class ForgetButton:
         """Act on a press if ``topic`` is the button's; False: not ours. Never raises, never blocks."""
         if topic != self.command_topic:
             return False
-        if retained:
-            log.warning("mqtt: refused a retained 'forget silent packs' press on %s: nobody pressed it now", topic)
+        if self.retained.refuse(topic, retained, "'forget silent packs' press"):
+            pass  # logged once per topic, counted
         elif bytes(payload) != PAYLOAD_PRESS.encode():
             log.warning("mqtt: refused 'forget silent packs': payload %r is not %s", bytes(payload[:20]), PAYLOAD_PRESS)
         elif self._loop is None:

@@ -5,8 +5,9 @@ on: running it there would interleave frames. So :meth:`SwitchBridge.on_command`
 newest per switch: at most three wait) and :meth:`SwitchBridge.run_pending`, the poller's ``between_polls``
 hook, runs them between two reads through :func:`~gateway.control.handle_switch_command`, which never raises.
 
-Control off (no controller): no command topic is subscribed, and the discovery topics get empty retained
-payloads, which remove switches left from a time control was on.
+Control off (no controller), or on without ``control.mqtt``: no command topic is subscribed, and the discovery
+topics get empty retained payloads, which remove switches left from a time MQTT control was on. A command the
+broker delivers retained is never obeyed (:class:`~gateway.telemetry.commands.RetainedCommands`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from gateway.control import (
     switch_state_messages,
 )
 from gateway.model import PackReading
+from gateway.telemetry.commands import RetainedCommands
 from gateway.telemetry.ha_discovery import device_block
 
 MAX_PAYLOAD_BYTES: Final = 64
@@ -35,10 +37,16 @@ MAX_PAYLOAD_BYTES: Final = 64
 class SwitchBridge:
     """Discovery and states of the three switches, and the commands waiting for the poller thread."""
 
-    def __init__(self, config: Config, node_id: str, controller: Controller | None) -> None:
+    def __init__(
+        self, config: Config, node_id: str, controller: Controller | None, retained: RetainedCommands | None = None
+    ) -> None:
+        """:param controller: the BMS control when the config enables it; used only with ``control.mqtt``.
+        :param retained: the refusal of retained commands, shared with the other command topics; None: its own.
+        """
         self._config = config
         self._node_id = node_id
-        self._controller = controller
+        self._controller = controller if config.control.mqtt else None  # MQTT control is its own opt-in
+        self.retained = retained or RetainedCommands()
         self._lock = threading.Lock()
         self._pending: dict[Switch, bytes] = {}
         self._by_topic = {command_topic(config, node_id, switch): switch for switch in Switch}
@@ -66,11 +74,14 @@ class SwitchBridge:
 
     # --- paho's network thread ---------------------------------------------------------------------------
 
-    def on_command(self, topic: str, payload: bytes | bytearray) -> bool:
-        """Keep a command for the poller thread if ``topic`` is a command topic; never blocks on the BMS."""
+    def on_command(self, topic: str, payload: bytes | bytearray, *, retained: bool) -> bool:
+        """Keep a command for the poller thread if ``topic`` is a command topic (a retained one is refused: True,
+        it was ours); never blocks on the BMS."""
         switch = self._by_topic.get(topic)
         if switch is None or not self.enabled:
             return False
+        if self.retained.refuse(topic, retained, f"{switch} switch command"):
+            return True
         with self._lock:
             self._pending.pop(switch, None)  # the newest command per switch wins, in arrival order
             self._pending[switch] = bytes(payload[:MAX_PAYLOAD_BYTES])
