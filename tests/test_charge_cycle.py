@@ -170,6 +170,23 @@ def test_plot_is_a_png(tmp_path: Path) -> None:
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_plot_layout_shades_each_charge_phase_and_keeps_soc_and_both_ccl_lines_apart(cycle: CycleResult) -> None:
+    # What the plot draws, without matplotlib: the phase bands, the legend, how the two CCL lines are drawn.
+    layout = cycle_output.plot_layout(cycle)
+    spans = layout.phases
+    assert [span.label for span in spans] == ["bulk", "absorption", "float", "re-bulk"]
+    assert spans[0].start_min == 0.0 and spans[-1].end_min == layout.minutes[-1]
+    assert all(a.end_min == b.start_min for a, b in itertools.pairwise(spans))  # no gap, no overlap
+    first_absorption_s = next(r.time_s for r in cycle.rows if r.charge_phase == "absorption")
+    assert spans[1].start_min == first_absorption_s / 60
+    assert all(span.label in cycle_output.PHASE_COLOURS for span in spans)
+
+    assert layout.current_legend == ["current A", "CCL (engine)", "CCL (advertised)", "−DCL (advertised)", "SOC %"]
+    engine, advertised = (line for line in layout.current_lines if line.label.startswith("CCL"))
+    assert (engine.style, engine.width) != (advertised.style, advertised.width)
+    assert engine.width > advertised.width and engine.order < advertised.order  # wide underneath, thin on top
+
+
 def test_plot_without_matplotlib_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(cycle_output, "plotting_available", lambda: False)
     result = run_charge_cycle(max_s=30.0)

@@ -10,6 +10,7 @@ import csv
 import importlib
 import importlib.util
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -87,9 +88,87 @@ def plotting_available() -> bool:
     return importlib.util.find_spec("matplotlib") is not None
 
 
+PHASE_COLOURS = {"bulk": "tab:orange", "absorption": "tab:red", "float": "tab:green", "re-bulk": "tab:purple"}
+"""Background of each charge phase in the plot."""
+
+
+@dataclass(frozen=True, slots=True)
+class PhaseSpan:
+    """A stretch of the run in one charge phase, in minutes from the start."""
+
+    label: str
+    """``bulk``, ``absorption``, ``float``, or ``re-bulk`` (a bulk after absorption or float)."""
+    start_min: float
+    end_min: float
+
+
+@dataclass(frozen=True, slots=True)
+class Line:
+    """One line of the current panel: how it is drawn, so that lines that overlap stay distinguishable."""
+
+    label: str
+    values: tuple[float, ...]
+    style: str = "-"
+    width: float = 1.2
+    alpha: float = 1.0
+    order: int = 3
+    """Drawing order (matplotlib zorder): the higher, the later, on top."""
+
+
+@dataclass(frozen=True, slots=True)
+class PlotLayout:
+    """What the plot of a built-in cycle shows, apart from the drawing itself (tested without matplotlib)."""
+
+    minutes: tuple[float, ...]
+    phases: tuple[PhaseSpan, ...]
+    current_lines: tuple[Line, ...]
+    soc: Line
+
+    @property
+    def current_legend(self) -> list[str]:
+        """The current panel's legend: its lines and the SOC of the twin axis."""
+        return [line.label for line in self.current_lines] + [self.soc.label]
+
+
+def phase_spans(rows: Sequence[TraceRow]) -> tuple[PhaseSpan, ...]:
+    """The run cut into charge phases; each span ends where the next begins (or at the last row)."""
+    spans: list[PhaseSpan] = []
+    label: str | None = None
+    start_s = 0.0
+    left_bulk = False
+    for row in rows:
+        phase = row.charge_phase
+        here = "re-bulk" if phase == "bulk" and left_bulk else phase
+        if here != label:
+            if label is not None:
+                spans.append(PhaseSpan(label, start_s / 60, row.time_s / 60))
+            label, start_s = here, row.time_s
+        left_bulk = left_bulk or phase in ("absorption", "float")
+    if label is not None and rows:
+        spans.append(PhaseSpan(label, start_s / 60, rows[-1].time_s / 60))
+    return tuple(spans)
+
+
+def plot_layout(result: CycleResult) -> PlotLayout:
+    rows = result.rows
+    return PlotLayout(
+        minutes=tuple(r.time_s / 60 for r in rows),
+        phases=phase_spans(rows),
+        current_lines=(
+            Line("current A", tuple(r.current_a for r in rows), order=4),
+            # The engine's CCL, wide and pale underneath; what the inverter heard, thin and dashed on top: where
+            # enforcement does not compensate the two coincide and both stay visible.
+            Line("CCL (engine)", tuple(r.true_ccl_a for r in rows), width=4.0, alpha=0.35, order=2),
+            Line("CCL (advertised)", tuple(r.ccl_a for r in rows), style="--", width=1.2, order=3),
+            Line("−DCL (advertised)", tuple(-r.dcl_a for r in rows), style="-.", width=1.0, order=3),
+        ),
+        soc=Line("SOC %", tuple(r.soc_pct for r in rows), width=0.8, order=1),
+    )
+
+
 def write_plot(result: CycleResult, path: str | Path) -> bool:
-    """Write a PNG of cells, CVL, CCL, DCL and current to ``path``; False (and nothing written) when
-    matplotlib, the optional plotting extra, is not installed."""
+    """Write a PNG of cells, CVL, CCL, DCL and current to ``path``, the charge phases shaded and labelled; False
+    (and nothing written) when matplotlib, the optional plotting extra, is not installed."""
     if not plotting_available():
         return False
     # Imported here, untyped: matplotlib is optional (not even a dependency of the type check) and slow.
@@ -97,8 +176,22 @@ def write_plot(result: CycleResult, path: str | Path) -> bool:
     plt = importlib.import_module("matplotlib.pyplot")
 
     rows = result.rows
-    minutes = [r.time_s / 60 for r in rows]
+    layout = plot_layout(result)
+    minutes = layout.minutes
     fig, (cells_ax, pack_ax, current_ax) = plt.subplots(3, 1, sharex=True, figsize=(12, 10))
+    for axis in (cells_ax, pack_ax, current_ax):
+        for span in layout.phases:
+            axis.axvspan(span.start_min, span.end_min, color=PHASE_COLOURS[span.label], alpha=0.1, zorder=0)
+    for span in layout.phases:
+        cells_ax.annotate(
+            span.label,
+            ((span.start_min + span.end_min) / 2, 1.01),
+            xycoords=("data", "axes fraction"),
+            ha="center",
+            va="bottom",
+            fontsize=8,
+            color=PHASE_COLOURS[span.label],
+        )
     for i in range(len(rows[0].cell_voltages_v)):
         cells_ax.plot(minutes, [r.cell_voltages_v[i] for r in rows], linewidth=0.7)
     settings = simulated_bms_settings()
@@ -106,22 +199,31 @@ def write_plot(result: CycleResult, path: str | Path) -> bool:
         cells_ax.axhline(level, color="red", linestyle="--", linewidth=0.8)
         cells_ax.annotate(label, (minutes[0], level), color="red", fontsize=8)
     cells_ax.set_ylabel("cell V")
-    cells_ax.set_title(f"charge cycle, inverter overshoot × {result.summary.overshoot:g}")
+    cells_ax.set_title(f"charge cycle, inverter overshoot × {result.summary.overshoot:g}", pad=16)
     pack_ax.plot(minutes, [r.pack_v for r in rows], label="pack V")
     pack_ax.plot(minutes, [r.cvl_v for r in rows], label="CVL")
     pack_ax.plot(minutes, [r.dvl_v for r in rows], label="DVL")
     pack_ax.set_ylabel("V")
     pack_ax.legend(loc="lower right")
-    current_ax.plot(minutes, [r.current_a for r in rows], label="current A")
-    current_ax.plot(minutes, [r.ccl_a for r in rows], label="CCL (advertised)")
-    current_ax.plot(minutes, [-r.dcl_a for r in rows], label="−DCL (advertised)")
-    current_ax.plot(minutes, [r.true_ccl_a for r in rows], label="CCL (engine)", linestyle=":")
+    for line in layout.current_lines:
+        current_ax.plot(
+            minutes,
+            line.values,
+            label=line.label,
+            linestyle=line.style,
+            linewidth=line.width,
+            alpha=line.alpha,
+            zorder=line.order,
+        )
     soc_ax = current_ax.twinx()
-    soc_ax.plot(minutes, [r.soc_pct for r in rows], color="grey", linewidth=0.8, label="SOC %")
+    soc_ax.plot(minutes, layout.soc.values, color="grey", linewidth=layout.soc.width, label=layout.soc.label)
     soc_ax.set_ylabel("SOC %")
     current_ax.set_ylabel("A")
     current_ax.set_xlabel("min")
-    current_ax.legend(loc="lower left")
+    # One legend for both axes of the panel, SOC included.
+    handles, labels = current_ax.get_legend_handles_labels()
+    soc_handles, soc_labels = soc_ax.get_legend_handles_labels()
+    current_ax.legend(handles + soc_handles, labels + soc_labels, loc="lower left")
     fig.tight_layout()
     fig.savefig(Path(path), dpi=100)
     plt.close(fig)
