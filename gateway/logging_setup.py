@@ -3,6 +3,11 @@
 * :func:`configure` sets up the root logger once: under systemd (stderr is the journal, ``$JOURNAL_STREAM``)
   each line carries its syslog priority as a ``<N>`` prefix and no timestamp (journald adds both as fields);
   elsewhere ``time level logger: message``. Every record is one line: a traceback becomes ``(Type: message)``.
+* Logging never blocks the caller: records go through the standard library's ``QueueHandler`` into a bounded
+  queue, and a ``QueueListener`` thread writes them out. When the output stalls (a hung journald stops reading
+  stderr) the queue fills and further records are dropped and counted (:class:`DroppingQueueHandler`), so the
+  control loop keeps its schedule; once there is room again one line says how many were lost.
+  :func:`shutdown` (registered with ``atexit``) writes out what is queued and stops the thread.
 * :class:`RateLimitFilter` (installed by :func:`configure`) passes a given line at most once per
   ``interval_s``; the next one that passes says how many were suppressed. A dead adapter logging the same error
   every poll thus costs one line a minute, not one a second.
@@ -12,17 +17,27 @@
 
 from __future__ import annotations
 
+import atexit
+import contextlib
+import copy
 import logging
 import os
 import sys
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from logging.handlers import QueueHandler, QueueListener
+from queue import Full, Queue
 from typing import Final, TextIO
 
 REPEAT_INTERVAL_S: Final = 60.0
 """A repeated line passes at most once per this, s."""
 _MAX_KEYS: Final = 1000
 """Distinct lines remembered; beyond this the oldest are forgotten (so is their suppression count)."""
+QUEUE_RECORDS: Final = 1000
+"""Records the log queue holds while the output is slow; beyond this they are dropped and counted."""
+STOP_TIMEOUT_S: Final = 5.0
+"""Seconds :func:`shutdown` waits for a stalled output to take the last records before giving up on them."""
 _PRIORITY: Final = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3, logging.CRITICAL: 2}
 
 
@@ -32,18 +47,172 @@ def configure(
     stream: TextIO | None = None,
     environ: Mapping[str, str] = os.environ,
     interval_s: float = REPEAT_INTERVAL_S,
+    queue_records: int = QUEUE_RECORDS,
 ) -> logging.Handler:
-    """Replace the root logger's handlers with one rate-limited line handler on ``stream`` (stderr)."""
+    """Replace the root logger's handlers with a queue to one rate-limited line handler on ``stream`` (stderr).
+
+    The root logger gets a :class:`DroppingQueueHandler` (repeats are rate-limited before they take a place in
+    the queue); a listener thread hands the records to the line handler, which is returned (it holds the
+    formatter). A previous configuration is shut down first (:func:`shutdown`).
+    """
+    global _pipeline, _exit_hook_registered
+    shutdown()
     stream = sys.stderr if stream is None else stream
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(JournalFormatter() if stderr_is_journal(stream, environ) else OneLineFormatter())
+    output = logging.StreamHandler(stream)
+    output.setFormatter(JournalFormatter() if stderr_is_journal(stream, environ) else OneLineFormatter())
+    handler = DroppingQueueHandler(Queue(queue_records))
     handler.addFilter(RateLimitFilter(interval_s))
+    listener = _Listener(handler.queue, output)
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper() if isinstance(level, str) else level)
-    return handler
+    listener.start()
+    _pipeline = _Pipeline(handler, listener, output)
+    if not _exit_hook_registered:
+        # Registered after the logging module's own exit hook, so it runs first: the queue is written out
+        # before logging.shutdown() flushes and closes the line handler.
+        atexit.register(shutdown)
+        _exit_hook_registered = True
+    return output
+
+
+def shutdown(timeout_s: float = STOP_TIMEOUT_S) -> None:
+    """Write out the queued records (and the count of dropped ones), stop the listener, log directly from now on.
+
+    Idempotent. Waits at most about ``timeout_s`` for each of the queue's last place and the listener thread:
+    an output that stays stalled must not hold the process at exit (the listener is a daemon thread).
+    """
+    pipeline = _pipeline
+    if pipeline is None or pipeline.stopped:
+        return
+    pipeline.stopped = True
+    handler = pipeline.handler
+    handler.acquire()  # no record slips into the queue behind the listener's last one
+    try:
+        handler.report_dropped(timeout_s)
+        pipeline.listener.stop(timeout_s)
+        handler.write_directly_to(pipeline.output)
+    finally:
+        handler.release()
+    root = logging.getLogger()
+    if handler in root.handlers:
+        root.removeHandler(handler)
+        root.addHandler(pipeline.output)
+
+
+def dropped_records() -> int:
+    """Log records dropped because the output was stalled, since :func:`configure`; 0 if it was never called."""
+    return 0 if _pipeline is None else _pipeline.handler.dropped
+
+
+class DroppingQueueHandler(QueueHandler):
+    """A ``QueueHandler`` whose caller never waits: a record that finds the queue full is dropped and counted.
+
+    The standard ``enqueue`` would raise ``queue.Full`` into ``handleError``, which prints a traceback to
+    stderr: the stalled stream itself. After a gap, the next record that finds room for two puts a line saying
+    how many were dropped in front of itself, so the note stands where the records are missing.
+    """
+
+    queue: Queue[logging.LogRecord | None]
+
+    def __init__(self, records: Queue[logging.LogRecord | None]) -> None:
+        super().__init__(records)
+        self.dropped = 0
+        """Records dropped so far; never reset."""
+        self._unreported = 0
+        """Records dropped since the last note about them."""
+        self._direct: logging.Handler | None = None
+        """After :func:`shutdown`: the handler records go to synchronously."""
+
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        """A copy with its message merged now (arguments may change once the call returns).
+
+        Unlike the standard ``prepare`` this does not format the record: the line handler's formatter still
+        sees the exception and turns it into its one-line ``(Type: message)``.
+        """
+        record = copy.copy(record)
+        record.msg = record.getMessage()
+        record.args = None
+        return record
+
+    def enqueue(self, record: logging.LogRecord) -> None:
+        """Put ``record`` in the queue without waiting; drop and count it if the queue is full.
+
+        Called with the handler's lock held (``Handler.handle``), so producers do not race each other here.
+        """
+        if self._direct is not None:
+            self._direct.handle(record)
+            return
+        if self._unreported:
+            if self.queue.maxsize - self.queue.qsize() < 2:  # the listener only takes: the room cannot shrink
+                self._drop()
+                return
+            self.queue.put_nowait(self._dropped_note())
+        try:
+            self.queue.put_nowait(record)
+        except Full:
+            self._drop()
+
+    def report_dropped(self, timeout_s: float) -> None:
+        """Queue the note about dropped records, if one is owed, waiting at most ``timeout_s`` for room."""
+        if not self._unreported:
+            return
+        with contextlib.suppress(Full):  # the output stays stalled: the count is in dropped_records() still
+            self.queue.put(self._dropped_note(), timeout=timeout_s)
+
+    def write_directly_to(self, output: logging.Handler) -> None:
+        """From now on hand records straight to ``output`` (the listener has stopped)."""
+        self._direct = output
+
+    def _drop(self) -> None:
+        self.dropped += 1
+        self._unreported += 1
+
+    def _dropped_note(self) -> logging.LogRecord:
+        count, self._unreported = self._unreported, 0
+        plural = "" if count == 1 else "s"
+        return logging.LogRecord(
+            __name__,
+            logging.WARNING,
+            __file__,
+            0,
+            f"logging: {count} record{plural} dropped while the log output was stalled",
+            None,
+            None,
+        )
+
+
+class _Listener(QueueListener):
+    """The standard listener, but :meth:`stop` gives up on an output that stays stalled."""
+
+    queue: Queue[logging.LogRecord | None]
+
+    def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> None:
+        # QueueListener.stop() would raise queue.Full on a full queue and then join its thread without a limit.
+        thread = self._thread  # the standard listener's own thread handle
+        if thread is None:
+            return
+        with contextlib.suppress(Full):
+            self.queue.put(None, timeout=timeout_s)  # None: the standard listener's end-of-queue sentinel
+        thread.join(timeout_s)
+        self._thread = None
+
+
+@dataclass
+class _Pipeline:
+    """The root logger's queue handler, the listener thread draining it, and the handler that writes lines."""
+
+    handler: DroppingQueueHandler
+    listener: _Listener
+    output: logging.Handler
+    stopped: bool = False
+
+
+_pipeline: _Pipeline | None = None
+"""The configuration :func:`configure` made last."""
+_exit_hook_registered = False
 
 
 def stderr_is_journal(stream: TextIO, environ: Mapping[str, str] = os.environ) -> bool:

@@ -1,15 +1,32 @@
-"""Log lines for journald and the SD card: one per state change, repeats capped, never a traceback."""
+"""Log lines for journald and the SD card: one per state change, repeats capped, never a traceback, never a wait."""
 
 from __future__ import annotations
 
 import io
 import logging
 import os
+import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Final
 
 import pytest
+from test_faults import LoopRig
 
-from gateway.logging_setup import JournalFormatter, OneLineFormatter, RateLimitFilter, Throttle, configure
+from gateway.logging_setup import (
+    DroppingQueueHandler,
+    JournalFormatter,
+    OneLineFormatter,
+    RateLimitFilter,
+    Throttle,
+    configure,
+    dropped_records,
+    shutdown,
+)
+from gateway.runtime import FailsafeState
+
+HANG_GUARD_S: Final = 20.0
+"""Real seconds after which a worker that logs is taken to be blocked (unblocked it needs milliseconds)."""
 
 
 class Clock:
@@ -73,6 +90,7 @@ def test_configure_detects_the_journal(tmp_path: Path) -> None:
     configure("warning", stream=buffer, environ={})
     logging.getLogger("gateway.x").warning("one")
     logging.getLogger("gateway.x").warning("one")
+    shutdown()  # writes out the queue
     assert buffer.getvalue().count("gateway.x: one") == 1
     assert logging.getLogger().level == logging.WARNING
 
@@ -82,6 +100,7 @@ def _restore_root_logger() -> object:
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
     yield None
+    shutdown()
     root.handlers[:] = handlers
     root.setLevel(level)
 
@@ -101,3 +120,157 @@ def test_throttle_one_line_per_state_change(caplog: pytest.LogCaptureFixture) ->
         "mqtt: cannot connect to broker:1883 (still, 120 times in 120 s)",
         "mqtt: connected again",
     ]
+
+
+# --- the queue: logging never waits for the output ----------------------------------------------------------
+
+
+class StalledStream(io.StringIO):
+    """A stderr nobody reads (a hung journald): every write blocks until the test sets ``release``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered = threading.Event()
+        """Set when a write has started (and is now blocked)."""
+        self.release = threading.Event()
+
+    def write(self, text: str) -> int:
+        self.entered.set()
+        self.release.wait()
+        return super().write(text)
+
+
+def queue_handler() -> DroppingQueueHandler:
+    handler = logging.getLogger().handlers[0]
+    assert isinstance(handler, DroppingQueueHandler)
+    return handler
+
+
+class Worker:
+    """Runs ``work()`` on a thread of its own (the loop's, say); :meth:`finished` tells whether it returned."""
+
+    def __init__(self, work: Callable[[], None]) -> None:
+        self._work = work
+        self._done = threading.Event()
+        self._error: BaseException | None = None
+        threading.Thread(target=self._run, name="logging-caller", daemon=True).start()
+
+    def _run(self) -> None:
+        try:
+            self._work()
+        except BaseException as exc:  # handed to the test's thread by finished()
+            self._error = exc
+        finally:
+            self._done.set()
+
+    def finished(self) -> bool:
+        """Whether the work returned within HANG_GUARD_S; re-raises what it raised."""
+        done = self._done.wait(HANG_GUARD_S)
+        if self._error is not None:
+            raise self._error
+        return done
+
+
+def test_a_stalled_output_never_blocks_a_tick_of_the_control_loop() -> None:
+    """The audit's L1: with stderr not read, the loop blocked inside log.warning and the inverter went silent."""
+    stream = StalledStream()
+    configure("info", stream=stream, environ={})
+    rig = LoopRig()
+
+    def run_the_loop() -> None:
+        logging.getLogger("gateway.test").warning("the output stalls on this line")
+        stream.entered.wait()  # the writer is stuck in the stream from now on
+        rig.run_for(10.0)
+        rig.driver.fault = "silent"  # the BMS goes quiet: the loop logs stale, then silent
+        rig.run_for(20.0)
+        rig.driver.fault = None  # and back: normal, logged again
+        rig.run_for(5.0)
+
+    worker = Worker(run_the_loop)
+    try:
+        assert worker.finished(), "the control loop blocked in a logging call"
+        states = [state for _, state in rig.changes]
+        assert states == [FailsafeState.NORMAL, FailsafeState.STALE, FailsafeState.SILENT, FailsafeState.NORMAL]
+        assert stream.getvalue() == "", "nothing was written: the output was stalled all along"
+    finally:
+        stream.release.set()
+    shutdown()
+    text = stream.getvalue()
+    assert "the output stalls on this line" in text
+    assert "fail-safe" in text, "the loop's lines are written once the output moves again"
+
+
+def test_records_beyond_the_queue_are_dropped_counted_and_reported_where_they_are_missing() -> None:
+    stream = StalledStream()
+    configure("info", stream=stream, environ={}, queue_records=4)
+    log = logging.getLogger("gateway.test")
+
+    def flood() -> None:
+        log.warning("line 0")
+        stream.entered.wait()  # line 0 is out of the queue, stuck in the stream
+        for number in range(1, 8):  # 4 fit in the queue, 3 do not
+            log.warning("line %d", number)
+
+    worker = Worker(flood)
+    try:
+        assert worker.finished(), "a logging call waited for the stalled output"
+        assert dropped_records() == 3
+    finally:
+        stream.release.set()
+    queue_handler().queue.join()  # the listener has written out everything queued
+    log.warning("after the stall")
+    shutdown()
+    assert [line.split(" ", 3)[-1] for line in stream.getvalue().splitlines()] == [
+        "gateway.test: line 0",
+        "gateway.test: line 1",
+        "gateway.test: line 2",
+        "gateway.test: line 3",
+        "gateway.test: line 4",
+        "gateway.logging_setup: logging: 3 records dropped while the log output was stalled",
+        "gateway.test: after the stall",
+    ]
+    assert dropped_records() == 3
+    assert "Traceback" not in stream.getvalue()
+
+
+def test_shutdown_writes_out_the_queue_and_the_count_of_dropped_records() -> None:
+    stream = StalledStream()
+    configure("info", stream=stream, environ={}, queue_records=2)
+    log = logging.getLogger("gateway.test")
+
+    def flood() -> None:
+        log.error("first")
+        stream.entered.wait()
+        for number in range(5):  # 2 queued, 3 dropped
+            log.error("flood %d", number)
+
+    worker = Worker(flood)
+    assert worker.finished()
+    stream.release.set()
+    shutdown()
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 4
+    assert lines[-1].endswith("logging: 3 records dropped while the log output was stalled")
+    log.error("after shutdown")  # written at once, by the caller: the listener is gone
+    assert stream.getvalue().splitlines()[-1].endswith("gateway.test: after shutdown")
+
+
+def test_queued_lines_keep_their_format_and_one_line_exceptions(tmp_path: Path) -> None:
+    buffer = io.StringIO()
+    configure("info", stream=buffer, environ={})
+    log = logging.getLogger("gateway.q")
+    values = [1]
+    log.info("values %s", values)
+    values.append(2)  # changed after the call returned: the line shows what was logged
+    try:
+        raise OSError(5, "Input/output error")
+    except OSError:
+        log.warning("port lost", exc_info=True)
+    log.debug("not at info level")
+    shutdown()
+    lines = buffer.getvalue().splitlines()
+    assert [line.split(" ", 2)[-1] for line in lines] == [
+        "INFO gateway.q: values [1]",
+        "WARNING gateway.q: port lost (OSError: [Errno 5] Input/output error)",
+    ]
+    assert dropped_records() == 0
