@@ -4,6 +4,7 @@ through a null-modem."""
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -88,8 +89,9 @@ def test_read_prints_every_pack(tmp_path: Path, bus: tuple[NullModem, JkModbusSi
     result = run_cli("read", "-c", str(config), "--json")
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
-    documents = json_documents(result.stdout)
+    *documents, battery = json_documents(result.stdout)
     assert [d["pack_id"] for d in documents] == [f"jk-modbus:{modem.b_path}#{unit}" for unit in (1, 2, 3)]
+    assert battery["pack_id"] == "battery" and battery["packs"] == [d["pack_id"] for d in documents]
     for document in documents:
         assert document["implausible"] is None
         assert document["state"]["cell_count"] == 16
@@ -116,11 +118,42 @@ def test_read_with_a_silent_pack_warns_and_prints_the_others(
     simulator.set_behaviour(2, Behaviour.SILENT)
     result = run_cli("read", "-c", str(config_file(tmp_path, str(modem.b_path), [1, 2, 3])), "--json")
     assert result.returncode == 0, result.stderr
-    assert [d["pack_id"][-2:] for d in json_documents(result.stdout)] == ["#1", "#3"]
+    *packs, battery = json_documents(result.stdout)
+    assert [d["pack_id"][-2:] for d in packs] == ["#1", "#3"]
+    assert battery["pack_id"] == "battery" and battery["packs"] == [d["pack_id"] for d in packs]
     assert result.stderr.splitlines() == [
         f"bms-gateway: warning: pack jk-modbus:{modem.b_path}#2: no reply from unit 2 on {modem.b_path}"
         f" within {TIMEOUT_S:g} s"
     ]
+
+
+def test_read_shows_the_battery_total_and_the_limits_the_inverter_gets(
+    tmp_path: Path, bus: tuple[NullModem, JkModbusSimulator]
+) -> None:
+    """Each pack's own limits allow 100 A (the default cap); the battery of three gets 100 A, not 300 A: the cap
+    bounds the total. The audit's "read never shows the combined limit the inverter actually gets"."""
+    modem, _ = bus
+    config = config_file(tmp_path, str(modem.b_path), [1, 2, 3])
+    *packs, battery = json_documents(run_cli("read", "-c", str(config), "--json").stdout)
+    assert battery["state"]["current_a"] == pytest.approx(sum(p["state"]["current_a"] for p in packs))
+    assert battery["state"]["cell_count"] == 48
+    assert [p["limits"]["charge_current_limit_a"] for p in packs] == [100.0] * 3
+    assert battery["limits"]["charge_current_limit_a"] == 100.0
+    assert battery["limits"]["reasons"]["charge_current_limit_a"]["limiter"] == "user_cap"
+
+    text = run_cli("read", "-c", str(config))
+    assert text.returncode == 0, text.stderr
+    lines = text.stdout.splitlines()
+    soc = round(battery["state"]["soc_pct"])
+    assert any(line.startswith("battery of 3 packs in parallel: ") and f"SOC {soc} %" in line for line in lines)
+    cells = next(line for line in lines if line.startswith("  cells (48): "))
+    assert re.fullmatch(r"  cells \(48\): min 3\.\d{3} V \(P\d C\d\d\)  max 3\.\d{3} V \(P\d C\d\d\)  Δ \d+ mV", cells)
+    limits = lines.index("battery limits (what the inverter would be told, from every pack's own):")
+    assert lines[limits + 2].startswith("  CCL 100.0 A     user_cap: user cap 100 A for the battery")
+    for number, unit in enumerate((1, 2, 3), start=1):
+        assert f"P{number}: pack jk-modbus:{modem.b_path}#{unit}" in text.stdout
+        assert f"  P{number} C01-C08  3." in text.stdout and f"  P{number} C09-C16  3." in text.stdout
+        assert f"P{number}'s own limits (the battery's are below):" in lines
 
 
 def test_read_with_no_pack_answering_is_one_error_line(

@@ -310,12 +310,18 @@ def test_a_latched_pack_is_an_alarm_until_it_answers_or_the_user_forgets_it(
     assert snapshot.latched_packs == {pack3}
     document = status_document(snapshot)
     assert "pack_latched" in document["alarms"]
+    each = document["packs"].pop("each")
     assert document["packs"] == {
         "online": [rig.pack_id(1), rig.pack_id(2), rig.pack_id(4)],
         "offline": [pack3],
         "latched": [pack3],
         "current_sharing": "equal",
     }
+    assert [(p["label"], p["pack_id"]) for p in each] == [
+        ("P1", rig.pack_id(1)),
+        ("P2", rig.pack_id(2)),
+        ("P3", rig.pack_id(4)),
+    ]
     assert limits_heard(rig)[3] == pytest.approx(46.4)  # pack 3's DVL, latched
 
     # Only a latched pack can be forgotten; a refusal changes nothing.

@@ -1,4 +1,10 @@
-"""``bms-gateway read -c FILE [--json]``: poll the BMS once and print what it says."""
+"""``bms-gateway read -c FILE [--json]``: poll the BMS once and print what it says.
+
+Several packs: each pack (``P1``, ``P2``, ... in polling order, its cells ``P2 C07``) with its own limits, then
+the battery they make (its total current, SOC and power, where its extreme cells are) with the limits the
+inverter would be told. With ``--json`` one document per pack, then one for the battery (``pack_id``
+``battery``).
+"""
 
 from __future__ import annotations
 
@@ -6,16 +12,20 @@ import argparse
 import json
 import logging
 import sys
+from typing import Final
 
 from gateway.app import limits_settings, open_battery
+from gateway.battery import aggregate, pack_labels
 from gateway.bms.driver import MultiPackDriver
 from gateway.cli.common import add_config_argument, load
-from gateway.cli.render import render_limits, render_reading, render_thresholds
+from gateway.cli.render import render_battery, render_limits, render_reading, render_thresholds
 from gateway.clock import SystemClock
 from gateway.limits import LimitsSettings, compute_limits
 from gateway.limits.settings import AUTO_CAPACITY_SPREAD, CurrentSharing
-from gateway.limits.system import PackLimits, sharing_in_force
+from gateway.limits.system import PackLimits, sharing_in_force, system_limits
 from gateway.plausibility import implausibility
+
+LIMITS_TOLD: Final = "limits (what the inverter would be told):"
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -45,29 +55,44 @@ def run(args: argparse.Namespace) -> int:
         compute_limits(reading, tuning, None, reading.measured_at_s, max_age_s=config.failsafe.bms_timeout_s)
         for reading in readings
     ]
-    sharing = sharing_in_force(
-        [PackLimits(r.pack_id, r, result.limits) for r, result in zip(readings, results, strict=True)], tuning
-    )
-    for reading, result in zip(readings, results, strict=True):
+    labels = pack_labels([r.pack_id for r in readings])
+    packs = [PackLimits(labels[r.pack_id], r, result.limits) for r, result in zip(readings, results, strict=True)]
+    sharing = sharing_in_force(packs, tuning)
+    several = len(readings) > 1
+    for number, (reading, result) in enumerate(zip(readings, results, strict=True), start=1):
         problem = implausibility(reading)
         if args.json:
             out = reading.to_json()
-            if len(readings) > 1:
+            if several:
                 out["current_sharing"] = sharing.value
             out["implausible"] = problem
             out["limits"] = result.limits.to_json()
             out["thresholds"] = None if result.thresholds is None else result.thresholds.to_json()
             print(json.dumps(out, indent=2, ensure_ascii=False))
         else:
-            print(render_reading(reading))
+            label = f"P{number}" if several else None
+            print(render_reading(reading, label))
             if problem:
                 print(f"IMPLAUSIBLE (the gateway would not use this reading): {problem}")
-            print("limits (what the inverter would be told):")
+            print(f"{label}'s own limits (the battery's are below):" if several else LIMITS_TOLD)
             print(render_limits(result.limits))
             if result.thresholds is not None:
                 print("thresholds:")
                 print(render_thresholds(result.thresholds))
-    if len(readings) > 1 and not args.json:
+    if not several:
+        return 0
+    # The battery the inverter is told about: the packs' own limits combined (gateway.limits.system), as the
+    # gateway would send them at start-up.
+    battery = aggregate(readings)
+    limits = system_limits(packs, tuning)
+    if args.json:
+        out = battery.reading.to_json()
+        out.update(packs=list(battery.online), current_sharing=sharing.value, limits=limits.to_json())
+        print(json.dumps(out, indent=2, ensure_ascii=False))
+    else:
+        print(render_battery(battery))
+        print("battery limits (what the inverter would be told, from every pack's own):")
+        print(render_limits(limits))
         print(f"current shared among the {len(readings)} packs by {sharing.value} ({_why(sharing, tuning)})")
     return 0
 

@@ -1,38 +1,61 @@
-"""Plain-text views of readings for the terminal, shared by ``read`` and ``demo``."""
+"""Plain-text views of readings for the terminal, shared by ``read``, ``check`` and ``demo``."""
 
 from __future__ import annotations
 
+from gateway.battery import BatteryAggregate
 from gateway.limits import Thresholds
 from gateway.model import Limits, PackReading
+from gateway.values import location_names
 
 
 def _num(value: float | None, fmt: str, unit: str) -> str:
     return "–" if value is None else f"{value:{fmt}} {unit}"
 
 
-def render_cells(reading: PackReading) -> str:
+def render_cells(reading: PackReading, label: str | None = None) -> str:
+    """The cells, eight a row; ``label``: the pack's ``P2`` among several, to name the cells ``P2 C07``."""
     state = reading.state
     cells = state.cell_voltages_v
     lowest = cells.index(state.min_cell_v) + 1
     highest = cells.index(state.max_cell_v) + 1
     rows = []
     for start in range(0, len(cells), 8):
-        rows.append("  " + " ".join(f"{v:.3f}" for v in cells[start : start + 8]))
+        row = cells[start : start + 8]
+        span = "" if label is None else f"{label} C{start + 1:02d}-C{start + len(row):02d}  "
+        rows.append(f"  {span}" + " ".join(f"{v:.3f}" for v in row))
+
+    def name(number: int) -> str:
+        return f"#{number}" if label is None else f"{label} C{number:02d}"
+
     summary = (
-        f"cells ({len(cells)}): min {state.min_cell_v:.3f} V (#{lowest})  max {state.max_cell_v:.3f} V (#{highest})"
-        f"  Δ {state.cell_delta_v * 1000:.0f} mV"
+        f"cells ({len(cells)}): min {state.min_cell_v:.3f} V ({name(lowest)})  max {state.max_cell_v:.3f} V"
+        f" ({name(highest)})  Δ {state.cell_delta_v * 1000:.0f} mV"
     )
     return "\n".join([summary, *rows])
 
 
-def render_state(reading: PackReading) -> str:
-    """A compact multi-line view of one pack's live state."""
+def render_battery(battery: BatteryAggregate) -> str:
+    """Several packs as the one battery the inverter is told about, and where its extremes are (``P2 C07``)."""
+    state = battery.reading.state
+    where = location_names(battery.reading, battery.extremes, battery.online)
+    return "\n".join(
+        [
+            f"battery of {battery.module_count} packs in parallel: {state.pack_voltage_v:.2f} V"
+            f"  {state.current_a:+.2f} A  {state.power_w:+.0f} W  SOC {state.soc_pct:.0f} %",
+            f"  cells ({state.cell_count}): min {state.min_cell_v:.3f} V ({where['min_cell_name']})"
+            f"  max {state.max_cell_v:.3f} V ({where['max_cell_name']})  Δ {state.cell_delta_v * 1000:.0f} mV",
+        ]
+    )
+
+
+def render_state(reading: PackReading, label: str | None = None) -> str:
+    """A compact multi-line view of one pack's live state (``label``: see :func:`render_cells`)."""
     state = reading.state
     temperatures = "  ".join(f"T{i + 1} {_num(t, '.0f', '°C')}" for i, t in enumerate(state.battery_temperatures_c))
     alarms = ", ".join(sorted(a.value for a in state.alarms)) or "none"
     return "\n".join(
         [
-            render_cells(reading),
+            render_cells(reading, label),
             f"pack {state.pack_voltage_v:.2f} V  {state.current_a:+.2f} A  {state.power_w:+.0f} W"
             f"  SOC {state.soc_pct:.0f} %  SOH {_num(state.soh_pct, '.0f', '%')}",
             f"temperatures: MOS {_num(state.mos_temperature_c, '.0f', '°C')}  {temperatures}",
@@ -59,12 +82,13 @@ def render_settings(reading: PackReading) -> str:
     )
 
 
-def render_reading(reading: PackReading) -> str:
+def render_reading(reading: PackReading, label: str | None = None) -> str:
+    """State and settings of one pack; ``label``: its ``P2`` among several (see :func:`render_cells`)."""
     device = reading.device
-    title = f"pack {reading.pack_id}"
+    title = f"pack {reading.pack_id}" if label is None else f"{label}: pack {reading.pack_id}"
     if device.model or device.software_version:
         title += f"  ({device.model or '?'}, sw {device.software_version or '?'})"
-    return "\n".join([title, render_state(reading), render_settings(reading)])
+    return "\n".join([title, render_state(reading, label), render_settings(reading)])
 
 
 def _on(flag: bool) -> str:

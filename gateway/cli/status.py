@@ -168,20 +168,35 @@ def run(args: argparse.Namespace) -> int:
 
 # --- rendering -----------------------------------------------------------------------------------------------
 
+STALE_LINKS: Final = frozenset({"stale", "lost"})
+"""BMS link words under which the BMS values shown are the last ones heard, not live ones."""
+CELLS_PER_ROW: Final = 8
+
 
 def render(doc: dict[str, Any]) -> str:
-    """The status document as a terminal view."""
+    """The status document as a terminal view: one pack as it is, several packs as the battery the inverter sees
+    (its total) and then each pack, cells labelled ``P1 C07``. BMS values that are no longer live (the fail-safe
+    is stale or silent) carry ``[STALE: … old]``."""
     lines = [
         f"bms-gateway {doc.get('version', '?')}: fail-safe {doc.get('failsafe', '?')}"
         f" (snapshot {_seconds(doc.get('snapshot_age_s'))} old)",
         *_links(doc),
     ]
-    pack = (doc.get("bms") or {}).get("pack")
-    if pack is not None:
-        lines.extend(_pack(pack))
-    lines.extend(_packs(doc.get("packs") or {}))
+    bms = doc.get("bms") or {}
+    packs = doc.get("packs") or {}
+    each: list[dict[str, Any]] = packs.get("each") or []
+    stale = bms.get("link") in STALE_LINKS
+    pack = bms.get("pack")
+    if each:
+        lines.extend(_battery(pack or {}, each, _stale_mark(stale, bms.get("reading_age_s"))))
+    elif pack is not None:
+        lines.extend(_pack(pack, _stale_mark(stale, bms.get("reading_age_s"))))
+    lines.extend(_packs(packs))
+    for entry in each:
+        lines.extend(_one_of_several(entry, _stale_mark(stale, entry.get("reading_age_s"))))
     limits = doc.get("limits")
-    lines.extend(_limits(limits) if limits else ["limits: none sent yet"])
+    title = "limits (the battery's, what the inverter is told):" if each else "limits:"
+    lines.extend(_limits(limits, title) if limits else ["limits: none sent yet"])
     alarms = doc.get("alarms") or []
     lines.append(f"alarms: {', '.join(alarms) if alarms else 'none'}")
     return "\n".join(lines)
@@ -189,6 +204,11 @@ def render(doc: dict[str, Any]) -> str:
 
 def _seconds(value: object) -> str:
     return "?" if not isinstance(value, int | float) else f"{value:.1f} s"
+
+
+def _stale_mark(stale: bool, age_s: object) -> str:
+    """What ends a line of BMS values that are no longer live: the mark and their age; else nothing."""
+    return f"  [STALE: {_seconds(age_s)} old]" if stale else ""
 
 
 def _links(doc: dict[str, Any]) -> list[str]:
@@ -229,32 +249,77 @@ def _packs(packs: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _pack(pack: dict[str, Any]) -> list[str]:
+def _electrical(state: dict[str, Any]) -> str:
+    return (
+        f"{state.get('pack_voltage_v', 0):.2f} V  {state.get('current_a', 0):+.2f} A"
+        f"  {state.get('power_w', 0):+.0f} W  SOC {state.get('soc_pct', 0):.0f} %"
+    )
+
+
+def _temperatures(state: dict[str, Any]) -> str:
+    mos = state.get("mos_temperature_c")
+    sensors = [f"T{n} {t:.0f} °C" for n, t in enumerate(state.get("battery_temperatures_c") or [], 1) if t is not None]
+    return "  ".join(([] if mos is None else [f"MOS {mos:.0f} °C"]) + sensors)
+
+
+def _pack(pack: dict[str, Any], stale: str) -> list[str]:
+    """One pack, the whole battery."""
     state = pack.get("state") or {}
     cells = state.get("cell_voltages_v") or []
-    lines = [
-        f"pack {pack.get('pack_id', '?')}: {state.get('pack_voltage_v', 0):.2f} V  {state.get('current_a', 0):+.2f} A"
-        f"  {state.get('power_w', 0):+.0f} W  SOC {state.get('soc_pct', 0):.0f} %"
-    ]
+    lines = [f"pack {pack.get('pack_id', '?')}: {_electrical(state)}{stale}"]
     if cells:
         low, high = min(cells), max(cells)
         lines.append(
             f"cells ({len(cells)}): min {low:.3f} V (#{cells.index(low) + 1})  max {high:.3f} V"
-            f" (#{cells.index(high) + 1})  Δ {(high - low) * 1000:.0f} mV"
+            f" (#{cells.index(high) + 1})  Δ {(high - low) * 1000:.0f} mV{stale}"
         )
-        for start in range(0, len(cells), 8):
-            lines.append("  " + " ".join(f"{v:.3f}" for v in cells[start : start + 8]))
-    temperatures = [
-        f"T{n} {t:.0f} °C" for n, t in enumerate(state.get("battery_temperatures_c") or [], 1) if t is not None
-    ]
-    mos = state.get("mos_temperature_c")
-    lines.append("temperatures: " + "  ".join(([] if mos is None else [f"MOS {mos:.0f} °C"]) + temperatures))
+        for start in range(0, len(cells), CELLS_PER_ROW):
+            lines.append("  " + " ".join(f"{v:.3f}" for v in cells[start : start + CELLS_PER_ROW]))
+    lines.append(f"temperatures: {_temperatures(state)}{stale}")
     return lines
 
 
-def _limits(limits: dict[str, Any]) -> list[str]:
+def _battery(battery: dict[str, Any], each: list[dict[str, Any]], stale: str) -> list[str]:
+    """Several packs: the battery the inverter is told about, and where its extreme cells are."""
+    state = battery.get("state") or {}
+    lines = [f"battery of {len(each)} packs online: {_electrical(state)}{stale}"]
+    cells = [
+        (float(volts), f"{entry.get('label', 'P?')} C{number:02d}")
+        for entry in each
+        for number, volts in enumerate((entry.get("state") or {}).get("cell_voltages_v") or [], 1)
+    ]
+    if cells:
+        (low, low_at), (high, high_at) = min(cells), max(cells)
+        lines.append(
+            f"cells ({len(cells)} in {len(each)} packs): min {low:.3f} V ({low_at})  max {high:.3f} V ({high_at})"
+            f"  Δ {(high - low) * 1000:.0f} mV{stale}"
+        )
+    return lines
+
+
+def _one_of_several(entry: dict[str, Any], stale: str) -> list[str]:
+    """One pack of several: its values and own limits, then its cells and temperatures, labelled ``P2 C07``."""
+    label = entry.get("label", "P?")
+    state = entry.get("state") or {}
+    limits = entry.get("limits") or {}
+    own = "".join(
+        f"  own {name} {limits[key]:.1f} A"
+        for name, key in (("CCL", "charge_current_limit_a"), ("DCL", "discharge_current_limit_a"))
+        if isinstance(limits.get(key), int | float)
+    )
+    lines = [f"{label} {entry.get('pack_id', '?')}: {_electrical(state)}{own}{stale}"]
+    cells = state.get("cell_voltages_v") or []
+    for start in range(0, len(cells), CELLS_PER_ROW):
+        row = cells[start : start + CELLS_PER_ROW]
+        span = f"{label} C{start + 1:02d}-C{start + len(row):02d}"
+        lines.append(f"  {span}  " + " ".join(f"{v:.3f}" for v in row))
+    lines.append(f"  {label} temperatures: {_temperatures(state)}")
+    return lines
+
+
+def _limits(limits: dict[str, Any], title: str = "limits:") -> list[str]:
     reasons = limits.get("reasons") or {}
-    lines = ["limits:"]
+    lines = [title]
     for label, key, fmt, unit in LIMIT_ROWS:
         value = limits.get(key)
         shown = "?" if not isinstance(value, int | float) else f"{value:{fmt}} {unit}"

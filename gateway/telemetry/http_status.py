@@ -21,6 +21,7 @@ from gateway.clock import Clock
 from gateway.config import StatusConfig
 from gateway.errors import GatewayError
 from gateway.runtime import FailsafeState, InverterState, Snapshot
+from gateway.telemetry.pack_metrics import pack_metrics
 from gateway.telemetry.status_doc import bms_link, status_document, to_json_text
 
 if TYPE_CHECKING:
@@ -303,17 +304,7 @@ class _SnapshotCollector:
         yield from gauge("current", "pack current, + charging", state.current_a, "amperes")
         yield from gauge("power", "pack power, + charging", state.power_w, "watts")
         yield from gauge("cell_delta", "highest minus lowest cell voltage", state.cell_delta_v, "volts")
-        cells = GaugeMetricFamily("bms_gateway_cell_voltage", "cell voltage", labels=["cell"], unit="volts")
-        for index, volts in enumerate(state.cell_voltages_v, start=1):
-            cells.add_metric([str(index)], volts)
-        yield cells
-        temperatures = GaugeMetricFamily("bms_gateway_temperature", "temperature", labels=["sensor"], unit="celsius")
-        if state.mos_temperature_c is not None:
-            temperatures.add_metric(["mos"], state.mos_temperature_c)
-        for index, celsius in enumerate(state.battery_temperatures_c, start=1):
-            if celsius is not None:
-                temperatures.add_metric([f"t{index}"], celsius)
-        yield temperatures
+        yield from pack_metrics(snapshot)  # cells, temperatures and each pack's own values, with a pack label
         alarms = GaugeMetricFamily(
             "bms_gateway_alarm_active", "active BMS alarm (one series per alarm)", labels=["alarm"]
         )

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from gateway import __version__
+from gateway.model import Limits
 from gateway.runtime import FailsafeState, Snapshot
 
 SCHEMA: Final = 1
@@ -61,14 +62,40 @@ def active_alarms(snapshot: Snapshot) -> list[str]:
 
 
 def packs_section(snapshot: Snapshot) -> dict[str, Any]:
-    """Which packs are online, offline and latched, and how the current is shared among them."""
+    """Which packs are online, offline and latched, how the current is shared among them, and each pack online
+    (:func:`each_pack`)."""
     battery = snapshot.battery
     return {
         "online": [] if battery is None else list(battery.online),
         "offline": [] if battery is None else list(battery.offline),
         "latched": sorted(snapshot.latched_packs),
         "current_sharing": snapshot.current_sharing,
+        "each": each_pack(snapshot),
     }
+
+
+def each_pack(snapshot: Snapshot) -> list[dict[str, Any]]:
+    """Each pack online, in polling order, with its own state, its own limits and the age of its reading; empty
+    for a battery of one pack (``bms.pack`` is that pack). ``label`` is ``P1``, ``P2``, ... as the inverter's
+    text values name the packs (a cell is ``P2 C07``): the position among the packs online, so it moves when a
+    pack drops out; ``pack_id`` stays."""
+    battery = snapshot.battery
+    if battery is None or len(battery.online) + len(battery.offline) < 2:
+        return []
+    return [
+        {
+            "label": f"P{number}",
+            "pack_id": reading.pack_id,
+            "reading_age_s": _round(snapshot.at_s - reading.measured_at_s, 2),
+            "state": reading.state.to_json(),
+            "limits": _limits_json(snapshot.pack_limits.get(reading.pack_id)),
+        }
+        for number, reading in enumerate(battery.packs, start=1)
+    ]
+
+
+def _limits_json(limits: Limits | None) -> dict[str, Any] | None:
+    return None if limits is None else limits.to_json()
 
 
 def status_document(snapshot: Snapshot, *, mqtt: Mapping[str, Any] | None = None) -> dict[str, Any]:
