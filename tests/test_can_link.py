@@ -341,7 +341,7 @@ def test_open_failure_logs_once_and_send_reopens_after_interval(
 def test_send_errors_are_one_episode_counted_and_recovered(clock: FakeClock, caplog: pytest.LogCaptureFixture) -> None:
     failures = 3
     factory = Factory(FakeBus(send_failures=1), FakeBus(send_failures=1), FakeBus(send_failures=1))
-    link = fake_link(clock, factory, reopen_interval_s=2.0)
+    link = fake_link(clock, factory, reopen_interval_s=2.0, reopen_after_failures=1)
     caplog.set_level(logging.DEBUG, logger=LOGGER)
     link.open()
     try:
@@ -366,7 +366,7 @@ def test_send_errors_are_one_episode_counted_and_recovered(clock: FakeClock, cap
 
 def test_a_second_episode_logs_again(clock: FakeClock, caplog: pytest.LogCaptureFixture) -> None:
     factory = Factory(FakeBus(send_failures=1), FakeBus())
-    link = fake_link(clock, factory, reopen_interval_s=1.0)
+    link = fake_link(clock, factory, reopen_interval_s=1.0, reopen_after_failures=1)
     caplog.set_level(logging.INFO, logger=LOGGER)
     link.open()
     try:
@@ -389,13 +389,109 @@ def test_a_bus_that_fails_to_shut_down_is_still_dropped(clock: FakeClock) -> Non
             super().shutdown()
             raise OSError(5, "Input/output error")
 
-    link = fake_link(clock, Factory(StubbornBus(send_failures=1)))
+    link = fake_link(clock, Factory(StubbornBus(send_failures=1)), reopen_after_failures=1)
     link.open()
     try:
         assert link.send(0x351, b"") is False
         assert not link.is_open
     finally:
         link.close()
+
+
+SINGLE_FAILURE_WARNING = (
+    "CAN: send on socketcan channel can0 failed: Failed to transmit: No buffer space available [Error Code 105]; "
+    "the frames go out again when next due; the bus is reopened after 5 failed sends in a row"
+)
+
+
+def infos_of(caplog: pytest.LogCaptureFixture, text: str) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == LOGGER and r.levelno == logging.INFO and text in r.getMessage()
+    ]
+
+
+def test_a_single_failed_send_does_not_close_the_bus(clock: FakeClock, caplog: pytest.LogCaptureFixture) -> None:
+    """The audit's L8: one ENOBUFS closed the bus, and then no frame went out for reopen_interval_s (5 s)."""
+    bus = FakeBus(send_failures=2)
+    factory = Factory(bus)
+    link = fake_link(clock, factory)
+    caplog.set_level(logging.DEBUG, logger=LOGGER)
+    link.open()
+    try:
+        assert link.send(0x351, b"\x01") is False
+        assert bus.send_failures == 1, "tried once, not again at once"
+        assert link.is_open and not bus.shut_down
+        bus.send_failures = 0  # the transmit queue has room again
+        clock.advance(1.0)  # the frame's next due time
+        assert link.send(0x351, b"\x01") is True
+        assert [m.arbitration_id for m in bus.sent] == [0x351], "on the same bus"
+        assert len(factory.calls) == 1, "the bus was never reopened"
+        assert link.errors == 1
+        assert warnings_of(caplog) == [SINGLE_FAILURE_WARNING]
+        assert len(infos_of(caplog, "CAN: back on socketcan channel can0")) == 1
+        assert "Traceback" not in caplog.text
+    finally:
+        link.close()
+
+
+def test_sends_failing_in_a_row_reopen_the_bus(clock: FakeClock, caplog: pytest.LogCaptureFixture) -> None:
+    first, second, third = FakeBus(send_failures=5), FakeBus(send_failures=5), FakeBus()
+    factory = Factory(first, second, third)
+    link = fake_link(clock, factory, reopen_interval_s=5.0)
+    caplog.set_level(logging.DEBUG, logger=LOGGER)
+    link.open()
+    try:
+        for _ in range(4):
+            assert link.send(0x351, b"\x01") is False
+            assert link.is_open, "fewer than 5 failures in a row keep the bus"
+            clock.advance(1.0)
+        assert link.send(0x351, b"\x01") is False  # the 5th in a row
+        assert first.shut_down and not link.is_open
+        assert len(factory.calls) == 1
+
+        clock.advance(4.9)
+        assert link.send(0x351, b"\x01") is False
+        assert len(factory.calls) == 1, "no reopen before reopen_interval_s"
+        clock.advance(0.1)
+        for _ in range(5):  # the reopened bus fails 5 in a row as well
+            assert link.send(0x351, b"\x01") is False
+        assert len(factory.calls) == 2 and second.shut_down
+        clock.advance(5.0)
+        assert link.send(0x351, b"\x01") is True
+        assert len(factory.calls) == 3
+        assert [m.arbitration_id for m in third.sent] == [0x351]
+        assert link.errors == 10
+        assert warnings_of(caplog) == [SINGLE_FAILURE_WARNING], "one line starts the episode"
+        assert infos_of(caplog, "sends in a row failed") == [
+            "CAN: 5 sends in a row failed on socketcan channel can0; shutting the bus down, reopening it every 5 s"
+        ]
+        assert len(infos_of(caplog, "CAN: back on")) == 1, "recovery logged once"
+    finally:
+        link.close()
+
+
+def test_failures_apart_do_not_add_up(clock: FakeClock, caplog: pytest.LogCaptureFixture) -> None:
+    bus = FakeBus(send_failures=4)
+    factory = Factory(bus)
+    link = fake_link(clock, factory)
+    caplog.set_level(logging.INFO, logger=LOGGER)
+    link.open()
+    try:
+        results = [link.send(0x351, b"") for _ in range(5)]
+        bus.send_failures = 4
+        results += [link.send(0x351, b"") for _ in range(5)]
+        assert results == [False] * 4 + [True] + [False] * 4 + [True]
+        assert len(factory.calls) == 1 and not bus.shut_down
+        assert len(warnings_of(caplog)) == 2 and len(infos_of(caplog, "CAN: back on")) == 2
+    finally:
+        link.close()
+
+
+def test_reopen_after_failures_must_be_positive(clock: FakeClock) -> None:
+    with pytest.raises(ValueError, match="reopen_after_failures"):
+        fake_link(clock, Factory(), reopen_after_failures=0)
 
 
 @pytest.mark.parametrize(

@@ -6,10 +6,13 @@
   caller's control loop. The link never asks python-can to repeat a frame by itself (no periodic tasks, no
   broadcast manager, no kernel BCM): if our loop hangs, the inverter must stop hearing the old limits.
 * **Failures** (an adapter that is missing or unplugged, a bus error, a full transmit queue) never raise and
-  never print a traceback. The first failure of an *episode* logs one line naming the cause; the bus is shut
-  down, :attr:`CanLink.errors` counts every failed bus operation, and the next :meth:`CanLink.send` after
-  ``reopen_interval_s`` (of the injected clock) opens the bus again. The first frame that goes out after an
-  episode logs ``"CAN: back ..."``.
+  never print a traceback. The first failure of an *episode* logs one line naming the cause, and
+  :attr:`CanLink.errors` counts every failed bus operation. A failed send is not repeated: the control loop
+  sends the frame again when it is next due, on the same bus, since one refused frame (a full transmit queue,
+  ENOBUFS) says little about the adapter. Only ``reopen_after_failures`` sends in a row that fail (python-can
+  reports no error state for SocketCAN, so consecutive failures are the signal), a failed open or a failed
+  receive shut the bus down; the next :meth:`CanLink.send` after ``reopen_interval_s`` (of the injected clock)
+  opens it again. The first frame that goes out after an episode logs ``"CAN: back ..."``.
 * **Receiving** runs in a background thread that calls ``bus.recv(timeout=0.1)`` for as long as the link is
   open. Frames whose id is in ``listen_ids`` (or ``decoders``) are recorded with their arrival time on the
   injected clock's *monotonic* scale, so :meth:`CanLink.heartbeat_age_s` tells how long the inverter has been
@@ -46,6 +49,8 @@ RECV_TIMEOUT_S: Final = 0.1
 _JOIN_TIMEOUT_S: Final = 2.0
 """Seconds :meth:`CanLink.close` waits for the reader thread before giving up on it (it is a daemon)."""
 _RESERVED_KEYS: Final = frozenset({"interface", "channel", "bitrate"})
+REOPEN_AFTER_FAILURES: Final = 5
+"""Sends in a row that must fail before the bus is shut down and reopened (one failure is not a dead adapter)."""
 
 
 @dataclass(frozen=True)
@@ -114,7 +119,8 @@ class CanLink:
     :param settings: which bus to open.
     :param clock: time source; reopen schedule and arrival times use ``clock.monotonic()`` (seconds).
     :param listen_ids: standard ids whose frames are recorded (e.g. ``0x305``, the inverter's heartbeat).
-    :param reopen_interval_s: seconds (of ``clock``) to wait after a failure before opening the bus again.
+    :param reopen_interval_s: seconds (of ``clock``) to wait after the bus was shut down before opening it again.
+    :param reopen_after_failures: sends in a row that must fail before the bus is shut down and reopened.
     :param bus_factory: builds the bus from :meth:`CanSettings.bus_kwargs`; ``can.Bus`` unless a test swaps it.
     :param send_timeout_s: seconds one ``bus.send`` may wait for room in the adapter's transmit queue, so a
         full queue stalls the control loop for at most this long.
@@ -122,7 +128,7 @@ class CanLink:
         :class:`~gateway.errors.FrameError` for a payload it cannot read); these ids are listened to as well.
     :param on_receive: called on the reader thread with the id of every recorded frame, after it is recorded
         and decoded; it must be quick and must not raise (an exception is logged and swallowed).
-    :raises ValueError: a listen id is not an 11-bit id, or an interval is not positive.
+    :raises ValueError: a listen id is not an 11-bit id, or an interval or count is not positive.
     """
 
     def __init__(
@@ -132,6 +138,7 @@ class CanLink:
         *,
         listen_ids: Iterable[int] = (),
         reopen_interval_s: float = 5.0,
+        reopen_after_failures: int = REOPEN_AFTER_FAILURES,
         bus_factory: Callable[..., can.BusABC] = can.Bus,
         send_timeout_s: float = 0.05,
         decoders: Mapping[int, Callable[[bytes], Mapping[str, Value]]] | None = None,
@@ -143,12 +150,15 @@ class CanLink:
             _check_id(can_id)
         if reopen_interval_s <= 0:
             raise ValueError(f"reopen_interval_s must be positive, not {reopen_interval_s}")
+        if reopen_after_failures < 1:
+            raise ValueError(f"reopen_after_failures must be at least 1, not {reopen_after_failures}")
         if send_timeout_s < 0:
             raise ValueError(f"send_timeout_s must not be negative, not {send_timeout_s}")
         self._settings = settings
         self._clock = clock
         self._listen_ids = ids
         self._reopen_interval_s = reopen_interval_s
+        self._reopen_after_failures = reopen_after_failures
         self._bus_factory = bus_factory
         self._send_timeout_s = send_timeout_s
 
@@ -159,6 +169,10 @@ class CanLink:
         """Monotonic seconds before which no reopen is attempted."""
         self._failing = False
         """True from the first failure of an episode until a frame goes out again."""
+        self._failed_sends_in_row = 0
+        """Sends that failed on the open bus since the last one that went out (or since it was opened)."""
+        self._shut_in_episode = False
+        """Whether this episode has shut the bus down already (its next shutdowns are logged at DEBUG)."""
         self._errors = 0
         self._closed = False
         self._reader: threading.Thread | None = None
@@ -222,7 +236,8 @@ class CanLink:
             reader.join(_JOIN_TIMEOUT_S)
         with self._lock:
             bus, self._bus = self._bus, None
-            self._failing = False
+            self._failing = self._shut_in_episode = False
+            self._failed_sends_in_row = 0
             self._retry_at = float("-inf")
         if bus is not None:
             _shutdown_quietly(bus)
@@ -239,7 +254,9 @@ class CanLink:
     def send(self, can_id: int, data: bytes) -> bool:
         """Transmit one standard-id data frame now.
 
-        Opens the bus first if it is not open and ``reopen_interval_s`` has passed since the last failure.
+        Opens the bus first if it is not open and ``reopen_interval_s`` has passed since it was shut down. A
+        failed send leaves the bus open (the caller sends the frame again when it is next due) unless it is the
+        ``reopen_after_failures``-th in a row: then the bus is shut down and reopened later.
 
         :param can_id: 11-bit identifier, 0x000 to 0x7FF.
         :param data: 0 to 8 payload bytes; the DLC is their count.
@@ -264,10 +281,11 @@ class CanLink:
             try:
                 bus.send(message, timeout=self._send_timeout_s)
             except Exception as exc:  # any driver failure is a bus failure: never fatal, never a traceback
-                self._fail_locked(bus, f"send on {self._settings.describe()} failed", exc)
+                self._send_failed_locked(bus, exc)
                 return False
+            self._failed_sends_in_row = 0
             if self._failing:
-                self._failing = False
+                self._failing = self._shut_in_episode = False
                 log.info("CAN: back on %s (%d errors so far)", self._settings.describe(), self._errors)
             return True
 
@@ -308,20 +326,49 @@ class CanLink:
             self._fail_locked(None, f"cannot open {self._settings.describe()}", exc)
             return None
         self._bus = bus
+        self._failed_sends_in_row = 0
         level = logging.DEBUG if self._failing else logging.INFO
         speed = f" at {self._settings.bitrate} bit/s" if self._settings.bitrate is not None else ""
         log.log(level, "CAN: opened %s%s", self._settings.describe(), speed)
         self._start_reader_locked()
         return bus
 
-    def _fail_locked(self, bus: can.BusABC | None, what: str, exc: BaseException) -> None:
-        """Count a failure, log it if it starts an episode, drop ``bus`` and schedule the reopen."""
+    def _send_failed_locked(self, bus: can.BusABC, exc: BaseException) -> None:
+        """Count a failed send; shut the bus down only if it is the last of ``reopen_after_failures`` in a row."""
+        self._failed_sends_in_row += 1
+        what = f"send on {self._settings.describe()} failed"
+        in_row = self._failed_sends_in_row
+        if in_row < self._reopen_after_failures:
+            self._count_locked(
+                what,
+                exc,
+                f"the frames go out again when next due; the bus is reopened after {self._reopen_after_failures} "
+                "failed sends in a row",
+            )
+            return
+        if self._failing and not self._shut_in_episode:
+            log.info(
+                "CAN: %d sends in a row failed on %s; shutting the bus down, reopening it every %g s",
+                in_row,
+                self._settings.describe(),
+                self._reopen_interval_s,
+            )
+        self._fail_locked(bus, what, exc)
+
+    def _count_locked(self, what: str, exc: BaseException, consequence: str) -> None:
+        """Count a failure and log it if it starts an episode (one line: what failed, why, what happens now)."""
         self._errors += 1
         if self._failing:
             log.debug("CAN: %s: %s (same episode, error %d)", what, _cause(exc), self._errors)
         else:
             self._failing = True
-            log.warning("CAN: %s: %s; retrying every %g s", what, _cause(exc), self._reopen_interval_s)
+            log.warning("CAN: %s: %s; %s", what, _cause(exc), consequence)
+
+    def _fail_locked(self, bus: can.BusABC | None, what: str, exc: BaseException) -> None:
+        """Count a failure, log it if it starts an episode, drop ``bus`` and schedule the reopen."""
+        self._count_locked(what, exc, f"retrying every {self._reopen_interval_s:g} s")
+        self._shut_in_episode = True
+        self._failed_sends_in_row = 0
         if bus is not None:
             if bus is self._bus:
                 self._bus = None
