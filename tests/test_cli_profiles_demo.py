@@ -15,6 +15,7 @@ import yaml
 
 from gateway.cli import main
 from gateway.profiles import builtin_profiles
+from gateway.rs485.profile import rs485_profile_names
 
 REPO: Final = Path(__file__).resolve().parent.parent
 DEMO_DURATION_S: Final = 3
@@ -27,7 +28,7 @@ def test_profiles_lists_pylontech_and_its_inverters(capsys: pytest.CaptureFixtur
     out, err = capsys.readouterr()
     assert err == ""
     headers = [line for line in out.splitlines() if not line.startswith(" ")]
-    assert [h.split()[0] for h in headers] == [p.name for p in builtin_profiles()]
+    assert [h.split()[0] for h in headers] == [p.name for p in builtin_profiles()] + rs485_profile_names()
     (header,) = [h for h in headers if h.split()[0] == "pylontech-can"]
     assert "[can]" in header
     block = out.split(header, 1)[1].split("\n\n")[0]

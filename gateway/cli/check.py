@@ -11,6 +11,7 @@ from gateway.cli.render import render_thresholds
 from gateway.clock import SystemClock
 from gateway.config import Config
 from gateway.effective import resolve
+from gateway.failsafe_timing import can_failsafe_timing
 from gateway.limits import Thresholds, derive_thresholds
 from gateway.model import PackReading
 from gateway.sim.scenarios import SCENARIOS
@@ -66,6 +67,7 @@ def describe_control(config: Config) -> str:
 def run(args: argparse.Namespace) -> int:
     config, profile = load_with_profile(args)
     effective = resolve(config, profile)
+    failsafe = can_failsafe_timing(effective, profile)
     reading = _bms_reading(args, config)
     thresholds = None if reading is None else _thresholds(reading, config)
     if args.json:
@@ -74,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
             "profile": {"name": profile.name, "path": profile.path},
             "effective": {key: {"value": value, "origin": origin} for key, value, origin in effective.rows()},
             "thresholds": None if thresholds is None else thresholds.to_json(),
+            "failsafe": failsafe.to_json(),
         }
         print(json.dumps(out, indent=2, ensure_ascii=False))
         return 0
@@ -82,7 +85,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"control: {describe_control(config)}")
     width = max(len(key) for key, _, _ in effective.rows())
     for key, value, origin in effective.rows():
-        print(f"  {key:<{width}}  {value!s:<8}  from {origin}")
+        print(f"  {key:<{width}}  {value!s:<8}  from {origin}{failsafe.row_note(key)}")
+    print("\n".join(failsafe.lines()))
     if thresholds is not None and reading is not None:
         print(f"limit thresholds for {reading.pack_id} ({thresholds.cell_count} cells), per cell:")
         print(render_thresholds(thresholds))

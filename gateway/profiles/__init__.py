@@ -12,6 +12,7 @@ Modules: :mod:`.schema` (YAML data → validated specs; the YAML reference), :mo
 :mod:`.codec` (spec → compiled codec), :mod:`.loader` (files, built-ins and aliases, :class:`Profile`).
 """
 
+from gateway.profiles.behaviour import InverterBehaviour, parse_inverter_behaviour
 from gateway.profiles.codec import CanFrameCodec, EncodeError, compile_frame
 from gateway.profiles.loader import (
     Profile,
@@ -43,6 +44,7 @@ __all__ = [
     "FieldSpec",
     "FrameSpec",
     "HeartbeatSpec",
+    "InverterBehaviour",
     "OnLost",
     "Profile",
     "ProfileInfo",
@@ -55,5 +57,6 @@ __all__ = [
     "invalid_marker",
     "load_profile",
     "load_profile_text",
+    "parse_inverter_behaviour",
     "parse_profile",
 ]

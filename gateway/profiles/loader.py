@@ -23,6 +23,7 @@ from typing import Final
 import yaml
 
 from gateway.errors import ProfileError, ProfileNotFoundError
+from gateway.profiles.behaviour import InverterBehaviour
 from gateway.profiles.codec import CanFrameCodec, compile_frame
 from gateway.profiles.merge import merge_profiles
 from gateway.profiles.schema import HeartbeatSpec, ProfileSpec, SendMode, StaleAction, parse_profile
@@ -69,6 +70,8 @@ class Profile:
     """CAN id of the inverter's request frame in request mode; None in broadcast mode."""
     stale: StaleAction = StaleAction.ZEROS
     """What goes out while the BMS data is stale: the zero set, or nothing."""
+    inverter_behaviour: InverterBehaviour | None = None
+    """How the inverter reacts to 0 A and to silence, as the profile states it (None: it does not say)."""
 
     @property
     def value_names(self) -> frozenset[str]:
@@ -123,6 +126,9 @@ class ProfileInfo:
     extends: str | None
     """Name of the base profile, or None."""
     path: str
+    stale: StaleAction = StaleAction.ZEROS
+    silence_after_s: float = 60.0
+    inverter_behaviour: InverterBehaviour | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +173,7 @@ def _compile(spec: ProfileSpec, source: str, extends: str | None) -> Profile:
         mode=spec.mode,
         request_id=spec.request_id,
         stale=spec.stale,
+        inverter_behaviour=spec.inverter_behaviour,
     )
 
 
@@ -290,6 +297,9 @@ def builtin_profiles() -> tuple[ProfileInfo, ...]:
                 transport=profile.transport,
                 extends=profile.extends,
                 path=profile.path,
+                stale=profile.stale,
+                silence_after_s=profile.silence_after_s,
+                inverter_behaviour=profile.inverter_behaviour,
             )
         )
     return tuple(sorted(infos, key=lambda info: info.name))

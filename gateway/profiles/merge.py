@@ -3,8 +3,8 @@
 The merge works on the data ``yaml.safe_load`` returned, before validation, so the merged profile is checked
 as a whole by :func:`~gateway.profiles.schema.parse_profile` (and the base on its own before that). The rule:
 
-* ``name`` and ``aliases`` are never inherited (a variant must give its ``name``); ``extends`` and
-  ``remove_frames`` are consumed here.
+* ``name``, ``aliases`` and ``inverter_behaviour`` are never inherited (a variant must give its ``name``; it
+  serves another inverter, whose behaviour it states itself); ``extends`` and ``remove_frames`` are consumed here.
 * ``heartbeat``, ``failsafe`` and ``request`` merge key by key: ``failsafe: {stale: silence}`` keeps the
   base's ``silence_after_s``.
 * ``frames`` and ``inverter_frames`` merge by frame ``id``. An entry with an id of the base changes that frame
@@ -27,7 +27,7 @@ from typing import Final
 
 from gateway.errors import ProfileError
 
-NOT_INHERITED: Final = frozenset({"name", "aliases", "extends", "remove_frames"})
+NOT_INHERITED: Final = frozenset({"name", "aliases", "inverter_behaviour", "extends", "remove_frames"})
 """Top-level keys a variant never takes from its base."""
 MERGED_SECTIONS: Final = frozenset({"heartbeat", "failsafe", "request"})
 """Top-level mappings that merge key by key."""

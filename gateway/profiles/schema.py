@@ -19,6 +19,7 @@ Top level (one YAML file per inverter protocol variant; ``*`` = required unless 
     remove_frames: [0x35C]      (only with extends) base frames (sent or inverter) to drop
     inverters: [..]             inverters this profile serves (shown by ``bms-gateway profiles``)
     sources: [..]               specifications followed
+    inverter_behaviour: {..}    how the inverter reacts to 0 A and to silence (:mod:`.behaviour`; not inherited)
     transport: can            * the only transport so far
     bitrate: 500000           * CAN bit rate, bit/s
     byte_order: little          default of every multi-byte field: little | big
@@ -86,6 +87,7 @@ from dataclasses import dataclass
 from typing import Final, Literal, NoReturn
 
 from gateway.errors import ProfileError
+from gateway.profiles.behaviour import InverterBehaviour, parse_inverter_behaviour
 from gateway.values import FLAG_VALUES, NUMERIC_VALUES, TEXT_VALUES, VALUE_NAMES
 
 ByteOrder = Literal["little", "big"]
@@ -170,6 +172,7 @@ _TOP_KEYS: Final = (
     "remove_frames",
     "inverters",
     "sources",
+    "inverter_behaviour",
     "transport",
     "bitrate",
     "byte_order",
@@ -410,6 +413,8 @@ class ProfileSpec:
     """The inverter's request frame id in request mode; None in broadcast mode."""
     stale: StaleAction = StaleAction.ZEROS
     """What goes out while the BMS data is stale."""
+    inverter_behaviour: InverterBehaviour | None = None
+    """How the inverter reacts to 0 A and to silence, as the profile states it."""
 
 
 def _byte_span(offset: int, size: int) -> str:
@@ -550,6 +555,7 @@ def parse_profile(data: object, source: str) -> ProfileSpec:
     aliases = _parse_aliases(top, name)
     inverters = top.strings("inverters")
     sources = top.strings("sources")
+    inverter_behaviour = parse_inverter_behaviour(top.data, source)
     transport = top.string("transport")
     if transport not in TRANSPORTS:
         top.fail(f"transport {transport!r} not supported (valid: {', '.join(TRANSPORTS)})")
@@ -589,6 +595,7 @@ def parse_profile(data: object, source: str) -> ProfileSpec:
         mode=mode,
         request_id=request_id,
         stale=stale,
+        inverter_behaviour=inverter_behaviour,
     )
 
 

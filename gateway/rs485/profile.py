@@ -12,6 +12,8 @@ The YAML reference (see the shipped files for complete examples)::
     description: one line
     inverters: [...]                  # optional: who polls this
     sources: [...]                    # optional: where the layout comes from
+    inverter_behaviour: {...}         # optional: how the inverter reacts to 0 A and to silence
+                                      # (gateway.profiles.behaviour, shared with the CAN profiles)
     transport: rs485
     framing: pylontech-ascii          # or modbus-rtu, modbus-tcp, or a list of the Modbus two
     steers: true                      # false: a read-only output (allowed in extra_outputs)
@@ -64,7 +66,7 @@ import yaml.constructor
 import yaml.resolver
 
 from gateway.errors import ProfileError, ProfileNotFoundError
-from gateway.profiles import StaleAction
+from gateway.profiles import InverterBehaviour, StaleAction, parse_inverter_behaviour
 from gateway.rs485.fields import Condition, FieldKind, FieldSpec, field_values
 from gateway.rs485.values import RS485_FLAGS, RS485_LISTS, RS485_NUMERIC, RS485_TEXTS
 from gateway.yaml_loader import ProfileLoader
@@ -176,6 +178,8 @@ class Rs485Profile:
     registers: RegisterMapSpec | None
     inverters: tuple[str, ...] = ()
     sources: tuple[str, ...] = ()
+    inverter_behaviour: InverterBehaviour | None = None
+    """How the inverter reacts to 0 A and to silence, as the profile states it."""
 
     @property
     def address_range(self) -> tuple[int, int]:
@@ -555,6 +559,7 @@ _TOP_KEYS: Final = (
     "description",
     "inverters",
     "sources",
+    "inverter_behaviour",
     "transport",
     "framing",
     "steers",
@@ -621,6 +626,7 @@ def parse_rs485_profile(data: object, source: str) -> Rs485Profile:
         registers=None if pylontech_framing else _register_map(top, source),
         inverters=top.strings("inverters"),
         sources=top.strings("sources"),
+        inverter_behaviour=parse_inverter_behaviour(top.data, source),
     )
 
 
