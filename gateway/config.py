@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+from gateway.can_options import interface_mistake
 from gateway.errors import ConfigError
 from gateway.limits.settings import CurrentSharing, LimitsSettings
 from gateway.model import Chemistry
@@ -155,13 +156,19 @@ class CanConfig(_Section):
     """``inverter.can``: the CAN bus, as python-can opens it."""
 
     interface: str = _setting(_text)
-    """python-can interface name (``socketcan``, ``virtual``, ``slcan``, ...); not restricted here."""
+    """python-can interface name (``socketcan``, ``virtual``, ``slcan``, ...): one python-can knows."""
     channel: str = _setting(_name_or_number)
     """python-can channel (``can0``, a serial port for slcan, ...); an integer is kept as its text."""
     bitrate: int | None = _setting(_optional(_integer(1)), None)
     """Bus speed, bit/s; ``None``: use the inverter profile's bitrate."""
     extra: Mapping[str, object] = field(default_factory=dict, metadata=_EXTRA_KEYS)
-    """Any other keys of the section, passed to ``can.Bus(...)`` unchanged."""
+    """Any other keys of the section, passed to ``can.Bus(...)`` unchanged (``check`` warns about unknown ones)."""
+
+    def _validate(self, path: str) -> None:
+        # Refused here, not when the bus opens: a misspelt name would otherwise be retried forever.
+        mistake = interface_mistake(self.interface)
+        if mistake is not None:
+            raise ConfigError(_join(path, mistake.key), mistake.problem, hint=mistake.hint)
 
 
 _OUTPUT_ADDRESS: Final = _integer_from(1, 254)

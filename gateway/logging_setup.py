@@ -133,7 +133,7 @@ class DroppingQueueHandler(QueueHandler):
         sees the exception and turns it into its one-line ``(Type: message)``.
         """
         record = copy.copy(record)
-        record.msg = record.getMessage()
+        record.msg = _message_of(record)
         record.args = None
         return record
 
@@ -215,6 +215,18 @@ _pipeline: _Pipeline | None = None
 _exit_hook_registered = False
 
 
+def _message_of(record: logging.LogRecord) -> str:
+    """The record's message; for a call whose arguments do not fit its format, one line that says so.
+
+    The standard library would raise into the caller (from a filter) or print a traceback to stderr from the
+    caller's thread (``handleError``): the very stream that may be stalled.
+    """
+    try:
+        return record.getMessage()
+    except Exception as exc:
+        return f"{record.msg!r} % {record.args!r}: cannot format ({type(exc).__name__}: {exc})"
+
+
 def stderr_is_journal(stream: TextIO, environ: Mapping[str, str] = os.environ) -> bool:
     """Whether ``stream`` is the journal stream systemd connected (``$JOURNAL_STREAM`` is its ``dev:inode``)."""
     expected = environ.get("JOURNAL_STREAM", "")
@@ -268,7 +280,7 @@ class RateLimitFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno < logging.INFO:
             return True
-        key = (record.name, record.levelno, record.getMessage())
+        key = (record.name, record.levelno, _message_of(record))
         now = self._clock()
         last = self._seen.get(key)
         if last is not None and now - last[0] < self._interval_s:

@@ -228,11 +228,19 @@ def effective_lines(stdout: str) -> dict[str, str]:
     return rows
 
 
-def test_check_accepts_the_example_config_and_shows_origins(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["check", "-c", str(EXAMPLE_CONFIG)]) == 0
+def example_config_here(tmp_path: Path) -> Path:
+    """The example config with a BMS port that exists on every machine (check fails for a missing port)."""
+    path = tmp_path / "example.yaml"
+    path.write_text(EXAMPLE_CONFIG.read_text().replace("port: /dev/ttyUSB0", "port: /dev/null"), encoding="utf-8")
+    return path
+
+
+def test_check_accepts_the_example_config_and_shows_origins(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = example_config_here(tmp_path)
+    assert main(["check", "-c", str(config)]) == 0
     out, err = capsys.readouterr()
     assert err == ""
-    assert f"{EXAMPLE_CONFIG}: OK" in out
+    assert f"{config}: OK" in out
     profile = load_profile("pylontech-can")
     rows = effective_lines(out)
     bitrate = rows["inverter.can.bitrate"].split()
@@ -247,7 +255,7 @@ def test_check_accepts_the_example_config_and_shows_origins(capsys: pytest.Captu
 
 
 def test_check_shows_default_for_keys_the_config_leaves_out(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    config = write_config(tmp_path / "config.yaml", gateway_config("/dev/ttyUSB0"))
+    config = write_config(tmp_path / "config.yaml", gateway_config("/dev/null"))
     assert main(["check", "-c", str(config)]) == 0
     rows = effective_lines(capsys.readouterr().out)
     assert rows["failsafe.bms_timeout_s"].endswith("from default")
@@ -258,7 +266,7 @@ def test_check_shows_default_for_keys_the_config_leaves_out(tmp_path: Path, caps
 def test_check_json_reports_config_values_over_profile_defaults(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    data = gateway_config("/dev/ttyUSB0")
+    data = gateway_config("/dev/null")
     data["failsafe"] = {"bms_timeout_s": 12, "silence_after_s": 30}
     config = write_config(tmp_path / "config.yaml", data)
     assert main(["check", "-c", str(config), "--json"]) == 0
@@ -268,7 +276,7 @@ def test_check_json_reports_config_values_over_profile_defaults(
     assert effective["failsafe.silence_after_s"] == {"value": 30, "origin": "config"}
     assert effective["failsafe.bms_timeout_s"] == {"value": 12, "origin": "config"}
     assert effective["inverter.can.bitrate"] == {"value": profile.bitrate, "origin": "profile pylontech-can"}
-    assert out["config"]["bms"]["port"] == "/dev/ttyUSB0"
+    assert out["config"]["bms"]["port"] == "/dev/null"
 
 
 def _bad_configs(tmp_path: Path) -> dict[str, tuple[Path, tuple[str, ...]]]:
@@ -506,14 +514,17 @@ def test_simulate_on_a_port_that_cannot_be_opened_is_one_error_line() -> None:
     assert_one_error_line(result.stderr, f"cannot open serial port {port}: No such file or directory")
 
 
-def test_check_shows_the_thresholds_derived_for_a_simulated_bms(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["check", "-c", str(EXAMPLE_CONFIG), "--scenario", "normal-charge"]) == 0
+def test_check_shows_the_thresholds_derived_for_a_simulated_bms(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = example_config_here(tmp_path)
+    assert main(["check", "-c", str(config), "--scenario", "normal-charge"]) == 0
     out = capsys.readouterr().out
     # The simulated 16S LiFePO4 pack: OVP 3.65 V → bulk min(3.45, 3.55) = 3.45 V, cut-off (3.45 + 3.65) / 2.
     assert "limit thresholds for sim (16 cells)" in out
     assert re.search(r"bulk / float\s+3\.450 / 3\.375 V\s+default \(lifepo4\)", out), out
     assert re.search(r"charge taper\s+3\.400 → 0 A at 3\.550 V", out), out
-    assert main(["check", "-c", str(EXAMPLE_CONFIG), "--scenario", "normal-charge", "--json"]) == 0
+    assert main(["check", "-c", str(config), "--scenario", "normal-charge", "--json"]) == 0
     thresholds = json.loads(capsys.readouterr().out)["thresholds"]
     assert thresholds["charge_cutoff_v"] == pytest.approx(3.55)
     assert thresholds["origins"]["chemistry"] == "BMS"

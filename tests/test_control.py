@@ -333,7 +333,7 @@ def test_a_bad_password_value_is_not_shown() -> None:
 
 
 def test_check_json_redacts_the_password(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    path = write_config(tmp_path / "c.yaml", config_with({"enabled": True, "password": RIGHT}))
+    path = write_config(tmp_path / "c.yaml", config_with({"enabled": True, "password": RIGHT}, port="/dev/null"))
     assert main(["check", "-c", str(path), "--json"]) == 0
     out, err = capsys.readouterr()
     control = json.loads(out)["config"]["control"]

@@ -274,3 +274,13 @@ def test_queued_lines_keep_their_format_and_one_line_exceptions(tmp_path: Path) 
         "WARNING gateway.q: port lost (OSError: [Errno 5] Input/output error)",
     ]
     assert dropped_records() == 0
+
+
+def test_a_log_call_whose_arguments_do_not_fit_is_one_line_not_an_exception() -> None:
+    buffer = io.StringIO()
+    configure("info", stream=buffer, environ={})
+    logging.getLogger("gateway.q").warning("cell %d at %.3f V", "seven")  # a caller's bug, not the loop's end
+    shutdown()
+    line = buffer.getvalue().splitlines()[-1]
+    cause = "TypeError: %d format: a real number is required, not str"
+    assert line.endswith(f"WARNING gateway.q: 'cell %d at %.3f V' % ('seven',): cannot format ({cause})")

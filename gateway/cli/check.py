@@ -6,9 +6,11 @@ import argparse
 import json
 
 from gateway.app import limits_settings, open_driver
+from gateway.cli import EXIT_FAILURE
 from gateway.cli.common import add_config_argument, load_with_profile
 from gateway.cli.render import render_thresholds
 from gateway.clock import SystemClock
+from gateway.commissioning import Severity, review, verdict
 from gateway.config import Config
 from gateway.effective import resolve
 from gateway.failsafe_timing import can_failsafe_timing
@@ -16,9 +18,15 @@ from gateway.limits import Thresholds, derive_thresholds
 from gateway.model import PackReading
 from gateway.sim.scenarios import SCENARIOS
 
+EXIT_NOT_READY = EXIT_FAILURE
+"""The config is valid, but this machine is not ready for it (a serial port it names is missing)."""
+
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = subparsers.add_parser("check", help="validate a config file (exit status 2 when invalid)")
+    parser = subparsers.add_parser(
+        "check",
+        help="validate a config file and this machine for it (exit status 2 when invalid, 1 when not ready here)",
+    )
     add_config_argument(parser)
     parser.add_argument("--json", action="store_true", help="print the validated config as JSON")
     source = parser.add_mutually_exclusive_group()
@@ -68,7 +76,9 @@ def run(args: argparse.Namespace) -> int:
     config, profile = load_with_profile(args)
     effective = resolve(config, profile)
     failsafe = can_failsafe_timing(effective, profile)
-    reading = _bms_reading(args, config)
+    findings = review(config)  # ports, speeds, CAN options: what this machine shows without the BMS
+    not_ready = any(finding.severity is Severity.PROBLEM for finding in findings)
+    reading = None if not_ready and args.bms else _bms_reading(args, config)  # a poll could only fail
     thresholds = None if reading is None else _thresholds(reading, config)
     if args.json:
         out = {
@@ -76,11 +86,14 @@ def run(args: argparse.Namespace) -> int:
             "profile": {"name": profile.name, "path": profile.path},
             "effective": {key: {"value": value, "origin": origin} for key, value, origin in effective.rows()},
             "thresholds": None if thresholds is None else thresholds.to_json(),
+            "findings": [finding.to_json() for finding in findings],
             "failsafe": failsafe.to_json(),
         }
         print(json.dumps(out, indent=2, ensure_ascii=False))
-        return 0
-    print(f"{args.config}: OK")
+        return EXIT_NOT_READY if not_ready else 0
+    print(f"{args.config}: {verdict(findings)}")
+    for finding in findings:
+        print("\n".join(finding.lines()))
     print(f"profile {profile.name} ({profile.path}): {', '.join(profile.inverters)}")
     print(f"control: {describe_control(config)}")
     width = max(len(key) for key, _, _ in effective.rows())
@@ -90,4 +103,4 @@ def run(args: argparse.Namespace) -> int:
     if thresholds is not None and reading is not None:
         print(f"limit thresholds for {reading.pack_id} ({thresholds.cell_count} cells), per cell:")
         print(render_thresholds(thresholds))
-    return 0
+    return EXIT_NOT_READY if not_ready else 0
