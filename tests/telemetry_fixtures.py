@@ -17,17 +17,20 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
 
 from gateway.clock import FakeClock
+from gateway.config import MqttConfig
 from gateway.limits import LimitsSettings
 from gateway.model import PackReading
 from gateway.profiles import load_profile
 from gateway.runtime import ControlLoop, LoopSettings, Snapshot
 from gateway.sim.scenarios import SCENARIOS
+from gateway.telemetry.mqtt import MqttPublisher
 
 PROFILE = load_profile("pylontech-can")
 BMS_TIMEOUT_S = 5.0
@@ -230,3 +233,85 @@ def wait_until(condition: Callable[[], bool], timeout_s: float = 5.0, what: str 
         if time.monotonic() > deadline:
             raise AssertionError(f"{what} not reached within {timeout_s} s")
         time.sleep(0.02)
+
+
+# --- paho stood in for, on fake time ----------------------------------------------------------------------------
+
+
+class FakeInfo:
+    """paho's MQTTMessageInfo: published once the fake broker took it."""
+
+    def __init__(self, done: bool) -> None:
+        self.rc = 0
+        self.done = done
+
+    def is_published(self) -> bool:
+        return self.done
+
+
+class FakePaho:
+    """paho's client as the publisher thread uses it; records every message with the fake time it was handed
+    over. While ``stalled`` nothing handed over is ever sent (a broker that stopped reading)."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        self.clock = clock
+        self.stalled = False
+        self.published: list[tuple[float, str, str]] = []
+        self._infos: list[FakeInfo] = []
+
+    def publish(self, topic: str, payload: str, qos: int = 0, retain: bool = False) -> FakeInfo:
+        self.published.append((self.clock.monotonic(), topic, payload))
+        info = FakeInfo(done=not self.stalled)
+        self._infos.append(info)
+        return info
+
+    def subscribe(self, topic: str, qos: int = 0) -> None:
+        pass
+
+    def release(self) -> None:
+        """The broker reads again: everything handed over is sent."""
+        self.stalled = False
+        for info in self._infos:
+            info.done = True
+
+    def times(self, topic: str) -> list[float]:
+        return [at_s for at_s, t, _ in self.published if t == topic]
+
+
+CONNECTED = SimpleNamespace(is_failure=False)
+HA_ONLINE = SimpleNamespace(topic="homeassistant/status", payload=b"online", retain=False)
+
+
+def stepped_publisher(clock: FakeClock, node_id: str = "testnode", **options: Any) -> tuple[MqttPublisher, FakePaho]:
+    """A connected publisher whose thread's rounds the test runs itself (``_step``), on fake time; ``options``
+    go to :class:`MqttPublisher`."""
+    paho = FakePaho(clock)
+    config = MqttConfig(enabled=True, host="127.0.0.1", port=1, node_id=node_id, min_interval_s=0.5)
+    publisher = MqttPublisher(config, clock, **options)
+    publisher._client = paho  # type: ignore[assignment]
+    publisher._on_connect(paho, None, None, CONNECTED, None)  # type: ignore[arg-type]
+    return publisher, paho
+
+
+# --- Home Assistant discovery ------------------------------------------------------------------------------------
+
+BMS_DATA_SUFFIXES = ("state", "cells", "settings")
+"""The topics that carry the BMS's values (SOC, voltages, current, power, cells, temperatures, its settings)."""
+
+
+def assert_availability(config: dict[str, Any], base: str, where: str) -> None:
+    """A discovery config of the gateway publishing under ``base``: an entity showing BMS values is available
+    while both the gateway and the data are (``availability_mode: all``); every other one (the button, the
+    fail-safe, alarms, limits, diagnostics) while the gateway is. ``where`` names the config in a failure."""
+    gateway, data = f"{base}/availability", f"{base}/data_availability"
+    if config.get("state_topic") in {f"{base}/{suffix}" for suffix in BMS_DATA_SUFFIXES}:
+        assert config["availability"] == [
+            {"topic": gateway, "payload_available": "online", "payload_not_available": "offline"},
+            {"topic": data, "payload_available": "online", "payload_not_available": "offline"},
+        ], where
+        assert config["availability_mode"] == "all", where
+        assert "availability_topic" not in config, where  # Home Assistant refuses both forms together
+    else:
+        assert config["availability_topic"] == gateway, where
+        assert (config["payload_available"], config["payload_not_available"]) == ("online", "offline"), where
+        assert "availability" not in config and "availability_mode" not in config, where

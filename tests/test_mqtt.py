@@ -19,10 +19,22 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
-from telemetry_fixtures import Broker, Message, Recorder, free_port, password_file, send, snapshot, wait_until
+from telemetry_fixtures import (
+    HA_ONLINE,
+    Broker,
+    FakePaho,
+    Message,
+    Recorder,
+    assert_availability,
+    free_port,
+    password_file,
+    send,
+    snapshot,
+    stepped_publisher,
+    wait_until,
+)
 
 from gateway.clock import FakeClock, SystemClock
 from gateway.config import MqttConfig, MqttTlsConfig, parse_config
@@ -36,6 +48,7 @@ from gateway.telemetry.mqtt_outbox import PAHO_WINDOW, STATE_DEPTH, Outbox, Outg
 NODE = "testnode"
 BASE = f"bms-gateway/{NODE}"
 AVAILABILITY = f"{BASE}/availability"
+DATA_AVAILABILITY = f"{BASE}/data_availability"
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -73,7 +86,8 @@ def test_discovery_configs_are_what_home_assistant_needs(broker: Broker, recorde
         publisher.offer(snapshot())
         recorder.wait_for(lambda m: m.topic == f"{BASE}/limits", what="limits payload")
         recorder.wait_for(lambda m: m.topic.endswith("/cell_16_voltage/config"), what="cell discovery")
-        wait_until(lambda: len({m.topic for m in recorder.messages if m.topic.startswith(f"{BASE}/")}) >= 7)
+        # six payload topics and the two availability topics
+        wait_until(lambda: len({m.topic for m in recorder.messages if m.topic.startswith(f"{BASE}/")}) >= 8)
     finally:
         publisher.stop()
 
@@ -89,7 +103,7 @@ def test_discovery_configs_are_what_home_assistant_needs(broker: Broker, recorde
     payloads = {
         m.topic: json.loads(m.payload)
         for m in recorder.messages
-        if m.topic.startswith(f"{BASE}/") and m.topic != AVAILABILITY
+        if m.topic.startswith(f"{BASE}/") and m.topic not in (AVAILABILITY, DATA_AVAILABILITY)
     }
     unique_ids = set()
     for topic, config in configs.items():
@@ -99,8 +113,7 @@ def test_discovery_configs_are_what_home_assistant_needs(broker: Broker, recorde
         assert config["unique_id"] == f"{NODE}_{object_id}"
         unique_ids.add(config["unique_id"])
         assert config["name"]
-        assert config["availability_topic"] == AVAILABILITY
-        assert (config["payload_available"], config["payload_not_available"]) == ("online", "offline")
+        assert_availability(config, BASE, topic)
         assert config["device"]["identifiers"] == [f"bms-gateway_{NODE}"]
         assert config["device"]["manufacturer"] and config["device"]["sw_version"]
         # The template names a key that the state topic really carries.
@@ -278,60 +291,6 @@ def test_the_queue_is_bounded_and_drops_the_oldest() -> None:
 # --- a flood costs bounded work and memory (security audit M2) --------------------------------------------------
 
 
-class FakeInfo:
-    """paho's MQTTMessageInfo: published once the fake broker took it."""
-
-    def __init__(self, done: bool) -> None:
-        self.rc = 0
-        self.done = done
-
-    def is_published(self) -> bool:
-        return self.done
-
-
-class FakePaho:
-    """paho's client as the publisher thread uses it; records every message with the fake time it was handed
-    over. While ``stalled`` nothing handed over is ever sent (a broker that stopped reading)."""
-
-    def __init__(self, clock: FakeClock) -> None:
-        self.clock = clock
-        self.stalled = False
-        self.published: list[tuple[float, str, str]] = []
-        self._infos: list[FakeInfo] = []
-
-    def publish(self, topic: str, payload: str, qos: int = 0, retain: bool = False) -> FakeInfo:
-        self.published.append((self.clock.monotonic(), topic, payload))
-        info = FakeInfo(done=not self.stalled)
-        self._infos.append(info)
-        return info
-
-    def subscribe(self, topic: str, qos: int = 0) -> None:
-        pass
-
-    def release(self) -> None:
-        """The broker reads again: everything handed over is sent."""
-        self.stalled = False
-        for info in self._infos:
-            info.done = True
-
-    def times(self, topic: str) -> list[float]:
-        return [at_s for at_s, t, _ in self.published if t == topic]
-
-
-CONNECTED = SimpleNamespace(is_failure=False)
-HA_ONLINE = SimpleNamespace(topic="homeassistant/status", payload=b"online", retain=False)
-
-
-def stepped_publisher(clock: FakeClock) -> tuple[MqttPublisher, FakePaho]:
-    """A connected publisher whose thread's rounds the test runs itself (``_step``), on fake time."""
-    paho = FakePaho(clock)
-    config = MqttConfig(enabled=True, host="127.0.0.1", port=1, node_id=NODE, min_interval_s=0.5)
-    publisher = MqttPublisher(config, clock)
-    publisher._client = paho  # type: ignore[assignment]
-    publisher._on_connect(paho, None, None, CONNECTED, None)  # type: ignore[arg-type]
-    return publisher, paho
-
-
 def test_a_home_assistant_status_flood_resyncs_at_most_once_per_30_s_of_fake_time() -> None:
     """``p_mqtt_resync.py``: 500k ``online`` in 60 s made the gateway republish all discovery each time."""
     clock = FakeClock()
@@ -387,7 +346,7 @@ def test_a_stalled_broker_bounds_the_backlog_and_discovery_and_availability_stil
         paho.release()
     handed = [topic for _, topic, _ in paho.published]
     discovery = [topic for topic in handed if topic.startswith("homeassistant/")]
-    assert handed[0] == f"{BASE}/availability"  # availability and discovery first, none dropped
+    assert handed[:2] == [AVAILABILITY, DATA_AVAILABILITY]  # availability and discovery first, none dropped
     assert f"homeassistant/sensor/{NODE}/cell_16_voltage/config" in discovery
     assert len(set(discovery)) == len(discovery) == len(publisher._discovery_topics)
     assert handed.index(f"{BASE}/state") > max(handed.index(topic) for topic in discovery)

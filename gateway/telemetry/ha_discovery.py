@@ -4,8 +4,15 @@ which topic each entity shows, so that the payloads (:func:`topic_payloads`) and
 
 Topics, under ``<topic_prefix>/<node_id>``: ``state`` (pack), ``cells``, ``limits`` (with the limiter and
 reason of each), ``alarms``, ``settings`` (the BMS's protection settings), ``health`` (fail-safe, links,
-counters) and ``availability`` (``online`` retained, ``offline`` as last will). Discovery configs go to
-``<discovery_prefix>/<component>/<node_id>/<object_id>/config``, retained.
+counters), ``availability`` (the gateway's: ``online`` retained, ``offline`` as last will) and
+``data_availability`` (the BMS data's: ``online`` while it is fresh, retained; :func:`data_available`).
+Discovery configs go to ``<discovery_prefix>/<component>/<node_id>/<object_id>/config``, retained.
+
+The entities that show BMS values (:data:`BMS_DATA_TOPICS`) list both availability topics with
+``availability_mode: all``: Home Assistant shows them unavailable while the data is stale (a last value shown as
+if it were live misleads) or the gateway is gone (its last will covers both). The fail-safe state, the alarms,
+the limits the inverter is told and the gateway's diagnostics stay meaningful then: they list only the
+gateway's availability.
 """
 
 from __future__ import annotations
@@ -33,6 +40,9 @@ LIMIT_KEYS: Final = (
     ("discharge_voltage", "discharge_voltage_limit_v"),
 )
 """Short name and :class:`~gateway.model.Limits` field of each limit with a reason."""
+BMS_DATA_TOPICS: Final = frozenset({"state", "cells", "settings"})
+"""Topic suffixes whose values come from the BMS's reading as it was last heard: their entities become
+unavailable while that reading is stale."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +65,11 @@ class Entity:
     """The states of an ``enum`` sensor."""
     attributes_topic: str | None = None
     """A topic whose JSON becomes the entity's attributes (the list of active alarms, say)."""
+
+    @property
+    def shows_bms_data(self) -> bool:
+        """Whether the entity shows a BMS value, unavailable in Home Assistant while the data is stale."""
+        return self.topic in BMS_DATA_TOPICS
 
 
 def _volts(object_id: str, name: str, topic: str, key: str, *, diagnostic: bool = False) -> Entity:
@@ -271,6 +286,15 @@ def topic_payloads(snapshot: Snapshot) -> dict[str, str]:
     return out
 
 
+def data_available(snapshot: Snapshot | None, bms_timeout_s: float | None = None) -> bool:
+    """Whether the snapshot's BMS values are fresh: the fail-safe is normal (not waiting, stale, silent or
+    stopped) and the reading is at most ``bms_timeout_s`` old (None: the fail-safe's word alone)."""
+    if snapshot is None or snapshot.reading is None or snapshot.state is not FailsafeState.NORMAL:
+        return False
+    age_s = snapshot.reading_age_s
+    return bms_timeout_s is None or age_s is None or age_s <= bms_timeout_s
+
+
 def _health(snapshot: Snapshot) -> str:
     link = bms_link(snapshot)
     age = snapshot.reading_age_s
@@ -303,7 +327,13 @@ class Topics:
 
     @property
     def availability(self) -> str:
+        """The gateway's: ``online`` while it runs, ``offline`` on stop and as its last will."""
         return f"{self.base}/availability"
+
+    @property
+    def data_availability(self) -> str:
+        """The BMS data's: ``online`` while it is fresh (:func:`data_available`)."""
+        return f"{self.base}/data_availability"
 
     def of(self, suffix: str) -> str:
         return f"{self.base}/{suffix}"
@@ -336,9 +366,7 @@ def _config(topics: Topics, entity: Entity, device: Mapping[str, Any]) -> dict[s
         "name": entity.name,
         "unique_id": f"{topics.node_id}_{entity.object_id}",
         "state_topic": topics.of(entity.topic),
-        "availability_topic": topics.availability,
-        "payload_available": AVAILABLE,
-        "payload_not_available": NOT_AVAILABLE,
+        **_availability(topics, bms_data=entity.shows_bms_data),
         "device": device,
         "origin": {"name": "bms-gateway", "sw_version": __version__},
     }
@@ -358,3 +386,21 @@ def _config(topics: Topics, entity: Entity, device: Mapping[str, Any]) -> dict[s
     }
     config.update({key: value for key, value in optional.items() if value is not None})
     return config
+
+
+def _availability(topics: Topics, *, bms_data: bool) -> dict[str, Any]:
+    """The availability part of a config: the gateway's topic, and for BMS values the data's too (both must say
+    ``online``; Home Assistant refuses ``availability_topic`` beside the ``availability`` list)."""
+    if not bms_data:
+        return {
+            "availability_topic": topics.availability,
+            "payload_available": AVAILABLE,
+            "payload_not_available": NOT_AVAILABLE,
+        }
+    return {
+        "availability": [
+            {"topic": topic, "payload_available": AVAILABLE, "payload_not_available": NOT_AVAILABLE}
+            for topic in (topics.availability, topics.data_availability)
+        ],
+        "availability_mode": "all",
+    }

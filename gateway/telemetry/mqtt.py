@@ -14,6 +14,11 @@ discovery, and a broker that may be down, slow or gone without the control loop 
   ``online`` (retained) and the discovery configs, and so does Home Assistant's restart (``<prefix>/status``),
   at most once per 30 s however often it is asked (:class:`~gateway.telemetry.mqtt_outbox.ResyncSchedule`).
   A failed connection is logged with its reason and a hint (:mod:`~gateway.telemetry.mqtt_errors`).
+* ``data_availability`` (retained) says whether the BMS data is fresh
+  (:func:`~gateway.telemetry.ha_discovery.data_available`); the entities showing BMS values list it beside the
+  gateway's availability. It is queued as an availability message (never dropped) in the very round that takes
+  a snapshot changing it, not with the next batch: the values go unavailable the moment the fail-safe leaves
+  normal, and come back with the first fresh reading. The last will stays the gateway's availability alone.
 * The BMS control switches (:mod:`~gateway.telemetry.switches`), when given: their discovery with the rest
   (empty, removing them, while MQTT control is off), their states retained with each batch, and their commands
   handed over to run on the poller thread, never on paho's. No command topic (the switches', the "Forget
@@ -41,7 +46,15 @@ from gateway.errors import ConfigError
 from gateway.logging_setup import Throttle
 from gateway.runtime import Snapshot
 from gateway.telemetry.commands import RetainedCommands
-from gateway.telemetry.ha_discovery import AVAILABLE, NOT_AVAILABLE, Topics, discovery_configs, shape, topic_payloads
+from gateway.telemetry.ha_discovery import (
+    AVAILABLE,
+    NOT_AVAILABLE,
+    Topics,
+    data_available,
+    discovery_configs,
+    shape,
+    topic_payloads,
+)
 from gateway.telemetry.mqtt_errors import connect_failure, refusal_hint
 from gateway.telemetry.mqtt_outbox import Outbox, Outgoing, ResyncSchedule
 from gateway.telemetry.pack_button import ForgetButton
@@ -96,13 +109,17 @@ class MqttPublisher:
         client_factory: Callable[[str], Client] | None = None,
         switches: SwitchBridge | None = None,
         forget_button: bool = True,
+        bms_timeout_s: float | None = None,
     ) -> None:
         """:param client_factory: makes the paho client from a client id (tests); default: paho's own.
         :param switches: the BMS control switches (discovery, retained states, commands); None: none.
         :param forget_button: offer Home Assistant's "Forget silent packs" button (:attr:`forget_button`).
+        :param bms_timeout_s: ``failsafe.bms_timeout_s``: an older reading is stale data whatever the fail-safe
+            state the snapshot carries; None: the fail-safe state alone decides.
         """
         self._config = config
         self._clock = clock
+        self._bms_timeout_s = bms_timeout_s
         node = node_id or resolve_node_id(config)
         self.topics = Topics(node, f"{config.topic_prefix}/{node}", config.discovery_prefix)
         self._client_id = config.client_id or f"bms-gateway-{node}"
@@ -127,6 +144,8 @@ class MqttPublisher:
         self._newest: Snapshot | None = None
         self._sent: dict[str, str] = {}
         """Topic → payload last queued for the broker: only changes are published."""
+        self._data_payload: str | None = None
+        """``data_availability`` last queued for the broker (None: not since the last resync)."""
         self._discovered: tuple[int, int] | None = None
         self._discovery_topics: set[str] = set()
         self._last_batch_s = -math.inf
@@ -340,6 +359,7 @@ class MqttPublisher:
                 self._resync()
             elif due_s is not None:
                 waits.append(due_s)  # coalesced: one resync when the pause is over
+        self._queue_data_availability()
         if self._config.discovery and shape(self._newest) != self._discovered:
             self._discovered = shape(self._newest)
             self._discovery_topics = self._queue_discovery(self._discovered, self._discovery_topics)
@@ -356,9 +376,17 @@ class MqttPublisher:
         self.ha_restarts.done()
         self._sent.clear()
         self._discovered = None
+        self._data_payload = None  # sent again after the gateway's (a broker without persistence forgot it)
         self._last_batch_s = -math.inf
         self._pending = self._newest
         self._outbox.put_first(Outgoing(self.topics.availability, AVAILABLE, qos=1, retain=True))
+
+    def _queue_data_availability(self) -> None:
+        """Queue ``data_availability`` if the newest snapshot changed it: at once, never dropped, retained."""
+        payload = AVAILABLE if data_available(self._newest, self._bms_timeout_s) else NOT_AVAILABLE
+        if payload != self._data_payload:
+            self._data_payload = payload
+            self._outbox.put_first(Outgoing(self.topics.data_availability, payload, qos=1, retain=True))
 
     def _queue_batch(self) -> float | None:
         """Queue the changed values of the pending snapshot if due; else the seconds until it is (None: none)."""

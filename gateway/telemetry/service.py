@@ -87,7 +87,9 @@ class Telemetry:
             require_paho()  # fail now, with the extra's name, not later in a thread
             node_id = resolve_node_id(config.mqtt)
             switches = SwitchBridge(config, node_id, controller)
-            publisher = MqttPublisher(config.mqtt, clock, node_id=node_id, switches=switches)
+            publisher = MqttPublisher(
+                config.mqtt, clock, node_id=node_id, switches=switches, bms_timeout_s=config.failsafe.bms_timeout_s
+            )
         notifier = Notifier.from_env(environ)
         return cls(
             config,
