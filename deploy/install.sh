@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Install bms-gateway as a systemd service: a virtual environment in /opt/bms-gateway/venv, the config in
-# /etc/bms-gateway/, the unit (and a systemd-networkd file for can0) enabled. Safe to run again: files that are
+# /etc/bms-gateway/, the unit and bms-gateway-can@can0.service (brings can0 up with `ip link`) enabled. It changes
+# no network stack: no systemd-networkd unless you ask for it (--can-networkd). Safe to run again: files that are
 # already right are left alone, an edited config is never overwritten, and an installed package is kept
 # unless you ask for --upgrade. The dependencies are exactly those of deploy/requirements.lock, each checked
 # against its hashes (pip --require-hashes); bms-gateway itself is built from this checkout into a wheel and
 # installed with --no-deps, so nothing else is fetched.
 #
 #   sudo deploy/install.sh                       # from a checkout (the lock holds the mqtt and metrics extras)
+#   sudo deploy/install.sh --profile deye --bms-port /dev/serial/by-id/usb-FTDI_...-port0   # a minimal config
 #   sudo deploy/install.sh --upgrade             # after a git pull: this checkout's version and lock
 #   sudo deploy/install.sh --wheel-dir ./wheels  # offline: bms-gateway and the lock's wheels in a directory
 #   deploy/install.sh --root /tmp/scratch --no-pip --no-systemctl   # a dry install into a scratch root
@@ -21,7 +23,14 @@
 #   --python PY       the Python (>= 3.11) that creates the venv (default: python3)
 #   --no-pip          do not create the venv nor run pip (tests; an already installed venv is kept)
 #   --no-systemctl    do not run systemctl or udevadm
-#   --no-can          do not install the systemd-networkd file for can0
+#   --profile NAME    with --bms-port: write a minimal config (profile, BMS port, CAN channel) instead of the
+#   --bms-port PATH   example, when there is no config yet (an existing one is never touched); never a prompt
+#   --can-channel IF  the SocketCAN interface (default can0): the config's inverter.can.channel and the instance
+#                     of bms-gateway-can@.service that is enabled
+#   --no-can          no CAN unit (an RS485 inverter, or a CAN interface another tool brings up)
+#   --can-networkd    bring CAN up with systemd-networkd instead (installs 80-can.network and enables
+#                     systemd-networkd, which on Debian 12 also enables systemd-networkd-wait-online: only where
+#                     networkd already runs the network, never beside NetworkManager)
 set -euo pipefail
 
 SRC="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -34,6 +43,10 @@ PYTHON="python3"
 NO_PIP=0
 NO_SYSTEMCTL=0
 WITH_CAN=1
+CAN_NETWORKD=0
+PROFILE=""
+BMS_PORT=""
+CAN_CHANNEL=""
 
 PREFIX="/opt/bms-gateway"
 CONFIG_DIR="/etc/bms-gateway"
@@ -55,6 +68,10 @@ while [ $# -gt 0 ]; do
         --no-pip) NO_PIP=1; shift ;;
         --no-systemctl) NO_SYSTEMCTL=1; shift ;;
         --no-can) WITH_CAN=0; shift ;;
+        --can-networkd) CAN_NETWORKD=1; shift ;;
+        --profile) [ $# -ge 2 ] || die "--profile needs a profile name"; PROFILE="$2"; shift 2 ;;
+        --bms-port) [ $# -ge 2 ] || die "--bms-port needs a device path"; BMS_PORT="$2"; shift 2 ;;
+        --can-channel) [ $# -ge 2 ] || die "--can-channel needs an interface name"; CAN_CHANNEL="$2"; shift 2 ;;
         -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown option $1 (see --help)" ;;
     esac
@@ -66,6 +83,25 @@ if [ -n "$ROOT" ]; then
     [ "$ROOT" = "/" ] && ROOT=""
 fi
 [ -z "$WHEEL_DIR" ] || [ -d "$WHEEL_DIR" ] || die "--wheel-dir $WHEEL_DIR is not a directory"
+# The minimal config: --profile and --bms-port together (--can-channel alone only picks the CAN unit's interface).
+if [ -n "$PROFILE$BMS_PORT" ]; then
+    [ -n "$PROFILE" ] || die "--bms-port needs --profile too (the inverter's profile: bms-gateway profiles lists them)"
+    [ -n "$BMS_PORT" ] || die "--profile needs --bms-port too (the BMS adapter, e.g. /dev/serial/by-id/usb-...)"
+    case "$BMS_PORT" in /dev/*) ;; *) die "--bms-port $BMS_PORT: expected a device path under /dev" ;; esac
+    case "$BMS_PORT" in *[!A-Za-z0-9_./:+-]*) die "--bms-port $BMS_PORT: unexpected characters in a device path" ;; esac
+    if [ -f "$SRC/profiles/rs485/$PROFILE.yaml" ]; then
+        die "--profile $PROFILE is an RS485 profile: install without --profile and set inverter.serial in the config"
+    fi
+    case "$PROFILE" in *[!a-z0-9-]*|"") die "--profile $PROFILE: not a built-in profile name" ;; esac
+    if [ ! -f "$SRC/profiles/$PROFILE.yaml" ] \
+        && ! grep -Eqs "^aliases: \[(.*[ ,])?$PROFILE[],]" "$SRC"/profiles/*.yaml; then
+        known="$(cd "$SRC/profiles" && ls -- *.yaml | sed 's/\.yaml$//' | tr '\n' ' ')"
+        die "--profile $PROFILE: no such CAN profile (built-in: ${known% })"
+    fi
+fi
+CAN_CHANNEL="${CAN_CHANNEL:-can0}"
+case "$CAN_CHANNEL" in *[!A-Za-z0-9_.-]*|"") die "--can-channel $CAN_CHANNEL: not an interface name" ;; esac
+CAN_UNIT="bms-gateway-can@$CAN_CHANNEL.service"
 if [ -z "$ROOT" ] && [ "$(id -u)" -ne 0 ]; then
     die "run as root (sudo), or use --root DIR for a scratch install"
 fi
@@ -195,8 +231,27 @@ fi
 
 # --- config -----------------------------------------------------------------------------------------------
 install -d -m 0750 "$(dest "$CONFIG_DIR")"
+config_src="$(mktemp)"
+trap 'rm -f "$config_src"; [ -z "${work:-}" ] || rm -rf "$work"' EXIT
+if [ -n "$PROFILE" ]; then
+    # Only what this machine needs; every other key keeps its default (config.yaml.example lists them all).
+    cat > "$config_src" <<EOF
+# bms-gateway config, written by deploy/install.sh --profile $PROFILE --bms-port $BMS_PORT --can-channel $CAN_CHANNEL.
+# Every other key has its default; $CONFIG_DIR/config.yaml.example documents them all (limits, mqtt, status, ...).
+# Check it with: $PREFIX/venv/bin/bms-gateway check -c $CONFIG_DIR/config.yaml --bms
+bms:
+  port: $BMS_PORT
+inverter:
+  profile: $PROFILE
+  can: {interface: socketcan, channel: $CAN_CHANNEL}
+EOF
+else
+    { echo "# EDIT ME: this is the example config; set bms.port, inverter.profile and inverter.can (or inverter.serial)"
+      echo "# for your machine, then check it: $PREFIX/venv/bin/bms-gateway check -c $CONFIG_DIR/config.yaml --bms"
+      cat "$SRC/config/example.yaml"; } > "$config_src"
+fi
 new_config=0
-if put_once "$SRC/config/example.yaml" "$CONFIG_DIR/config.yaml" 0640; then new_config=1; fi
+if put_once "$config_src" "$CONFIG_DIR/config.yaml" 0640; then new_config=1; fi
 put "$SRC/config/example.yaml" "$CONFIG_DIR/config.yaml.example" 0644
 if [ -z "$ROOT" ]; then
     # The config may hold the MQTT password: readable by root and the service only.
@@ -205,8 +260,12 @@ fi
 
 # --- units, CAN, examples ---------------------------------------------------------------------------------
 put "$SRC/deploy/$UNIT" "$UNIT_DIR/$UNIT" 0644
-if [ "$WITH_CAN" -eq 1 ]; then
-    put_once "$SRC/deploy/80-can.network" "$NETWORK_DIR/80-can.network" 0644 || true
+if [ "$WITH_CAN" -eq 1 ] && [ "$CAN_NETWORKD" -eq 1 ]; then
+    sed "s/^Name=can0\$/Name=$CAN_CHANNEL/" "$SRC/deploy/80-can.network" > "$config_src.network"
+    put_once "$config_src.network" "$NETWORK_DIR/80-can.network" 0644 || true
+    rm -f "$config_src.network"
+elif [ "$WITH_CAN" -eq 1 ]; then
+    put "$SRC/deploy/bms-gateway-can@.service" "$UNIT_DIR/bms-gateway-can@.service" 0644
 fi
 for file in README.md 99-bms-gateway-rs485.rules Dockerfile; do
     put "$SRC/deploy/$file" "$PREFIX/share/$file" 0644
@@ -215,21 +274,36 @@ done
 # --- systemd ----------------------------------------------------------------------------------------------
 if [ "$NO_SYSTEMCTL" -eq 1 ]; then
     echo "skipped    systemctl (--no-systemctl)"
-elif [ -n "$ROOT" ]; then
-    systemctl --root="$ROOT" enable "$UNIT"
 else
-    systemctl daemon-reload
-    systemctl enable "$UNIT"
-    if [ "$WITH_CAN" -eq 1 ]; then
-        systemctl enable systemd-networkd.service
+    systemctl=(systemctl)
+    [ -z "$ROOT" ] || systemctl=(systemctl --root="$ROOT")
+    [ -n "$ROOT" ] || systemctl daemon-reload
+    "${systemctl[@]}" enable "$UNIT"
+    if [ "$WITH_CAN" -eq 1 ] && [ "$CAN_NETWORKD" -eq 1 ] && [ -n "$ROOT" ]; then
+        echo "skipped    enabling systemd-networkd (--root)"
+    elif [ "$WITH_CAN" -eq 1 ] && [ "$CAN_NETWORKD" -eq 1 ]; then
+        systemctl enable systemd-networkd.service  # asked for: --can-networkd
         if systemctl is-active --quiet systemd-networkd.service; then networkctl reload; fi
+    elif [ "$WITH_CAN" -eq 1 ]; then
+        # Started whenever the interface appears; now too if it is already there.
+        "${systemctl[@]}" enable "$CAN_UNIT"
+        if [ -z "$ROOT" ] && [ -e "/sys/class/net/$CAN_CHANNEL" ]; then systemctl start "$CAN_UNIT" || true; fi
     fi
 fi
 
 echo
-if [ "$new_config" -eq 1 ]; then
-    echo "Next: edit $CONFIG_DIR/config.yaml (bms.port, inverter.profile), check it with"
-    echo "  $PREFIX/venv/bin/bms-gateway check -c $CONFIG_DIR/config.yaml"
+if [ "$WITH_CAN" -eq 1 ] && [ "$CAN_NETWORKD" -eq 0 ]; then
+    echo "CAN: $CAN_UNIT brings $CAN_CHANNEL up at 500 kbit/s whenever it appears (another bitrate:"
+    echo "  systemctl edit $CAN_UNIT, Environment=BITRATE=250000); no network stack was changed."
+fi
+if [ "$new_config" -eq 1 ] && [ -n "$PROFILE" ]; then
+    echo "Wrote a minimal config for profile $PROFILE, BMS on $BMS_PORT, CAN on $CAN_CHANNEL. Check it with"
+    echo "  $PREFIX/venv/bin/bms-gateway check -c $CONFIG_DIR/config.yaml --bms"
+    echo "then start the service: systemctl start $UNIT"
+elif [ "$new_config" -eq 1 ]; then
+    echo "EDIT ME: $CONFIG_DIR/config.yaml is the example config, not yet yours. Set bms.port, inverter.profile"
+    echo "and inverter.can (or install on a fresh machine with --profile and --bms-port), check it with"
+    echo "  $PREFIX/venv/bin/bms-gateway check -c $CONFIG_DIR/config.yaml --bms"
     echo "then start the service: systemctl start $UNIT"
 else
     echo "Config kept. After an upgrade, run the new version with: systemctl restart $UNIT"
