@@ -260,6 +260,12 @@ fi
 
 # --- units, CAN, examples ---------------------------------------------------------------------------------
 put "$SRC/deploy/$UNIT" "$UNIT_DIR/$UNIT" 0644
+if [ "$WITH_CAN" -eq 1 ] && [ "$CAN_NETWORKD" -eq 0 ] && [ -e "$(dest "$NETWORK_DIR/80-can.network")" ]; then
+    # An earlier install chose systemd-networkd: two tools must never both drive the interface.
+    echo "kept       $NETWORK_DIR/80-can.network: CAN stays with systemd-networkd (delete it and run again for" \
+        "bms-gateway-can@)"
+    CAN_NETWORKD=1
+fi
 if [ "$WITH_CAN" -eq 1 ] && [ "$CAN_NETWORKD" -eq 1 ]; then
     sed "s/^Name=can0\$/Name=$CAN_CHANNEL/" "$SRC/deploy/80-can.network" > "$config_src.network"
     put_once "$config_src.network" "$NETWORK_DIR/80-can.network" 0644 || true

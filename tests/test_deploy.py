@@ -308,6 +308,10 @@ def test_install_with_can_networkd_installs_the_network_file_only_then(tmp_path:
     network = root / "etc/systemd/network/80-can.network"
     assert unit_file(network)["Match"]["Name"] == ["can1"]
     assert "/etc/systemd/system/bms-gateway-can@.service" not in files
+    # A later run without the flag keeps networkd in charge: never two tools driving one interface.
+    again = install(root)
+    assert "kept       /etc/systemd/network/80-can.network: CAN stays with systemd-networkd" in again
+    assert manifest(root) == files
 
 
 def test_install_flags_write_a_minimal_config_the_gateway_accepts(tmp_path: Path) -> None:
