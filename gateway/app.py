@@ -177,6 +177,7 @@ def build_gateway(config: Config, clock: Clock, *, profile: Profile | None = Non
         ),
         heartbeat_age_s=None if heartbeat_id is None else (lambda: link.heartbeat_age_s(heartbeat_id)),
         inverter_values=link.received_values,
+        send_error=lambda: link.last_error,
         store=StateStore(state_directory(config.state_dir)),
     )
     driver = open_battery(config, clock, exclusive=True)  # the service's port: the CLI's control never shares it

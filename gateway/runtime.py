@@ -162,6 +162,10 @@ class Snapshot:
     """Silent packs whose last blocks and limits stay latched (an alarm until they answer or are forgotten)."""
     current_sharing: str = "equal"
     """How the battery's current is shared among its packs now: ``equal`` or ``capacity``."""
+    send_error: str | None = None
+    """Why the latest failed send (or bus open) failed, as the link words it; None if none ever failed."""
+    zero_set_sent: bool = False
+    """At stop: the last set, with zero current limits, went out (at least one frame of it)."""
 
 
 class ControlLoop:
@@ -177,10 +181,12 @@ class ControlLoop:
         heartbeat_age_s: Callable[[], float | None] | None = None,
         inverter_values: Callable[[], Mapping[str, tuple[Value, float]]] = dict,
         store: StateStore | None = None,
+        send_error: Callable[[], str | None] = lambda: None,
     ) -> None:
         """:param heartbeat_age_s: seconds since the inverter's newest heartbeat (None: never heard); without
             it the inverter is not supervised.
         :param inverter_values: the newest decoded inverter values with their monotonic arrival times, s.
+        :param send_error: the sink's latest failure and its cause (the CAN link's), for status views.
         :param store: where the limits engines' memory survives a restart (saved at most every
             :data:`STATE_SAVE_INTERVAL_S` and on stop, used at start when younger than :data:`STATE_MAX_AGE_S`).
         """
@@ -190,6 +196,8 @@ class ControlLoop:
         self._settings = settings
         self._heartbeat_age_s = heartbeat_age_s
         self._inverter_values = inverter_values
+        self._send_error = send_error
+        self._zero_set_sent = False
         self._lock = threading.Lock()
         self.wake = threading.Event()
         """Set when something arrived that the loop should act on now."""
@@ -379,6 +387,7 @@ class ControlLoop:
             and self._profile.mode is SendMode.BROADCAST
             and not self._stopped_for_inverter()
         )
+        sent_before = self.frames_sent
         if sending and reading is not None:
             assert battery is not None
             limits = failsafe_limits(self._limits, now, "gateway stopping")
@@ -396,8 +405,14 @@ class ControlLoop:
                     self._clock.sleep(wait_s)  # at most min_gap_s: even the last set keeps the minimum gap
                 self._send(frame, values, self._clock.monotonic())
         self._save_state(now, force=True)
+        self._zero_set_sent = self.frames_sent > sent_before  # tried is not sent: the bus may be down
         if self._state is not FailsafeState.STOPPED:
-            log.info("stopped: last frames sent with zero current limits" if sending else "stopped")
+            if self._zero_set_sent:
+                log.info("stopped: last frames sent with zero current limits")
+            elif sending:
+                log.warning("stopped: the last frames with zero current limits did not go out (%s)", self._send_error())
+            else:
+                log.info("stopped")
         self._state = FailsafeState.STOPPED
 
     def _forget_asked(self, battery: BatteryAggregate) -> None:
@@ -454,6 +469,8 @@ class ControlLoop:
             pack_errors=pack_errors,
             latched_packs=self._packs.latched,
             current_sharing=self._packs.sharing_now.value,
+            send_error=self._send_error(),
+            zero_set_sent=self._zero_set_sent,
         )
 
     @property

@@ -6,16 +6,15 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 from test_cli_bms import restore_logging  # noqa: F401 (autouse: main() sets the log levels of the process)
+from test_sd_notify import NotifySocket, notify  # noqa: F401 (a fixture)
 
 from gateway.can_options import INTERFACE_OPTIONS, interface_mistake, option_mistakes
 from gateway.cli import main
@@ -81,33 +80,9 @@ def test_check_refuses_a_misspelt_can_interface_in_one_line_and_a_hint(
     assert hint.startswith("hint: a CAN HAT (MCP2515) or a CANable with candleLight firmware is socketcan")
 
 
-class NotifySocket:
-    """systemd's end of NOTIFY_SOCKET: collects what the gateway tells it."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = str(path)
-        self.socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.socket.bind(self.path)
-        self.socket.setblocking(False)
-
-    def received(self) -> list[str]:
-        out = []
-        while True:
-            try:
-                out.append(self.socket.recv(4096).decode())
-            except BlockingIOError:
-                return out
-
-
-@pytest.fixture
-def notify(tmp_path: Path) -> Iterator[NotifySocket]:
-    sock = NotifySocket(tmp_path / "notify")
-    yield sock
-    sock.socket.close()
-
-
 def test_run_refuses_a_misspelt_can_interface_before_telling_systemd_it_is_ready(
-    tmp_path: Path, notify: NotifySocket
+    tmp_path: Path,
+    notify: NotifySocket,  # noqa: F811 (the fixture imported above)
 ) -> None:
     # The old code retried "CAN interface 'socketcn' not supported" every 5 s for ever, after READY=1.
     data = gateway_data(str(tmp_path / "no-adapter"), can={"interface": "socketcn"})
@@ -125,7 +100,7 @@ def test_run_refuses_a_misspelt_can_interface_before_telling_systemd_it_is_ready
     lines = result.stderr.splitlines()
     assert len(lines) == 2 and lines[1].startswith("hint: "), result.stderr
     assert lines[0].endswith("inverter.can.interface: python-can has no interface 'socketcn' (did you mean socketcan?)")
-    assert not any("READY=1" in message for message in notify.received())
+    assert not any("READY=1" in message for message in notify.drain())
 
 
 # --- options of the CAN interface: warnings ------------------------------------------------------------------

@@ -224,6 +224,8 @@ def _links(doc: dict[str, Any]) -> list[str]:
         + ("" if heartbeat is None else f", heartbeat {_seconds(heartbeat)} old")
         + f"; frames sent {inverter.get('frames_sent', 0)}, send failures {inverter.get('send_failures', 0)}"
     )
+    if inverter.get("send_failures") and inverter.get("last_send_error"):  # a count says nothing of the cause
+        lines[-1] += f"; last error: {inverter['last_send_error']}"
     if mqtt is None:
         lines.append("MQTT: off")
     else:

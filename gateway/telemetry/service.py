@@ -133,7 +133,8 @@ class Telemetry:
 
     def stop(self, final: Snapshot | None = None) -> None:
         """Drop the relay, tell systemd, publish the last snapshot, close MQTT and the endpoint. Idempotent."""
-        self.notifier.stopping("stopping: last frames sent with zero current limits")
+        zero_set_sent = final is not None and final.zero_set_sent  # only when it went out: the bus may be down
+        self.notifier.stopping("stopping: last frames sent with zero current limits" if zero_set_sent else "stopping")
         if self.control_socket is not None:
             self.control_socket.stop()
             self.control_socket = None

@@ -119,6 +119,7 @@ def status_document(snapshot: Snapshot, *, mqtt: Mapping[str, Any] | None = None
             "heartbeat_age_s": _round(snapshot.heartbeat_age_s, 2),
             "frames_sent": snapshot.frames_sent,
             "send_failures": snapshot.send_failures,
+            "last_send_error": snapshot.send_error,
             "requests_received": snapshot.requests_received,
             "next_retry_in_s": _round(snapshot.next_retry_in_s, 1),
             "values": {

@@ -25,6 +25,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping
@@ -174,6 +175,7 @@ class CanLink:
         self._shut_in_episode = False
         """Whether this episode has shut the bus down already (its next shutdowns are logged at DEBUG)."""
         self._errors = 0
+        self._last_error: str | None = None
         self._closed = False
         self._reader: threading.Thread | None = None
         self._stop: threading.Event | None = None
@@ -202,6 +204,12 @@ class CanLink:
     def errors(self) -> int:
         """Failed bus operations so far (opens, sends and receives that raised); never reset."""
         return self._errors
+
+    @property
+    def last_error(self) -> str | None:
+        """The latest failed bus operation and its cause (``send on ... failed: Network is down``); None if none
+        ever failed. Kept after recovery, like :attr:`errors`: ``status`` shows why the count grew."""
+        return self._last_error
 
     @property
     def decode_errors(self) -> int:
@@ -317,9 +325,13 @@ class CanLink:
         """
         try:
             bus = self._bus_factory(**self._settings.bus_kwargs())
-        except (can.CanInterfaceNotImplementedError, TypeError, ValueError) as exc:
+        # python-can raises a plain NotImplementedError for an unknown interface when its config files are ignored
+        # (our can_bus), CanInterfaceNotImplementedError (a subclass) for a driver module that is not installed.
+        except (NotImplementedError, TypeError, ValueError) as exc:
             if strict:
-                raise LinkError(f"CAN: cannot open {self._settings.describe()}: {_cause(exc)}") from exc
+                raise LinkError(
+                    f"CAN: cannot open {self._settings.describe()}: {_cause(exc)}", hint=_settings_hint(exc)
+                ) from exc
             self._fail_locked(None, f"cannot open {self._settings.describe()}", exc)
             return None
         except Exception as exc:  # hardware trouble in whatever form the driver reports it
@@ -358,11 +370,13 @@ class CanLink:
     def _count_locked(self, what: str, exc: BaseException, consequence: str) -> None:
         """Count a failure and log it if it starts an episode (one line: what failed, why, what happens now)."""
         self._errors += 1
+        self._last_error = f"{what}: {_cause(exc)}"
         if self._failing:
             log.debug("CAN: %s: %s (same episode, error %d)", what, _cause(exc), self._errors)
         else:
             self._failing = True
-            log.warning("CAN: %s: %s; %s", what, _cause(exc), consequence)
+            hint = _bus_hint(self._settings, exc)
+            log.warning("CAN: %s: %s; %s%s", what, _cause(exc), consequence, f"; hint: {hint}" if hint else "")
 
     def _fail_locked(self, bus: can.BusABC | None, what: str, exc: BaseException) -> None:
         """Count a failure, log it if it starts an episode, drop ``bus`` and schedule the reopen."""
@@ -433,6 +447,37 @@ class CanLink:
                 self._on_receive(can_id)
             except Exception as exc:  # the reader must survive whatever the callback does
                 log.error("CAN: handling frame 0x%03X failed: %s", can_id, _cause(exc))
+
+
+def _settings_hint(exc: BaseException) -> str:
+    """What to do about settings the driver refuses (they cannot work however often the bus is reopened)."""
+    if isinstance(exc, NotImplementedError):
+        return (
+            "check inverter.can.interface (bms-gateway check names the interfaces python-can knows); a known one "
+            "whose driver module is missing needs that package in the gateway's Python environment"
+        )
+    return "check the options under inverter.can (bms-gateway check warns about the ones the interface does not take)"
+
+
+def _bus_hint(settings: CanSettings, exc: BaseException) -> str | None:
+    """What the user can do about a bus failure, for the two a new SocketCAN setup meets first; else None."""
+    if settings.interface != "socketcan":
+        return None
+    number = getattr(exc, "error_code", None) or getattr(exc, "errno", None)
+    text = str(exc)
+    channel = settings.channel
+    if number == errno.ENETDOWN or "Network is down" in text:
+        bitrate = settings.bitrate or 500000
+        return (
+            f"{channel} is down: sudo ip link set {channel} up type can bitrate {bitrate} restart-ms 100, or let "
+            f"install.sh's CAN unit do it at every boot (sudo systemctl enable --now bms-gateway-can@{channel})"
+        )
+    if number == errno.ENODEV or "No such device" in text:
+        return (
+            f"there is no network interface {channel} (ip link show lists them): plug the USB-CAN adapter in, or "
+            "check the CAN HAT's dtoverlay line in /boot/firmware/config.txt and reboot"
+        )
+    return None
 
 
 def _check_id(can_id: int) -> None:
