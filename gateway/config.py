@@ -102,10 +102,8 @@ def _serial_port(value: object) -> str:
     text = _text(value)
     scheme, separator, _ = text.partition("://")
     if separator and scheme.lower() not in NETWORK_PORT_SCHEMES:
-        raise _Invalid(
-            f"{scheme}:// URLs are not accepted: give the device path (/dev/ttyUSB0, or better "
-            "/dev/serial/by-id/...)"
-        )
+        wanted = "give the device path (/dev/ttyUSB0, or better /dev/serial/by-id/...)"
+        raise _Invalid(f"{scheme}:// URLs are not accepted: {wanted}")
     return text
 
 
