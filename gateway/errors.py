@@ -36,6 +36,11 @@ def error_lines(error: BaseException) -> list[str]:
     return [str(error), *([f"hint: {hint}"] if hint else [])]
 
 
+def error_line(error: BaseException) -> str:
+    """:func:`error_lines` on one line, for a log record: ``message; hint: …``."""
+    return "; ".join(error_lines(error))
+
+
 class FrameError(GatewayError):
     """A received frame is malformed. ``fault`` is a short machine-readable kind, e.g. ``"bad checksum"``."""
 

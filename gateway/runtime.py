@@ -53,7 +53,7 @@ from typing import Protocol, runtime_checkable
 from gateway.battery import BatteryAggregate
 from gateway.bms.driver import BmsDriver, MultiPackDriver
 from gateway.clock import Clock
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, error_line
 from gateway.limits import LimitsSettings, failsafe_limits
 from gateway.model import Limits, PackReading
 from gateway.packs import PackSet, battery_at
@@ -289,8 +289,8 @@ class ControlLoop:
         with self._lock:
             changed = message != self._last_error
             self._last_error = message
-        if changed:
-            log.warning("BMS: %s", message)
+        if changed:  # once per cause, not per retry, with its fix (a serial error's hint)
+            log.warning("BMS: %s", error_line(error))
 
     # --- inputs (CAN reader thread) ---------------------------------------------------------------------------
 

@@ -31,3 +31,6 @@ def own_state_directory(tmp_path_factory: pytest.TempPathFactory, monkeypatch: p
     monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path_factory.mktemp("state")))
     # And its own runtime directory: a service's control socket is never another test's (gateway.control_socket).
     monkeypatch.setenv("RUNTIME_DIRECTORY", str(tmp_path_factory.mktemp("run")))
+    # And its own serial lock directory: never /run/lock, where a test's LCK.. file could meet a real one
+    # (gateway.transport.port_lock).
+    monkeypatch.setenv("BMS_GATEWAY_LOCK_DIR", str(tmp_path_factory.mktemp("lock")))

@@ -56,9 +56,10 @@ def run_cli(*args: str, timeout_s: float = SUBPROCESS_TIMEOUT_S) -> subprocess.C
 
 
 def assert_one_error_line(stderr: str, *needles: str) -> str:
-    """``stderr`` is one ``bms-gateway: error:`` line, no traceback, mentioning every needle."""
+    """``stderr`` is one ``bms-gateway: error:`` line mentioning every needle, perhaps with one ``hint:`` line,
+    no traceback."""
     lines = stderr.splitlines()
-    assert len(lines) == 1, stderr
+    assert len(lines) == 1 or (len(lines) == 2 and lines[1].startswith("hint: ")), stderr
     assert lines[0].startswith(ERROR_PREFIX), stderr
     assert "Traceback" not in stderr
     for needle in needles:

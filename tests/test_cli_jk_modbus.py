@@ -156,7 +156,7 @@ def test_read_shows_the_battery_total_and_the_limits_the_inverter_gets(
         assert f"P{number}'s own limits (the battery's are below):" in lines
 
 
-def test_read_with_no_pack_answering_is_one_error_line(
+def test_read_with_no_pack_answering_is_one_error_line_and_its_hint(
     tmp_path: Path, bus: tuple[NullModem, JkModbusSimulator]
 ) -> None:
     modem, simulator = bus
@@ -166,7 +166,10 @@ def test_read_with_no_pack_answering_is_one_error_line(
     assert result.returncode == 1
     assert result.stdout == ""
     assert result.stderr.splitlines() == [
-        f"bms-gateway: error: no reply from units 1, 2, 3 on {modem.b_path} within {TIMEOUT_S:g} s"
+        f"bms-gateway: error: no reply from units 1, 2, 3 on {modem.b_path} within {TIMEOUT_S:g} s",
+        "hint: check bms.driver (jk-uart for JK B-series/BD6A via the RS485 adapter, jk-modbus for JK-PB inverter "
+        "BMSs), TX/RX not swapped, GND connected, 115200 baud, and each pack's DIP address in bms.addresses (1-15; "
+        "0 makes a pack the bus master)",
     ]
 
 

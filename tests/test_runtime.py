@@ -22,7 +22,7 @@ from jk_frames import REPLY_BY_ID
 
 from gateway.bms import jk_nw
 from gateway.clock import FakeClock, SystemClock
-from gateway.errors import LinkTimeout
+from gateway.errors import LinkError, LinkTimeout
 from gateway.limits import LimitsSettings
 from gateway.model import PackReading
 from gateway.profiles import Profile, load_profile
@@ -607,3 +607,16 @@ def test_request_mode_keeps_the_failsafe_states() -> None:
     assert rig.loop.state is FailsafeState.SILENT
     rig.loop.shutdown()
     assert len(rig.sink.frames) == 4, "no unasked last set in request mode"
+
+
+def test_a_serial_error_is_logged_once_per_cause_with_its_hint(rig: Rig, caplog: pytest.LogCaptureFixture) -> None:
+    """In ``run`` a failing port is retried every poll; the log says each cause once, with its fix (issue 18)."""
+    caplog.set_level(logging.WARNING, logger="gateway.runtime")
+    silent = LinkTimeout("no reply from /dev/ttyUSB0 within 0.5 s", hint="check bms.driver")
+    forbidden = LinkError("cannot open serial port /dev/ttyUSB0: Permission denied", hint="the dialout group")
+    for error in (silent, silent, silent, forbidden, forbidden):
+        rig.loop.on_poll_failed(error)
+    assert [r.getMessage() for r in caplog.records if r.name == "gateway.runtime"] == [
+        "BMS: no reply from /dev/ttyUSB0 within 0.5 s; hint: check bms.driver",
+        "BMS: cannot open serial port /dev/ttyUSB0: Permission denied; hint: the dialout group",
+    ]

@@ -14,6 +14,7 @@ from types import MappingProxyType
 from gateway.bms.driver import BmsDriver, MultiPackDriver
 from gateway.errors import FrameError, GatewayError, LinkError
 from gateway.model import PackReading
+from gateway.transport.port_lock import PortInUse
 
 
 def _declared_ids(driver: BmsDriver) -> tuple[str, ...]:
@@ -82,9 +83,11 @@ class CompositeDriver:
 
     def _none_answered(self, failures: Sequence[GatewayError]) -> GatewayError:
         first = failures[0]
-        if len(failures) == 1:
+        if len(failures) == 1 or isinstance(first, PortInUse):  # its holder (the service) has the others too
             return first
         others = f" (and {len(failures) - 1} more bus{'es' if len(failures) > 2 else ''} failed)"
         if isinstance(first, FrameError):
-            return FrameError(first.fault, f"{first.detail}{others}")
-        return type(first)(f"{first}{others}") if isinstance(first, LinkError) else GatewayError(f"{first}{others}")
+            return FrameError(first.fault, f"{first.detail}{others}", hint=first.hint)
+        if isinstance(first, LinkError):
+            return type(first)(f"{first}{others}", hint=first.hint)
+        return GatewayError(f"{first}{others}", hint=first.hint)

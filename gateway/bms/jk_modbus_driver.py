@@ -37,11 +37,19 @@ from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOEx
 from gateway.bms import jk_modbus, jk_modbus_switch
 from gateway.bms.jk_modbus import INFO, LIVE, POLL_PLAN, SETTINGS, Block, BlockImage, Read
 from gateway.bms.jk_modbus_switch import SwitchWrite
+from gateway.bms.wiring_hints import JK_MODBUS, looks_like, no_reply_hint
 from gateway.clock import Clock
 from gateway.errors import FrameError, GatewayError, LinkError, LinkTimeout
 from gateway.model import DeviceInfo, PackReading, ProtectionSettings
 from gateway.secret import Secret
-from gateway.transport.serial_link import SerialFactory, SerialPort, open_serial_port
+from gateway.transport.port_lock import PortLock
+from gateway.transport.serial_link import (
+    RECEIVED_SAMPLE_BYTES,
+    SerialFactory,
+    SerialPort,
+    open_locked,
+    open_serial_port,
+)
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +71,6 @@ try:
     _PORT_ERRORS: tuple[type[Exception], ...] = (serial.SerialException, OSError, termios.error)
 except ImportError:  # not POSIX
     _PORT_ERRORS = (serial.SerialException, OSError)
-_OPEN_ERRORS: tuple[type[Exception], ...] = (*_PORT_ERRORS, ValueError)  # ValueError: a bad setting
 _T = TypeVar("_T")
 
 
@@ -98,9 +105,13 @@ class RtuBus:
         self._factory = serial_factory
         self._sleep = wire_sleep
         self._serial: SerialPort | None = None
+        self._lock: PortLock | None = None
         self._lost_reason: str | None = None
         self._quiet_until = 0.0
         self._received = 0
+        self.last_received = b""
+        """The first bytes the last exchange received (at most RECEIVED_SAMPLE_BYTES): a timeout's hint names the
+        driver they look like."""
         self.requests_sent = 0
         # Retries, backoff and reconnects are ours; pymodbus only frames and matches one exchange.
         self._client = ModbusSerialClient(
@@ -121,18 +132,19 @@ class RtuBus:
             return
         self.close()
         try:
-            port = self._factory(
+            # Locked (flock and lock file): two programs polling one bus would collide.
+            port, self._lock = open_locked(
                 self.port,
+                self._factory,
                 baudrate=self.baudrate,
                 bytesize=8,
                 parity="N",
                 stopbits=1,
                 timeout=self.timeout_s,
                 write_timeout=self.timeout_s,
-                exclusive=True,  # two programs polling one bus would collide
             )
-        except _OPEN_ERRORS as exc:
-            raise self._lost(f"cannot open serial port {self.port}: {_cause(exc)}") from None
+        except LinkError as error:
+            raise self._lost(error) from None
         self._serial = port
         # The client uses the port we opened, so open errors are ours to word and the trigger exchange shares it.
         self._client.socket = cast(serial.Serial, port)
@@ -142,10 +154,13 @@ class RtuBus:
 
     def close(self) -> None:
         port, self._serial = self._serial, None
+        lock, self._lock = self._lock, None
         self._client.socket = None
         if port is not None:
             with contextlib.suppress(*_PORT_ERRORS):
                 port.close()
+        if lock is not None:
+            lock.release()
 
     def read_registers(self, unit: int, read: Read) -> list[int]:
         """FC03: ``read.count`` words from ``read.address`` of ``unit``.
@@ -157,23 +172,25 @@ class RtuBus:
         self.open()
         self._wait_quiet()
         self._received = 0
+        self.last_received = b""
         try:
             response = self._client.read_holding_registers(read.address, count=read.count, device_id=unit)
         except ConnectionException:
             self.close()
-            raise self._lost(f"serial port {self.port} lost") from None
+            raise self._lost(LinkError(f"serial port {self.port} lost")) from None
         except ModbusIOException:
             if self._received:
                 raise FrameError(
                     "bad reply",
                     f"unit {unit}: {self._received} bytes to the read at 0x{read.address:04X} make no valid reply",
+                    hint=self._wrong_driver_hint(),
                 ) from None
-            raise LinkTimeout(f"no reply from unit {unit} on {self.port} within {self.timeout_s:g} s") from None
+            raise self._no_reply(unit) from None
         except ModbusException as exc:
             raise FrameError("bad reply", f"unit {unit}: {_cause(exc)}") from None
         except _PORT_ERRORS as exc:
             self.close()
-            raise self._lost(f"serial port {self.port} lost: {_cause(exc)}") from None
+            raise self._lost(LinkError(f"serial port {self.port} lost: {_cause(exc)}")) from None
         if response.isError():
             code = getattr(response, "exception_code", "?")
             raise FrameError(
@@ -231,6 +248,7 @@ class RtuBus:
         self._wait_quiet()
         buffer = bytearray()
         deadline = time.monotonic() + self.timeout_s
+        self.last_received = b""
         try:
             port.reset_input_buffer()
             guard(request)
@@ -248,18 +266,37 @@ class RtuBus:
                 buffer += port.read(max(1, port.in_waiting))
         except _PORT_ERRORS as exc:
             self.close()
-            raise self._lost(f"serial port {self.port} lost: {_cause(exc)}") from None
+            raise self._lost(LinkError(f"serial port {self.port} lost: {_cause(exc)}")) from None
         finally:
             self._quiet_until = time.monotonic() + TRIGGER_GAP_S
             if self._serial is not None:
                 with contextlib.suppress(*_PORT_ERRORS):
                     self._serial.timeout = self.timeout_s
         reply = bytes(buffer).removeprefix(request)  # an adapter's echo of the request is no answer
+        self.last_received = reply[:RECEIVED_SAMPLE_BYTES]
         if not reply:
-            raise LinkTimeout(f"no reply from unit {unit} on {self.port} within {self.timeout_s:g} s")
-        final = scan(reply, True)
+            raise self._no_reply(unit)
+        try:
+            final = scan(reply, True)
+        except FrameError as error:
+            hint = self._wrong_driver_hint()
+            if hint is None:
+                raise
+            raise FrameError(error.fault, error.detail, hint=hint) from None
         assert final is not None  # a final scan raises rather than wait
         return final
+
+    def _no_reply(self, unit: int) -> LinkTimeout:
+        return LinkTimeout(
+            f"no reply from unit {unit} on {self.port} within {self.timeout_s:g} s",
+            hint=no_reply_hint(JK_MODBUS, self.last_received),
+        )
+
+    def _wrong_driver_hint(self) -> str | None:
+        """The hint for bytes that make no valid reply, when they look like another driver's protocol."""
+        if looks_like(self.last_received) in (None, JK_MODBUS):
+            return None
+        return no_reply_hint(JK_MODBUS, self.last_received)
 
     def _guard(self, request: bytes) -> None:
         if not jk_modbus.is_permitted_request(request):
@@ -276,6 +313,8 @@ class RtuBus:
             self.requests_sent += 1
         else:
             self._received = max(self._received, len(data))
+            if len(data) > len(self.last_received):  # pymodbus hands over its whole buffer so far
+                self.last_received = data[:RECEIVED_SAMPLE_BYTES]
         return data
 
     def _wait_quiet(self) -> None:
@@ -287,12 +326,12 @@ class RtuBus:
         """Wait before retry number ``retry`` (1, 2, ...)."""
         self._sleep(min(BACKOFF_S * 2 ** (retry - 1), BACKOFF_MAX_S))
 
-    def _lost(self, message: str) -> LinkError:
+    def _lost(self, error: LinkError) -> LinkError:
         # One INFO line per episode; the LinkError itself goes up and is reported by the caller.
         if self._lost_reason is None:
-            log.info("serial: %s", message)
-        self._lost_reason = message
-        return LinkError(message)
+            log.info("serial: %s", error)
+        self._lost_reason = str(error)
+        return error
 
 
 class Method(enum.Enum):
@@ -509,7 +548,9 @@ class JkModbusDriver:
         port = self._bus.port
         if all(isinstance(f, LinkTimeout) for f in failures):
             units = ", ".join(str(p.address) for p in self._packs)
-            return LinkTimeout(f"no reply from units {units} on {port} within {self._bus.timeout_s:g} s")
+            return LinkTimeout(
+                f"no reply from units {units} on {port} within {self._bus.timeout_s:g} s", hint=failures[0].hint
+            )
         detail = "; ".join(f"unit {p.address}: {errors[p.pack_id]}" for p in self._packs if p.pack_id in errors)
         if all(isinstance(f, FrameError) for f in failures):
             return FrameError("no pack answered", f"on {port}: {detail}")

@@ -27,7 +27,7 @@ from gateway.bms.jk_modbus import INFO, POLL_PLAN, SETTINGS, Block, BlockImage
 from gateway.bms.jk_modbus_driver import RtuBus
 from gateway.errors import FrameError, LinkError, LinkTimeout
 from gateway.model import DeviceInfo
-from gateway.transport.serial_link import SerialFactory, open_serial_port
+from gateway.transport.serial_link import SerialFactory, open_locked, open_serial_port
 
 DEFAULT_SCAN_ADDRESSES: Final = tuple(range(1, 16))
 """What four DIP switches can set, without 0 (which makes a pack the bus master)."""
@@ -106,10 +106,9 @@ def listen(port: str, baudrate: int, seconds: float, *, serial_factory: SerialFa
 
     :raises LinkError: the port cannot be opened.
     """
-    try:
-        link = serial_factory(port, baudrate=baudrate, bytesize=8, parity="N", stopbits=1, timeout=_LISTEN_SLICE_S)
-    except (OSError, ValueError) as exc:
-        raise LinkError(f"cannot open serial port {port}: {_first_line(exc)}") from None
+    link, lock = open_locked(
+        port, serial_factory, baudrate=baudrate, bytesize=8, parity="N", stopbits=1, timeout=_LISTEN_SLICE_S
+    )
     heard = 0
     try:
         deadline = time.monotonic() + seconds
@@ -120,6 +119,7 @@ def listen(port: str, baudrate: int, seconds: float, *, serial_factory: SerialFa
     finally:
         with contextlib.suppress(OSError):
             link.close()
+        lock.release()
     return heard
 
 

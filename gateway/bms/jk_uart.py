@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 
 from gateway.bms import jk_nw
+from gateway.bms.wiring_hints import no_reply_hint
 from gateway.clock import Clock
-from gateway.errors import FrameError, GatewayError, LinkError
+from gateway.errors import FrameError, GatewayError, LinkError, LinkTimeout
 from gateway.model import PackReading
 from gateway.transport.serial_link import SerialFactory, SerialLink
 
@@ -56,7 +57,8 @@ class JkUartDriver:
     def read_reply(self) -> tuple[jk_nw.JkNwReply, PackReading]:
         """One read-all reply, decoded, and its reading (control needs the reply: it holds tag 0xB2).
 
-        :raises GatewayError: (FrameError or LinkError) every attempt failed.
+        :raises GatewayError: (FrameError or LinkError) every attempt failed; a timeout carries the likely causes
+            as its hint (:func:`~gateway.bms.wiring_hints.no_reply_hint`).
         """
         last_error: GatewayError | None = None
         for _ in range(self._attempts):
@@ -66,6 +68,9 @@ class JkUartDriver:
                 reply = jk_nw.decode_reply(frame)
                 self._tell_if_version_assumed(reply)
                 return reply, jk_nw.to_reading(reply, received_at, self.pack_id)
+            except LinkTimeout as exc:
+                hint = no_reply_hint(self.name, self._link.last_received, echoed=self._request)
+                last_error = LinkTimeout(str(exc), hint=hint)
             except (FrameError, LinkError) as exc:
                 last_error = exc
         assert last_error is not None

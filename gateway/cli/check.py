@@ -9,6 +9,7 @@ from gateway.app import limits_settings, open_driver
 from gateway.cli import EXIT_FAILURE
 from gateway.cli.common import add_config_argument, load_with_profile
 from gateway.cli.render import render_thresholds
+from gateway.cli.service_reading import announce, ask_service
 from gateway.clock import SystemClock
 from gateway.commissioning import Severity, review, verdict
 from gateway.config import Config
@@ -17,6 +18,7 @@ from gateway.failsafe_timing import can_failsafe_timing
 from gateway.limits import Thresholds, derive_thresholds
 from gateway.model import PackReading
 from gateway.sim.scenarios import SCENARIOS
+from gateway.transport.port_lock import PortInUse
 
 EXIT_NOT_READY = EXIT_FAILURE
 """The config is valid, but this machine is not ready for it (a serial port it names is missing)."""
@@ -49,6 +51,10 @@ def _bms_reading(args: argparse.Namespace, config: Config) -> PackReading | None
     driver = open_driver(config.bms, SystemClock())
     try:
         return driver.read()[0]
+    except PortInUse as busy:  # the service polls the BMS: its last reading (gateway.cli.service_reading)
+        service = ask_service(busy, args.config)
+        announce(service)
+        return service.readings[0]
     finally:
         driver.close()
 

@@ -1,5 +1,7 @@
 """``bms-gateway read -c FILE [--json]``: poll the BMS once and print what it says.
 
+While the service runs (it holds the port), its last reading instead, said so in one line on stderr.
+
 Several packs: each pack (``P1``, ``P2``, ... in polling order, its cells ``P2 C07``) with its own limits, then
 the battery they make (its total current, SOC and power, where its extreme cells are) with the limits the
 inverter would be told. With ``--json`` one document per pack, then one for the battery (``pack_id``
@@ -19,11 +21,13 @@ from gateway.battery import aggregate, pack_labels
 from gateway.bms.driver import MultiPackDriver
 from gateway.cli.common import add_config_argument, load
 from gateway.cli.render import render_battery, render_limits, render_reading, render_thresholds
+from gateway.cli.service_reading import announce, ask_service
 from gateway.clock import SystemClock
 from gateway.limits import LimitsSettings, compute_limits
 from gateway.limits.settings import AUTO_CAPACITY_SPREAD, CurrentSharing
 from gateway.limits.system import PackLimits, sharing_in_force, system_limits
 from gateway.plausibility import implausibility
+from gateway.transport.port_lock import PortInUse
 
 LIMITS_TOLD: Final = "limits (what the inverter would be told):"
 
@@ -44,11 +48,15 @@ def run(args: argparse.Namespace) -> int:
     driver = open_battery(config, SystemClock())
     try:
         readings = driver.read()
+        pack_errors = {k: str(e) for k, e in driver.pack_errors.items()} if isinstance(driver, MultiPackDriver) else {}
+    except PortInUse as busy:  # the service polls the BMS: show its last reading (gateway.cli.service_reading)
+        service = ask_service(busy, args.config)
+        announce(service)
+        readings, pack_errors = service.readings, dict(service.pack_errors)
     finally:
         driver.close()
-    if isinstance(driver, MultiPackDriver):
-        for pack_id, error in driver.pack_errors.items():  # the packs that answered are printed below
-            print(f"bms-gateway: warning: pack {pack_id}: {error}", file=sys.stderr)
+    for pack_id, why in pack_errors.items():  # the packs that answered are printed below
+        print(f"bms-gateway: warning: pack {pack_id}: {why}", file=sys.stderr)
     tuning = limits_settings(config)
     results = [
         # What the gateway would send for this one reading, as at start-up (no history).

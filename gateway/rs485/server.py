@@ -30,7 +30,7 @@ from typing import Final, Protocol
 
 from gateway.clock import Clock
 from gateway.config import Config, ExtraOutputConfig, SerialPortConfig, TcpConfig
-from gateway.errors import ConfigError, GatewayError, ProfileNotFoundError
+from gateway.errors import ConfigError, GatewayError, ProfileNotFoundError, error_line
 from gateway.limits import LimitsSettings, failsafe_limits
 from gateway.model import Limits, PackReading
 from gateway.packs import PackSet, battery_at
@@ -293,8 +293,8 @@ class LimitsFeed:
         message = str(error)
         with self._lock:
             changed, self._last_error = message != self._last_error, message
-        if changed:
-            log.warning("BMS: %s", message)
+        if changed:  # once per cause, with its fix
+            log.warning("BMS: %s", error_line(error))
 
     def __call__(self) -> SourceState:
         now = self._clock.monotonic()

@@ -88,6 +88,8 @@ def each_pack(snapshot: Snapshot) -> list[dict[str, Any]]:
             "pack_id": reading.pack_id,
             "reading_age_s": _round(snapshot.at_s - reading.measured_at_s, 2),
             "state": reading.state.to_json(),
+            "settings": reading.settings.to_json(),  # read and check --bms while the service holds the port
+            "device": reading.device.to_json(),
             "limits": _limits_json(snapshot.pack_limits.get(reading.pack_id)),
         }
         for number, reading in enumerate(battery.packs, start=1)

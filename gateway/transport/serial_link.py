@@ -4,6 +4,10 @@ The link knows nothing of any protocol: a :class:`Framer` tells it what a frame'
 the frame is once its header is in. The link skips garbage before a start marker, reads exactly one frame,
 gives up after the request's timeout, and reopens the port after it vanished (USB adapter unplugged) on the
 next request, without ever letting an exception other than :class:`~gateway.errors.LinkError` escape.
+
+Every port is opened by :func:`open_locked`: pyserial's ``exclusive=True`` (flock) and the UUCP lock file of
+:mod:`gateway.transport.port_lock`, so that a second program on the port is refused with a message naming the
+holder; any other failure to open gets its fix as a hint (:mod:`gateway.transport.serial_errors`).
 """
 
 from __future__ import annotations
@@ -12,15 +16,20 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from typing import Any, Protocol, cast
+from pathlib import Path
+from typing import Any, Final, Protocol, cast
 
 import serial
 
 from gateway.errors import FrameError, LinkError, LinkTimeout
+from gateway.transport.port_lock import PortLock
+from gateway.transport.serial_errors import open_error
 
 log = logging.getLogger(__name__)
 
 _HUNT_CHUNK = 512
+RECEIVED_SAMPLE_BYTES: Final = 64
+"""How many of the bytes an exchange received are kept for diagnostics (:attr:`SerialLink.last_received`)."""
 
 try:
     import termios
@@ -72,6 +81,25 @@ def open_serial_port(port: str, **settings: Any) -> SerialPort:
     return cast(SerialPort, serial.serial_for_url(port, **settings))
 
 
+def open_locked(
+    port: str, factory: SerialFactory = open_serial_port, *, lock_dir: Path | None = None, **settings: Any
+) -> tuple[SerialPort, PortLock]:
+    """Open ``port`` for this program alone: its lock file, then the port with ``exclusive=True``.
+
+    The caller closes the port and then releases the lock.
+
+    :raises LinkError: one line naming the port and the cause, with a hint: the holder when the port is in use
+        (:class:`~gateway.transport.port_lock.PortInUse`), dialout, a missing adapter, not a serial device.
+    """
+    lock = PortLock(port, lock_dir)
+    lock.acquire()  # before the port is touched: opening a tty may toggle its modem lines under the holder
+    try:
+        return factory(port, exclusive=True, **settings), lock
+    except _OPEN_ERRORS as exc:
+        lock.release()
+        raise open_error(port, exc, lock_dir=lock_dir) from None
+
+
 class SerialLink:
     """One serial port used for request/response exchanges.
 
@@ -80,6 +108,7 @@ class SerialLink:
 
     :param port: device path or pyserial URL (``/dev/ttyUSB0``, ``loop://``).
     :param baudrate: bits per second; 8N1 framing.
+    :param lock_dir: where the port's lock file goes (default: :func:`~gateway.transport.port_lock.lock_directory`).
     """
 
     def __init__(
@@ -88,14 +117,20 @@ class SerialLink:
         baudrate: int = 115200,
         *,
         serial_factory: SerialFactory = open_serial_port,
+        lock_dir: Path | None = None,
     ) -> None:
         self.port = port
         self.baudrate = baudrate
         self._factory = serial_factory
+        self._lock_dir = lock_dir
         self._serial: SerialPort | None = None
+        self._lock: PortLock | None = None
         self._lost_reason: str | None = None
         self.garbage_bytes_skipped = 0
         """Bytes discarded while hunting for a start marker since the link was made (diagnostics)."""
+        self.last_received = b""
+        """The first bytes (at most :data:`RECEIVED_SAMPLE_BYTES`) the last exchange received, frame or not: what a
+        timeout's hint can tell the wrong protocol by."""
 
     @property
     def is_open(self) -> bool:
@@ -106,20 +141,30 @@ class SerialLink:
         if self._serial is not None:
             return
         try:
-            self._serial = self._factory(
-                self.port, baudrate=self.baudrate, bytesize=8, parity="N", stopbits=1, timeout=0.05
+            self._serial, self._lock = open_locked(
+                self.port,
+                self._factory,
+                lock_dir=self._lock_dir,
+                baudrate=self.baudrate,
+                bytesize=8,
+                parity="N",
+                stopbits=1,
+                timeout=0.05,
             )
-        except _OPEN_ERRORS as exc:
-            raise self._lost(f"cannot open serial port {self.port}: {_reason(exc)}") from None
+        except LinkError as error:
+            raise self._lost(error) from None
         if self._lost_reason is not None:
             log.info("serial: %s reopened", self.port)
             self._lost_reason = None
 
     def close(self) -> None:
         port, self._serial = self._serial, None
+        lock, self._lock = self._lock, None
         if port is not None:
             with contextlib.suppress(*_PORT_ERRORS):
                 port.close()
+        if lock is not None:
+            lock.release()
 
     def transact(self, request: bytes, framer: Framer, timeout_s: float) -> bytes:
         """Send ``request`` and return exactly one frame received within ``timeout_s`` seconds.
@@ -135,6 +180,7 @@ class SerialLink:
         port = self._serial
         assert port is not None
         deadline = time.monotonic() + timeout_s
+        self.last_received = b""
         try:
             port.reset_input_buffer()
             port.write(request)
@@ -142,7 +188,7 @@ class SerialLink:
             return self._read_frame(port, framer, deadline, timeout_s)
         except _PORT_ERRORS as exc:
             self.close()
-            raise self._lost(f"serial port {self.port} lost: {_reason(exc)}") from None
+            raise self._lost(LinkError(f"serial port {self.port} lost: {_reason(exc)}")) from None
 
     def _read_frame(self, port: SerialPort, framer: Framer, deadline: float, timeout_s: float) -> bytes:
         buffer = bytearray()
@@ -179,16 +225,19 @@ class SerialLink:
             wanted = (length - len(buffer)) if length is not None else _HUNT_CHUNK
             chunk = port.read(max(1, min(wanted, port.in_waiting or 1)))
             buffer += chunk
+            if len(self.last_received) < RECEIVED_SAMPLE_BYTES:
+                self.last_received = (self.last_received + chunk)[:RECEIVED_SAMPLE_BYTES]
 
-    def _lost(self, message: str) -> LinkError:
+    def _lost(self, error: LinkError) -> LinkError:
         # One line per episode: "lost" is typically followed by "cannot open" until the port is back. INFO, not
         # WARNING: the LinkError goes up to the caller (the runtime warns about it), so one failure is one warning.
+        message = str(error)
         if self._lost_reason is None:
             log.info("serial: %s", message)
         elif self._lost_reason != message:
             log.debug("serial: %s", message)
         self._lost_reason = message
-        return LinkError(message)
+        return error
 
 
 def _reason(exc: BaseException) -> str:

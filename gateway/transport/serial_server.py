@@ -30,19 +30,24 @@ from pymodbus.framer import FramerType
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
-from gateway.transport.serial_link import _PORT_ERRORS, SerialFactory, SerialPort, open_serial_port
+from gateway.errors import GatewayError, LinkError, error_line
+from gateway.transport.port_lock import PortInUse, PortLock
+from gateway.transport.serial_link import _PORT_ERRORS, SerialFactory, SerialPort, open_locked, open_serial_port
 
 log = logging.getLogger(__name__)
 
 _READ_TIMEOUT_S: Final = 0.02
 """Longest one read waits, s: bounds how late stop() and a frame timeout are noticed."""
 _READ_CHUNK: Final = 4096
-_OPEN_ERRORS: Final[tuple[type[Exception], ...]] = (*_PORT_ERRORS, ValueError)
 
 
 def _reason(exc: BaseException) -> str:
     text = str(exc).strip() or type(exc).__name__
     return text.splitlines()[0]
+
+
+def _one_line(problem: str | GatewayError) -> str:
+    return error_line(problem) if isinstance(problem, GatewayError) else problem
 
 
 class DelimitedFramer:
@@ -133,6 +138,7 @@ class SerialServer:
         self.replies = 0
         self.handler_errors = 0
         self._lost: str | None = None
+        self._lock: PortLock | None = None
 
     def start(self) -> None:
         """Serve on a daemon thread until :meth:`stop`."""
@@ -164,18 +170,29 @@ class SerialServer:
                 self._episode(f"serial port {self.port} lost: {_reason(exc)}")
             finally:
                 self.serving.clear()
-                with contextlib.suppress(*_PORT_ERRORS):
-                    port.close()
+                self._close(port)
             self.framer.drop_partial()
             self._stop.wait(self.reopen_s)
 
     def _open(self) -> SerialPort | None:
         try:
-            port = self._factory(
-                self.port, baudrate=self.baudrate, bytesize=8, parity="N", stopbits=1, timeout=_READ_TIMEOUT_S
+            # Locked (flock and lock file): a second program answering on the same bus would garble both replies.
+            port, self._lock = open_locked(
+                self.port,
+                self._factory,
+                baudrate=self.baudrate,
+                bytesize=8,
+                parity="N",
+                stopbits=1,
+                timeout=_READ_TIMEOUT_S,
             )
+        except LinkError as error:
+            self._episode(error)
+            return None
+        try:
             port.reset_input_buffer()  # what arrived while nobody listened is stale
-        except _OPEN_ERRORS as exc:
+        except _PORT_ERRORS as exc:
+            self._close(port)
             self._episode(f"cannot open serial port {self.port}: {_reason(exc)}")
             return None
         if self._lost is not None:
@@ -184,8 +201,16 @@ class SerialServer:
         self.serving.set()
         return port
 
-    def _episode(self, message: str) -> None:
-        # One warning per outage, not one per retry.
+    def _close(self, port: SerialPort) -> None:
+        with contextlib.suppress(*_PORT_ERRORS):
+            port.close()
+        lock, self._lock = self._lock, None
+        if lock is not None:
+            lock.release()
+
+    def _episode(self, problem: str | GatewayError) -> None:
+        # One warning per outage, not one per retry; with the fix, when there is one.
+        message = _one_line(problem)
         if self._lost is None:
             log.warning("%s: %s; retrying every %g s", self.name, message, self.reopen_s)
         self._lost = message
@@ -351,17 +376,23 @@ class ModbusServer:
         devices.append(SimDevice(0, simdata=[SimData(0, datatype=DataType.INVALID)]))
         while not self._stop.is_set():
             server = self._server(devices)
-            if await server.listen():
+            lock, refused = self._lock_port()
+            listened = refused is None and await server.listen()
+            if listened:
                 self._listening(server)
                 while not self._stop.is_set() and (isinstance(self.endpoint, TcpEndpoint) or server.active_connections):
                     await asyncio.sleep(_SUPERVISE_S)
                 self.serving.clear()
                 if not self._stop.is_set():
                     self._episode(f"{self.endpoint.describe()} lost")
-            else:
-                self._episode(f"cannot listen on {self.endpoint.describe()}")
             with contextlib.suppress(Exception):
                 await server.shutdown()  # type: ignore[no-untyped-call]
+            if lock is not None:
+                lock.release()
+            if refused is not None:
+                self._episode(refused)
+            elif not listened:
+                self._episode(await asyncio.to_thread(self._why_not_listening))
             if not self._stop.is_set():
                 await asyncio.to_thread(self._stop.wait, self.reopen_s)
 
@@ -374,7 +405,34 @@ class ModbusServer:
             self._lost = None
         self.serving.set()
 
-    def _episode(self, message: str) -> None:
+    def _lock_port(self) -> tuple[PortLock | None, PortInUse | None]:
+        """A serial endpoint's lock file (pymodbus opens the port itself, with exclusive=True): held while serving,
+        or who holds the port."""
+        if not isinstance(self.endpoint, SerialEndpoint):
+            return None, None
+        lock = PortLock(self.endpoint.port)
+        try:
+            lock.acquire()
+        except PortInUse as error:
+            return None, error
+        return lock, None
+
+    def _why_not_listening(self) -> str | GatewayError:
+        """pymodbus's listen() says only False. On a serial port, opening it here (once an outage) says why, with
+        the fix: in use, permission, missing, not a serial device."""
+        endpoint = self.endpoint
+        if isinstance(endpoint, SerialEndpoint) and self._lost is None:
+            try:
+                port, lock = open_locked(endpoint.port, baudrate=endpoint.baudrate)
+            except LinkError as error:
+                return error
+            with contextlib.suppress(*_PORT_ERRORS):
+                port.close()
+            lock.release()
+        return f"cannot listen on {endpoint.describe()}"
+
+    def _episode(self, problem: str | GatewayError) -> None:
+        message = _one_line(problem)
         if self._lost is None:
             log.warning("%s: %s; retrying every %g s", self.name, message, self.reopen_s)
         self._lost = message
