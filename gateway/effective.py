@@ -50,7 +50,7 @@ def _pick(config_value: T | None, profile_value: T, profile: Profile) -> Sourced
     return Sourced(profile_value, f"profile {profile.name}")
 
 
-def _config_origin(config: Config, section: object, key: str) -> str:
+def config_origin(config: Config, section: object, key: str) -> str:
     """``"config"`` when the user wrote dotted ``key`` (even if equal to the default), else ``"default"``."""
     if key in config.explicit_keys:
         return "config"
@@ -80,7 +80,7 @@ def resolve(config: Config, profile: Profile) -> Effective:
     if profile.transport == "can" and can is None:
         raise ConfigError("inverter.can", f"missing: profile {profile.name} talks CAN, so say which adapter")
     bms_timeout = config.failsafe.bms_timeout_s
-    timeout_origin = _config_origin(config, config.failsafe, "failsafe.bms_timeout_s")
+    timeout_origin = config_origin(config, config.failsafe, "failsafe.bms_timeout_s")
     silence = _pick(config.failsafe.silence_after_s, profile.silence_after_s, profile)
     if silence.value <= bms_timeout:
         raise ConfigError(

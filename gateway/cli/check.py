@@ -7,16 +7,15 @@ import json
 
 from gateway.app import limits_settings, open_driver
 from gateway.cli import EXIT_FAILURE
-from gateway.cli.common import add_config_argument, load_with_profile
+from gateway.cli.common import add_config_argument, load
 from gateway.cli.render import render_thresholds
 from gateway.cli.service_reading import announce, ask_service
 from gateway.clock import SystemClock
 from gateway.commissioning import Severity, review, verdict
 from gateway.config import Config
-from gateway.effective import resolve
-from gateway.failsafe_timing import can_failsafe_timing
 from gateway.limits import Thresholds, derive_thresholds
 from gateway.model import PackReading
+from gateway.output_in_force import output_in_force
 from gateway.sim.scenarios import SCENARIOS
 from gateway.transport.port_lock import PortInUse
 
@@ -79,9 +78,9 @@ def describe_control(config: Config) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    config, profile = load_with_profile(args)
-    effective = resolve(config, profile)
-    failsafe = can_failsafe_timing(effective, profile)
+    config = load(args)  # a CAN or an RS485 profile
+    output = output_in_force(config)
+    failsafe = output.failsafe
     findings = review(config)  # ports, speeds, CAN options: what this machine shows without the BMS
     not_ready = any(finding.severity is Severity.PROBLEM for finding in findings)
     reading = None if not_ready and args.bms else _bms_reading(args, config)  # a poll could only fail
@@ -89,8 +88,8 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         out = {
             "config": config.to_json(),
-            "profile": {"name": profile.name, "path": profile.path},
-            "effective": {key: {"value": value, "origin": origin} for key, value, origin in effective.rows()},
+            "profile": {"name": output.profile, "path": output.path},
+            "effective": {key: {"value": value, "origin": origin} for key, value, origin in output.rows},
             "thresholds": None if thresholds is None else thresholds.to_json(),
             "findings": [finding.to_json() for finding in findings],
             "failsafe": failsafe.to_json(),
@@ -100,10 +99,10 @@ def run(args: argparse.Namespace) -> int:
     print(f"{args.config}: {verdict(findings)}")
     for finding in findings:
         print("\n".join(finding.lines()))
-    print(f"profile {profile.name} ({profile.path}): {', '.join(profile.inverters)}")
+    print(f"profile {output.profile} ({output.path}): {', '.join(output.inverters)}")
     print(f"control: {describe_control(config)}")
-    width = max(len(key) for key, _, _ in effective.rows())
-    for key, value, origin in effective.rows():
+    width = max(len(key) for key, _, _ in output.rows)
+    for key, value, origin in output.rows:
         print(f"  {key:<{width}}  {value!s:<8}  from {origin}{failsafe.row_note(key)}")
     print("\n".join(failsafe.lines()))
     if thresholds is not None and reading is not None:
