@@ -1,4 +1,5 @@
-"""One CAN frame as one line of text, decoded by a profile: shared by ``run --dry-run`` and ``monitor``.
+"""One CAN frame as one line of text, decoded by a profile: shared by ``run --dry-run`` and ``monitor`` (live and
+``--log``).
 
 A line is the id, the frame's name, the payload in hex and every field as ``name=value unit``::
 
@@ -11,11 +12,14 @@ profile never states them twice.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from decimal import Decimal
-from typing import Final
+from typing import Final, TextIO
+
+import can
 
 from gateway.errors import FrameError
-from gateway.profiles import CanFrameCodec
+from gateway.profiles import CanFrameCodec, Profile
 from gateway.profiles.schema import FieldSpec
 from gateway.values import Value
 
@@ -84,7 +88,17 @@ def format_fields(codec: CanFrameCodec, data: bytes) -> str:
     try:
         decoded = codec.decode(data)
     except FrameError as error:
-        return f"({error})"
+        return format_decode_error(error)
+    return format_decoded(codec, decoded)
+
+
+def format_decode_error(error: FrameError) -> str:
+    """What a frame the profile knows shows instead of its fields when they cannot be decoded."""
+    return f"({error})"
+
+
+def format_decoded(codec: CanFrameCodec, decoded: Mapping[str, Value]) -> str:
+    """Fields ``codec`` decoded as ``name=value unit``; a frame with many flags names only the set ones."""
     by_name = {field.name: field for field in codec.spec.fields}
     flags = [name for name in decoded if name in by_name and str(by_name[name].kind) in _BIT_KINDS]
     items = [
@@ -119,9 +133,71 @@ def format_frame(codec: CanFrameCodec | None, can_id: int, data: bytes, *, name_
     return head if codec is None else f"{head} {format_fields(codec, data)}"
 
 
+class FrameMonitor:
+    """``monitor``'s lines for CAN frames, from a bus or a log: battery frames, inverter frames, unknown ids raw.
+
+    Each line is the time (``elapsed_s``: since the start, or since a log's first frame), who sends the frame by
+    the profile (``bat``, ``inv``, ``---`` for an id it does not know), id, name, payload and fields. The counts
+    say what was shown: ``frames`` lines in all, of them ``unknown`` ids the profile does not know, ``undecodable``
+    frames of a known id whose fields cannot be decoded (a short frame), ``error_frames``.
+    """
+
+    def __init__(self, profile: Profile, out: TextIO, *, changes_only: bool = False) -> None:
+        self._known: dict[int, tuple[str, CanFrameCodec]] = {codec.can_id: ("bat", codec) for codec in profile.frames}
+        self._known.update({codec.can_id: ("inv", codec) for codec in profile.inverter_frames})
+        self._name_width = max((len(codec.name) for _, codec in self._known.values()), default=len("request"))
+        # Request mode (Growatt): the inverter's request frame, which carries no fields of interest.
+        self._request_id: int | None = getattr(profile, "request_id", None)
+        self._out = out
+        self._changes_only = changes_only
+        self._last: dict[tuple[int, bool], bytes] = {}
+        self.frames = 0
+        self.unknown = 0
+        self.undecodable = 0
+        self.error_frames = 0
+
+    def show(self, message: can.Message, elapsed_s: float) -> None:
+        if message.is_error_frame:
+            self.frames += 1
+            self.error_frames += 1
+            print(f"{elapsed_s:8.3f} --- error frame", file=self._out, flush=True)
+            return
+        can_id, extended, data = message.arbitration_id, bool(message.is_extended_id), bytes(message.data)
+        if self._changes_only:
+            key = (can_id, extended)
+            if self._last.get(key) == data:
+                return
+            self._last[key] = data
+        self.frames += 1
+        # A profile's ids are 11-bit: an extended frame with the same number is someone else's.
+        side, codec = self._known.get(can_id, ("---", None)) if not extended else ("---", None)
+        name = "?" if codec is None else codec.name
+        if codec is None and not extended and can_id == self._request_id:
+            side, name = "inv", "request"
+        elif codec is None:
+            self.unknown += 1
+        head = f"{elapsed_s:8.3f} {side} {format_id(can_id, extended=extended)} {name:<{self._name_width}}"
+        if message.is_remote_frame:
+            print(f"{head} remote request, dlc {message.dlc}", file=self._out, flush=True)
+            return
+        payload = format_payload(data)
+        if codec is None:
+            print(f"{head} {payload}", file=self._out, flush=True)
+            return
+        try:
+            fields = format_decoded(codec, codec.decode(data))
+        except FrameError as error:
+            self.undecodable += 1
+            fields = format_decode_error(error)
+        print(f"{head} {payload:<27} {fields}", file=self._out, flush=True)
+
+
 __all__ = [
+    "FrameMonitor",
     "field_decimals",
     "field_unit",
+    "format_decode_error",
+    "format_decoded",
     "format_fields",
     "format_frame",
     "format_id",

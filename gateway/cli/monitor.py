@@ -6,7 +6,8 @@ TCP server instead: :mod:`gateway.cli.monitor_rs485`.
 Every frame is one line: seconds since start, who sends it by the profile (``bat`` the battery frames, ``inv``
 the inverter's, ``---`` an id the profile does not know, shown raw), and its fields with units. The bus comes
 from the config (``-c FILE``) or from ``--interface/--channel [--bitrate]``, the profile from the config or
-``--profile``. It only listens: nothing is ever sent.
+``--profile``. It only listens: nothing is ever sent. ``--log FILE`` and ``--hex FILE`` decode recorded traffic
+instead (:mod:`gateway.cli.monitor_offline`).
 """
 
 from __future__ import annotations
@@ -16,18 +17,18 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Final, TextIO
+from typing import Final
 
 import can
 
 from gateway import app
-from gateway.cli import monitor_rs485
+from gateway.cli import monitor_offline, monitor_rs485
 from gateway.cli.common import DEFAULT_CONFIG, add_duration_argument, detach_stdout, stop_after, stop_on_signals
-from gateway.cli.frames import format_fields, format_id, format_payload
+from gateway.cli.frames import FrameMonitor
 from gateway.config import load_config
 from gateway.effective import load_config_profile, resolve
 from gateway.errors import ConfigError, LinkError
-from gateway.profiles import CanFrameCodec, Profile, load_profile
+from gateway.profiles import Profile, load_profile
 from gateway.rs485.profile import is_rs485_profile
 from gateway.rs485.server import load_output_profile
 from gateway.transport.can_link import CanSettings
@@ -39,7 +40,8 @@ RECV_TIMEOUT_S: Final = 0.2
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "monitor",
-        help="decode the frames on a CAN bus or an RS485 line with a profile (RS485: or poll with --poll)",
+        help="decode the frames on a CAN bus or an RS485 line with a profile (RS485: or poll with --poll), "
+        "or those in a CAN log (--log) or a file of RS485 frames (--hex)",
     )
     parser.add_argument(
         "-c",
@@ -55,46 +57,8 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser.add_argument("--changes", action="store_true", help="show a frame only when its payload changed")
     add_duration_argument(parser)
     monitor_rs485.add_arguments(parser)
+    monitor_offline.add_arguments(parser)
     parser.set_defaults(func=run)
-
-
-class FrameMonitor:
-    """Turns received frames into lines: battery frames, inverter frames, and unknown ids raw."""
-
-    def __init__(self, profile: Profile, out: TextIO, *, changes_only: bool = False) -> None:
-        self._known: dict[int, tuple[str, CanFrameCodec]] = {codec.can_id: ("bat", codec) for codec in profile.frames}
-        self._known.update({codec.can_id: ("inv", codec) for codec in profile.inverter_frames})
-        self._name_width = max((len(codec.name) for _, codec in self._known.values()), default=len("request"))
-        # Request mode (Growatt): the inverter's request frame, which carries no fields of interest.
-        self._request_id: int | None = getattr(profile, "request_id", None)
-        self._out = out
-        self._changes_only = changes_only
-        self._last: dict[tuple[int, bool], bytes] = {}
-        self.frames = 0
-
-    def show(self, message: can.Message, elapsed_s: float) -> None:
-        if message.is_error_frame:
-            print(f"{elapsed_s:8.3f} --- error frame", file=self._out, flush=True)
-            return
-        can_id, extended, data = message.arbitration_id, bool(message.is_extended_id), bytes(message.data)
-        if self._changes_only:
-            key = (can_id, extended)
-            if self._last.get(key) == data:
-                return
-            self._last[key] = data
-        self.frames += 1
-        # A profile's ids are 11-bit: an extended frame with the same number is someone else's.
-        side, codec = self._known.get(can_id, ("---", None)) if not extended else ("---", None)
-        name = "?" if codec is None else codec.name
-        if codec is None and not extended and can_id == self._request_id:
-            side, name = "inv", "request"
-        head = f"{elapsed_s:8.3f} {side} {format_id(can_id, extended=extended)} {name:<{self._name_width}}"
-        if message.is_remote_frame:
-            print(f"{head} remote request, dlc {message.dlc}", file=self._out, flush=True)
-            return
-        payload = format_payload(data)
-        line = f"{head} {payload}" if codec is None else f"{head} {payload:<27} {format_fields(codec, data)}"
-        print(line, file=self._out, flush=True)
 
 
 def _bus_and_profile(args: argparse.Namespace) -> tuple[CanSettings, Profile]:
@@ -154,6 +118,8 @@ def _rs485_setup(args: argparse.Namespace) -> monitor_rs485.Rs485Setup | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if monitor_offline.wanted(args):
+        return monitor_offline.run_offline(args)
     setup = _rs485_setup(args)
     if setup is not None:
         return monitor_rs485.run_rs485(setup, args.duration)

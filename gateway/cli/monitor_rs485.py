@@ -195,6 +195,11 @@ def format_fields(fields: tuple[FieldSpec, ...], values: Mapping[str, Any]) -> s
     return " ".join(parts)
 
 
+def format_when(when: float | str) -> str:
+    """The first column of a line: seconds since the start (``   1.250``), or a label right-aligned (``     L12``)."""
+    return f"{when:>8}" if isinstance(when, str) else f"{when:8.3f}"
+
+
 def _hex(data: bytes) -> str:
     return f"[{len(data)}] " + " ".join(f"{byte:02X}" for byte in data)
 
@@ -249,7 +254,11 @@ class FrameSplitter:
 
 
 class PylontechMonitor:
-    """Frames to lines: requests by their command, responses by the last request's command."""
+    """Frames to lines: requests by their command, responses by the last request's command.
+
+    ``frames`` counts the lines; ``undecoded`` those that are garbage, no valid frame, or an OK response whose
+    fields could not be decoded (no request before it, or an INFO that does not fit its command's layout).
+    """
 
     def __init__(self, spec: PylontechSpec, out: TextIO) -> None:
         self._spec = spec
@@ -257,25 +266,28 @@ class PylontechMonitor:
         self._last_cid2: int | None = None
         self._width = max((len(c.name) for c in spec.commands.values()), default=8)
         self.frames = 0
+        self.undecoded = 0
 
-    def show(self, is_frame: bool, raw: bytes, elapsed_s: float) -> None:
+    def show(self, is_frame: bool, raw: bytes, when: float | str) -> None:
+        """One line for ``raw``; ``when`` is seconds since the start, or a label (a file's line, ``L12``)."""
+        stamp = format_when(when)
         self.frames += 1
         if not is_frame:
-            self._print(f"{elapsed_s:8.3f} --- garbage {_hex(raw)}")
+            self.undecoded += 1
+            self._print(f"{stamp} --- garbage {_hex(raw)}")
             return
         try:
             frame = parse_frame(raw)
         except FrameError as error:
-            self._print(f"{elapsed_s:8.3f} --- {error.fault} {_hex(raw)}")
+            self.undecoded += 1
+            self._print(f"{stamp} --- {error.fault} {_hex(raw)}")
             return
         if frame.cid2 in self._spec.commands:
             self._last_cid2 = frame.cid2
             decoded = decode_frame(raw, self._spec)
             name = decoded["command"]
             pack = f" pack={decoded['pack']}" if "pack" in decoded else ""
-            self._print(
-                f"{elapsed_s:8.3f} inv 0x{frame.address:02X} 0x{frame.cid2:02X} {name:<{self._width}} request{pack}"
-            )
+            self._print(f"{stamp} inv 0x{frame.address:02X} 0x{frame.cid2:02X} {name:<{self._width}} request{pack}")
             return
         problem = ""
         try:
@@ -284,13 +296,15 @@ class PylontechMonitor:
             decoded = decode_frame(raw, self._spec)
             problem = f" ({error})"
         name = decoded.get("command", "?")
-        head = f"{elapsed_s:8.3f} bat 0x{frame.address:02X} 0x{frame.cid2:02X} {name:<{self._width}}"
+        head = f"{stamp} bat 0x{frame.address:02X} 0x{frame.cid2:02X} {name:<{self._width}}"
         status = "ok" if frame.cid2 == ReturnCode.OK else decoded["return_name"]
         command = self._spec.commands.get(self._last_cid2) if self._last_cid2 is not None else None
         if "fields" in decoded and command is not None:
             body = format_fields(command.fields, decoded["fields"])
         else:
             body = f"info={decoded['info'] or '-'}"
+        if problem or (status == "ok" and "fields" not in decoded):
+            self.undecoded += 1
         self._print(f"{head} {status:<7} ver=0x{frame.version:02X} {body}{problem}".rstrip())
 
     def _print(self, line: str) -> None:
@@ -403,7 +417,9 @@ def _rounds(setup: Rs485Setup, stop: threading.Event) -> Iterator[int]:
 
 
 @dataclass(frozen=True, slots=True)
-class _Read:
+class RegisterRead:
+    """One Modbus read: ``count`` registers from ``start``, and the profile's registers within them."""
+
     start: int
     count: int
     registers: tuple[RegisterSpec, ...]
@@ -411,9 +427,9 @@ class _Read:
     label: str = ""
 
 
-def plan_reads(registers: tuple[RegisterSpec, ...], base: int = 0, label: str = "") -> list[_Read]:
+def plan_reads(registers: tuple[RegisterSpec, ...], base: int = 0, label: str = "") -> list[RegisterRead]:
     """Reads of at most :data:`MAX_READ_WORDS` covering ``registers`` (at ``base`` + their address)."""
-    reads: list[_Read] = []
+    reads: list[RegisterRead] = []
     chunk: list[RegisterSpec] = []
     for register in sorted(registers, key=lambda r: r.address):
         register = replace(register, address=base + register.address)
@@ -426,12 +442,12 @@ def plan_reads(registers: tuple[RegisterSpec, ...], base: int = 0, label: str = 
     return reads
 
 
-def _read_of(chunk: list[RegisterSpec], label: str) -> _Read:
+def _read_of(chunk: list[RegisterSpec], label: str) -> RegisterRead:
     start = chunk[0].address
-    return _Read(start, max(r.address + r.words for r in chunk) - start, tuple(chunk), label)
+    return RegisterRead(start, max(r.address + r.words for r in chunk) - start, tuple(chunk), label)
 
 
-def decode_read(read: _Read, words: list[int]) -> dict[str, Any]:
+def decode_read(read: RegisterRead, words: list[int]) -> dict[str, Any]:
     data = b"".join((word & 0xFFFF).to_bytes(2, "big") for word in words)
     values: dict[str, Any] = {}
     for register in read.registers:
@@ -481,21 +497,21 @@ def _poll_modbus(setup: Rs485Setup, stop: threading.Event, started_s: float) -> 
         client.close()  # type: ignore[no-untyped-call]
 
 
-def _module_reads(spec: RegisterMapSpec, values: Mapping[str, Any]) -> list[_Read]:
+def _module_reads(spec: RegisterMapSpec, values: Mapping[str, Any]) -> list[RegisterRead]:
     """The module blocks of the packs there are (the register carrying ``module_count``, else one)."""
     block = spec.modules
     assert block is not None
     count_field = next((r.field.name for r in spec.registers if r.field.value == "module_count"), None)
     packs = values.get(count_field, 1) if count_field is not None else 1
     packs = max(0, min(block.count, packs if isinstance(packs, int) else 1))
-    reads: list[_Read] = []
+    reads: list[RegisterRead] = []
     for module in range(packs):
         reads += plan_reads(block.registers, block.base + module * block.stride, f"[module {module + 1}] ")
     return reads
 
 
 def _poll_one(
-    reader: Callable[..., Any], setup: Rs485Setup, function: int, read: _Read, started_s: float
+    reader: Callable[..., Any], setup: Rs485Setup, function: int, read: RegisterRead, started_s: float
 ) -> dict[str, Any] | None:
     head = f"unit {setup.address} fc{function} {read.start}+{read.count}"
     try:
@@ -517,9 +533,13 @@ def _poll_one(
     except FrameError as error:  # cannot happen for whole words; shown raw all the same
         print(f"{elapsed:8.3f} --- {head} {' '.join(f'{w:04X}' for w in words)} ({error})", flush=True)
         return None
-    body = format_fields(tuple(r.field for r in read.registers), values)
-    print(f"{elapsed:8.3f} bat {head} {read.label}{body}", flush=True)
+    print(f"{elapsed:8.3f} bat {head} {format_read(read, values)}", flush=True)
     return values
+
+
+def format_read(read: RegisterRead, values: Mapping[str, Any]) -> str:
+    """The fields of one read as ``[module i] name=value unit ...`` (the label only for a module's block)."""
+    return read.label + format_fields(tuple(r.field for r in read.registers), values)
 
 
 # --- the command -----------------------------------------------------------------------------------------------
