@@ -580,7 +580,7 @@ class Config(_Section):
                 "control.mqtt",
                 "needs mqtt.username and mqtt.password: on an anonymous broker anyone who can connect could switch "
                 "the BMS; hint: give the gateway a broker user and let only Home Assistant's user publish to "
-                f"{mqtt.topic_prefix}/+/control/+/set (README, BMS control)",
+                f"{mqtt.topic_prefix}/+/control/+/set (docs/control.md)",
             )
         if not mqtt.tls.enabled and not is_loopback(mqtt.host):
             raise ConfigError(

@@ -437,15 +437,15 @@ def test_check_says_home_assistant_switches_need_control_mqtt(
     assert "control: bms-gateway control only (Home Assistant switches need control.mqtt: true and mqtt.enabled)" in out
 
 
-# --- the README's broker ACL --------------------------------------------------------------------------------
+# --- the documented broker ACL -----------------------------------------------------------------------------
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+CONTROL_DOC = Path(__file__).resolve().parent.parent / "docs" / "control.md"
 ACL_USERS = {"bms-gateway": "gw-pw", "homeassistant": "ha-pw"}
 
 
 def readme_acl() -> str:
-    """The mosquitto ACL the README gives for MQTT control."""
-    text = README.read_text(encoding="utf-8")
+    """The mosquitto ACL the documentation gives for MQTT control (docs/control.md, moved from the README)."""
+    text = CONTROL_DOC.read_text(encoding="utf-8")
     start = text.index("# the gateway: its state topics")
     return text[start : text.index("```", start)]
 
