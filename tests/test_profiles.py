@@ -69,9 +69,9 @@ INVALID: list[tuple[str, str, str]] = [
     (
         "unknown top key, no close match",
         HEADER + "frames: []\ncolour: red\n",
-        "{path}: unknown key 'colour' (valid: aliases, bitrate, byte_order, description, extends, failsafe, frames,"
-        " heartbeat, inverter_behaviour, inverter_frames, inverters, min_gap_s, mode, name, period_s, remove_frames,"
-        " request, sources, transport)",
+        "{path}: unknown key 'colour' (valid: aliases, bitrate, byte_order, confirmed_by, description, extends,"
+        " failsafe, frames, heartbeat, inverter_behaviour, inverter_frames, inverters, min_gap_s, mode, name, period_s,"
+        " remove_frames, request, sources, transport)",
     ),
     (
         "unsupported transport",

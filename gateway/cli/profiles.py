@@ -1,5 +1,7 @@
 """``bms-gateway profiles``: every built-in inverter profile, CAN and RS485, with the inverters each serves, its
-fail-safe, and how its inverter reacts to 0 A and to silence (the profile's ``inverter_behaviour``)."""
+fail-safe, how its inverter reacts to 0 A and to silence (the profile's ``inverter_behaviour``), how many of its
+frames (commands, register blocks) name a source or say ``unverified:``, and the public reports of its protocol on
+real inverters (``confirmed_by``)."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ from dataclasses import dataclass
 
 from gateway.failsafe_timing import describe_stale_action
 from gateway.profiles import InverterBehaviour, builtin_profiles
+from gateway.profiles.sources import SourceCounts
 from gateway.rs485.profile import load_rs485_profile, rs485_profile_names
 
 
@@ -24,6 +27,8 @@ class Listed:
     inverters: tuple[str, ...]
     failsafe: str
     behaviour: InverterBehaviour | None
+    sources: SourceCounts | None
+    confirmed_by: tuple[str, ...]
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -35,6 +40,8 @@ class Listed:
             "inverters": list(self.inverters),
             "failsafe": self.failsafe,
             "inverter_behaviour": None if self.behaviour is None else self.behaviour.to_json(),
+            "sources": None if self.sources is None else self.sources.to_json(),
+            "confirmed_by": list(self.confirmed_by),
         }
 
 
@@ -53,6 +60,8 @@ def listed_profiles() -> list[Listed]:
             p.inverters,
             describe_stale_action(p.stale, p.silence_after_s),
             p.inverter_behaviour,
+            p.source_counts,
+            p.confirmed_by,
         )
         for p in builtin_profiles()
     ]
@@ -62,7 +71,20 @@ def listed_profiles() -> list[Listed]:
         failsafe = describe_stale_action(r.stale, r.silence_after_s, answer_when_silent=r.answer_when_silent)
         kind = "rs485" if r.steers else "rs485, read-only"
         transport = f"{kind}, {framing}"
-        listed.append(Listed(r.name, (), transport, None, r.description, r.inverters, failsafe, r.inverter_behaviour))
+        listed.append(
+            Listed(
+                r.name,
+                (),
+                transport,
+                None,
+                r.description,
+                r.inverters,
+                failsafe,
+                r.inverter_behaviour,
+                r.source_counts,
+                r.confirmed_by,
+            )
+        )
     return listed
 
 
@@ -88,4 +110,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"  inverter at 0 A: {p.behaviour.at_zero_amps}")
             print(f"  inverter on silence: {p.behaviour.on_silence}")
             print(f"  (source: {p.behaviour.source})")
+        if p.sources is not None:
+            print(f"  sources: {p.sources.describe()}")
+        for report in p.confirmed_by:
+            print(f"  confirmed on: {report}")
     return 0

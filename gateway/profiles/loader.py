@@ -27,6 +27,7 @@ from gateway.profiles.behaviour import InverterBehaviour
 from gateway.profiles.codec import CanFrameCodec, compile_frame
 from gateway.profiles.merge import merge_profiles
 from gateway.profiles.schema import HeartbeatSpec, ProfileSpec, SendMode, StaleAction, parse_profile
+from gateway.profiles.sources import SourceCounts, SourcedPart
 from gateway.values import Value
 from gateway.yaml_loader import ProfileLoader
 
@@ -72,6 +73,20 @@ class Profile:
     """What goes out while the BMS data is stale: the zero set, or nothing."""
     inverter_behaviour: InverterBehaviour | None = None
     """How the inverter reacts to 0 A and to silence, as the profile states it (None: it does not say)."""
+    confirmed_by: tuple[str, ...] = ()
+    """Public reports of this protocol on real inverters, ``<inverter>: <report>``."""
+
+    @property
+    def sourced_parts(self) -> tuple[SourcedPart, ...]:
+        """Every frame, sent and received, with the sources it names."""
+        sent = tuple(SourcedPart(frame.label, frame.spec.sources) for frame in self.frames)
+        heard = tuple(SourcedPart(f"inverter {frame.label}", frame.spec.sources) for frame in self.inverter_frames)
+        return sent + heard
+
+    @property
+    def source_counts(self) -> SourceCounts:
+        """How many of its frames are sourced, unverified or say nothing."""
+        return SourceCounts.of("frames", self.sourced_parts)
 
     @property
     def value_names(self) -> frozenset[str]:
@@ -129,6 +144,8 @@ class ProfileInfo:
     stale: StaleAction = StaleAction.ZEROS
     silence_after_s: float = 60.0
     inverter_behaviour: InverterBehaviour | None = None
+    confirmed_by: tuple[str, ...] = ()
+    source_counts: SourceCounts | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +191,7 @@ def _compile(spec: ProfileSpec, source: str, extends: str | None) -> Profile:
         request_id=spec.request_id,
         stale=spec.stale,
         inverter_behaviour=spec.inverter_behaviour,
+        confirmed_by=spec.confirmed_by,
     )
 
 
@@ -300,6 +318,8 @@ def builtin_profiles() -> tuple[ProfileInfo, ...]:
                 stale=profile.stale,
                 silence_after_s=profile.silence_after_s,
                 inverter_behaviour=profile.inverter_behaviour,
+                confirmed_by=profile.confirmed_by,
+                source_counts=profile.source_counts,
             )
         )
     return tuple(sorted(infos, key=lambda info: info.name))

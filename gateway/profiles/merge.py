@@ -3,15 +3,17 @@
 The merge works on the data ``yaml.safe_load`` returned, before validation, so the merged profile is checked
 as a whole by :func:`~gateway.profiles.schema.parse_profile` (and the base on its own before that). The rule:
 
-* ``name``, ``aliases`` and ``inverter_behaviour`` are never inherited (a variant must give its ``name``; it
-  serves another inverter, whose behaviour it states itself); ``extends`` and ``remove_frames`` are consumed here.
+* ``name``, ``aliases``, ``inverter_behaviour`` and ``confirmed_by`` are never inherited (a variant must give its
+  ``name``; it serves another inverter, whose behaviour and reports it states itself); ``extends`` and
+  ``remove_frames`` are consumed here.
 * ``heartbeat``, ``failsafe`` and ``request`` merge key by key: ``failsafe: {stale: silence}`` keeps the
   base's ``silence_after_s``.
 * ``frames`` and ``inverter_frames`` merge by frame ``id``. An entry with an id of the base changes that frame
   in place: its keys replace the base frame's keys, except ``fields``, which merge by field ``name`` (an entry
   with a base field's name replaces that whole field where it was; a new name is added at the end), and
-  ``remove_fields: [names]``, which drops base fields. An entry with a new id is a whole new frame, added after
-  the base's frames.
+  ``remove_fields: [names]``, which drops base fields. A frame the variant changes keeps the base's ``sources``
+  only if the entry names them again (they described the base's bytes, not the changed ones). An entry with a
+  new id is a whole new frame, added after the base's frames.
 * ``remove_frames: [ids]`` drops base frames (sent or inverter) before the frames merge.
 * Every other key replaces the base's value; a key set to null removes it (``heartbeat: null``; in a frame
   entry, ``min_gap_s: null``).
@@ -27,7 +29,7 @@ from typing import Final
 
 from gateway.errors import ProfileError
 
-NOT_INHERITED: Final = frozenset({"name", "aliases", "inverter_behaviour", "extends", "remove_frames"})
+NOT_INHERITED: Final = frozenset({"name", "aliases", "inverter_behaviour", "confirmed_by", "extends", "remove_frames"})
 """Top-level keys a variant never takes from its base."""
 MERGED_SECTIONS: Final = frozenset({"heartbeat", "failsafe", "request"})
 """Top-level mappings that merge key by key."""
@@ -144,6 +146,8 @@ def _merge_frame(target: dict[str, object], changes: Mapping[str, object], where
             fields.append(dict(_mapping(entry)))
         else:
             fields[position] = dict(_mapping(entry))
+    if "sources" not in changes:
+        target.pop("sources", None)  # the base's sources described the bytes this entry changes
     for sub_key, value in changes.items():
         if sub_key in ("fields", "remove_fields"):
             continue

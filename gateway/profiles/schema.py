@@ -19,6 +19,7 @@ Top level (one YAML file per inverter protocol variant; ``*`` = required unless 
     remove_frames: [0x35C]      (only with extends) base frames (sent or inverter) to drop
     inverters: [..]             inverters this profile serves (shown by ``bms-gateway profiles``)
     sources: [..]               specifications followed
+    confirmed_by: [..]          public reports of the protocol on real inverters (:mod:`.sources`; not inherited)
     inverter_behaviour: {..}    how the inverter reacts to 0 A and to silence (:mod:`.behaviour`; not inherited)
     transport: can            * the only transport so far
     bitrate: 500000           * CAN bit rate, bit/s
@@ -45,7 +46,8 @@ Top level (one YAML file per inverter protocol variant; ``*`` = required unless 
     frame: id *, name (default the hex id), dlc * (0-8, every payload is exactly this long),
            period_s * (s; not allowed in mode request, where it is 0), min_gap_s (s, at most period_s: no two
            sends of this id closer than this, even when a falling limit goes out at once),
-           fields * [field, ..], remove_fields: [names] (only with extends, for a frame of the base)
+           fields * [field, ..], remove_fields: [names] (only with extends, for a frame of the base),
+           sources: [..] where its layout comes from, or ["unverified: <why>"] (:mod:`.sources`)
            (an inverter frame has id, name, dlc, period_s = its expected period, fields; no min_gap_s)
 
     field: name *, offset * (first byte), then exactly one kind key:
@@ -88,6 +90,7 @@ from typing import Final, Literal, NoReturn
 
 from gateway.errors import ProfileError
 from gateway.profiles.behaviour import InverterBehaviour, parse_inverter_behaviour
+from gateway.profiles.sources import parse_confirmed_by, parse_sources
 from gateway.values import FLAG_VALUES, NUMERIC_VALUES, TEXT_VALUES, VALUE_NAMES
 
 ByteOrder = Literal["little", "big"]
@@ -172,6 +175,7 @@ _TOP_KEYS: Final = (
     "remove_frames",
     "inverters",
     "sources",
+    "confirmed_by",
     "inverter_behaviour",
     "transport",
     "bitrate",
@@ -188,7 +192,7 @@ _TOP_KEYS: Final = (
 _HEARTBEAT_KEYS: Final = ("id", "timeout_s", "on_lost", "retry_after_s")
 _FAILSAFE_KEYS: Final = ("silence_after_s", "stale")
 _REQUEST_KEYS: Final = ("id",)
-_FRAME_KEYS: Final = ("id", "name", "period_s", "min_gap_s", "dlc", "fields", "remove_fields")
+_FRAME_KEYS: Final = ("id", "name", "period_s", "min_gap_s", "dlc", "fields", "remove_fields", "sources")
 _KIND_KEYS: Final = tuple(kind.value for kind in FieldKind)
 _FIELD_KEYS: Final = (
     "name",
@@ -368,6 +372,8 @@ class FrameSpec:
     """The profile's default byte order (fields may override theirs)."""
     min_gap_s: float = 0.0
     """Shortest time between two sends of this id, s (SMA: 0.2); 0: no limit."""
+    sources: tuple[str, ...] = ()
+    """Where its layout comes from, or one ``unverified: ...`` entry (:mod:`gateway.profiles.sources`)."""
 
     @property
     def label(self) -> str:
@@ -415,6 +421,8 @@ class ProfileSpec:
     """What goes out while the BMS data is stale."""
     inverter_behaviour: InverterBehaviour | None = None
     """How the inverter reacts to 0 A and to silence, as the profile states it."""
+    confirmed_by: tuple[str, ...] = ()
+    """Public reports of this protocol on real inverters, ``<inverter>: <report>``."""
 
 
 def _byte_span(offset: int, size: int) -> str:
@@ -556,6 +564,7 @@ def parse_profile(data: object, source: str) -> ProfileSpec:
     inverters = top.strings("inverters")
     sources = top.strings("sources")
     inverter_behaviour = parse_inverter_behaviour(top.data, source)
+    confirmed_by = parse_confirmed_by(top.data, source)
     transport = top.string("transport")
     if transport not in TRANSPORTS:
         top.fail(f"transport {transport!r} not supported (valid: {', '.join(TRANSPORTS)})")
@@ -596,6 +605,7 @@ def parse_profile(data: object, source: str) -> ProfileSpec:
         request_id=request_id,
         stale=stale,
         inverter_behaviour=inverter_behaviour,
+        confirmed_by=confirmed_by,
     )
 
 
@@ -726,6 +736,7 @@ def _parse_frame(item: object, where: str, source: str, defaults: _FrameDefaults
         fields=tuple(fields),
         byte_order=defaults.byte_order,
         min_gap_s=min_gap_s,
+        sources=parse_sources(section.data, section.where),
     )
 
 

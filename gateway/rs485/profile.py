@@ -12,6 +12,7 @@ The YAML reference (see the shipped files for complete examples)::
     description: one line
     inverters: [...]                  # optional: who polls this
     sources: [...]                    # optional: where the layout comes from
+    confirmed_by: [...]               # optional: public reports of it on real inverters
     inverter_behaviour: {...}         # optional: how the inverter reacts to 0 A and to silence
                                       # (gateway.profiles.behaviour, shared with the CAN profiles)
     transport: rs485
@@ -31,12 +32,13 @@ The YAML reference (see the shipped files for complete examples)::
         info: pack                    # pack: INFO may name a pack address (or FF); ignore: INFO not read
         all_modules: true             # INFO FF answers with every module
         scope: module                 # system: answered with the whole stack's values (0x60-0x63)
+        sources: [...]                # optional: where this command's layout comes from
         fields: [<field>, ...]
 
     # modbus-*
     read_functions: [3]
     span: [0x0000, 0x0161]            # reads inside answer (0 for registers nobody defined)
-    registers: [{address: 0x0015, <field>}, ...]
+    registers: [{address: 0x0015, <field>}, ...]   # a register with sources: [...] starts a register block
     modules: {base: 0x1000, stride: 0x100, count: 16, registers: [{offset: 0, <field>}, ...]}
     writes: [{function: 0x10, address: 0x0013, count: 1}]   # every other write: illegal function
 
@@ -47,6 +49,10 @@ items smaller than a register, first item in the high byte) carries exactly one 
 ``count_bytes`` or ``length``/``missing``), ``state`` ({above: [flags], below: [flags]}) or ``modules``
 (Pylontech: sub-fields repeated per module). ``only_if: {field, above}`` leaves a field out unless an earlier
 field's value is above a number. Value names: :mod:`gateway.rs485.values`.
+
+``sources`` (:mod:`gateway.profiles.sources`, shared with the CAN profiles) names where a command's layout, or
+a register block's, comes from: a register that has the key starts a block, which runs up to the next one that
+has it (the module registers are blocks of their own, from their first register).
 """
 
 from __future__ import annotations
@@ -67,6 +73,7 @@ import yaml.resolver
 
 from gateway.errors import ProfileError, ProfileNotFoundError
 from gateway.profiles import InverterBehaviour, StaleAction, parse_inverter_behaviour
+from gateway.profiles.sources import SourceCounts, SourcedPart, parse_confirmed_by, parse_sources
 from gateway.rs485.fields import Condition, FieldKind, FieldSpec, field_values
 from gateway.rs485.values import RS485_FLAGS, RS485_LISTS, RS485_NUMERIC, RS485_TEXTS
 from gateway.yaml_loader import ProfileLoader
@@ -106,6 +113,8 @@ class CommandSpec:
     description: str = ""
     system: bool = False
     """Answered for the whole stack (system values, every module), whatever the INFO says."""
+    sources: tuple[str, ...] = ()
+    """Where its layout comes from (:mod:`gateway.profiles.sources`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +130,8 @@ class RegisterSpec:
     address: int
     """First register, or the offset within a module block."""
     field: FieldSpec
+    sources: tuple[str, ...] = ()
+    """Set on the register that starts a register block: where the block's layout comes from."""
 
     @property
     def words(self) -> int:
@@ -180,10 +191,45 @@ class Rs485Profile:
     sources: tuple[str, ...] = ()
     inverter_behaviour: InverterBehaviour | None = None
     """How the inverter reacts to 0 A and to silence, as the profile states it."""
+    confirmed_by: tuple[str, ...] = ()
+    """Public reports of this protocol on real inverters, ``<inverter>: <report>``."""
+
+    @property
+    def sourced_parts(self) -> tuple[SourcedPart, ...]:
+        """Every command (Pylontech), or every register block (Modbus), with the sources it names."""
+        if self.pylontech is not None:
+            return tuple(
+                SourcedPart(f"command {c.cid2:#04x} ({c.name})", c.sources) for c in self.pylontech.commands.values()
+            )
+        assert self.registers is not None
+        blocks = register_blocks(self.registers.registers, "registers")
+        if self.registers.modules is not None:
+            blocks += register_blocks(self.registers.modules.registers, "module registers")
+        return blocks
+
+    @property
+    def source_counts(self) -> SourceCounts:
+        """How many of its commands or register blocks are sourced, unverified or say nothing."""
+        return SourceCounts.of("commands" if self.pylontech is not None else "register blocks", self.sourced_parts)
 
     @property
     def address_range(self) -> tuple[int, int]:
         return PYLONTECH_ADDRESSES if self.pylontech is not None else MODBUS_UNITS
+
+
+def register_blocks(registers: Sequence[RegisterSpec], kind: str) -> tuple[SourcedPart, ...]:
+    """The register blocks of ``registers``: each starts at a register with sources, or at the first one.
+
+    Labelled ``<kind> 0x0010-0x0029`` (first register to the last word of the block's last register).
+    """
+    starts = [index for index, reg in enumerate(registers) if index == 0 or reg.sources]
+    blocks: list[SourcedPart] = []
+    for number, start in enumerate(starts):
+        end = starts[number + 1] if number + 1 < len(starts) else len(registers)
+        last = registers[end - 1]
+        label = f"{kind} {registers[start].address:#06x}-{last.address + max(last.words, 1) - 1:#06x}"
+        blocks.append(SourcedPart(label, registers[start].sources))
+    return tuple(blocks)
 
 
 # --- YAML ------------------------------------------------------------------------------------------------------
@@ -428,7 +474,9 @@ def _fields(items: object, where: str, *, unit: str, modules_allowed: bool) -> t
     return tuple(out)
 
 
-_COMMAND_KEYS: Final = ("cid2", "name", "addresses", "info", "all_modules", "scope", "fields", "description")
+_COMMAND_KEYS: Final = (
+    "cid2", "name", "addresses", "info", "all_modules", "scope", "fields", "description", "sources",
+)  # fmt: skip
 SCOPES: Final = ("module", "system")
 
 
@@ -473,6 +521,7 @@ def _pylontech(top: _Node, source: str) -> PylontechSpec:
             fields,
             str(node.get("description", "")),
             system=scope == "system",
+            sources=parse_sources(node.data, node.where),
         )
     return PylontechSpec(version, None if accept is None else frozenset(accept), commands)
 
@@ -484,14 +533,19 @@ def _register(data: object, where: str, key: str, earlier: Sequence[str]) -> Reg
     if isinstance(address, bool) or not isinstance(address, int) or not 0 <= address <= 0xFFFF:
         raise ProfileError(f"{where}: {key}: expected an integer 0x0000-0xFFFF, got {address!r}")
     label = f"{where} at {address:#06x}"
+    sources = parse_sources(data, label)
     spec = _field(
-        {k: v for k, v in data.items() if k != key}, label, unit="words", modules_allowed=False, earlier=earlier
+        {k: v for k, v in data.items() if k not in (key, "sources")},
+        label,
+        unit="words",
+        modules_allowed=False,
+        earlier=earlier,
     )
     if spec.kind is FieldKind.LIST and spec.count_size:
         raise ProfileError(f"{label} '{spec.name}': a register list needs length (registers have no count)")
     if spec.only_if is not None:
         raise ProfileError(f"{label} '{spec.name}': only_if is for Pylontech fields")
-    return RegisterSpec(address, spec)
+    return RegisterSpec(address, spec, sources)
 
 
 def _registers(items: object, where: str, key: str) -> tuple[RegisterSpec, ...]:
@@ -559,6 +613,7 @@ _TOP_KEYS: Final = (
     "description",
     "inverters",
     "sources",
+    "confirmed_by",
     "inverter_behaviour",
     "transport",
     "framing",
@@ -627,6 +682,7 @@ def parse_rs485_profile(data: object, source: str) -> Rs485Profile:
         inverters=top.strings("inverters"),
         sources=top.strings("sources"),
         inverter_behaviour=parse_inverter_behaviour(top.data, source),
+        confirmed_by=parse_confirmed_by(top.data, source),
     )
 
 
