@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Final
@@ -20,8 +21,10 @@ from urllib.parse import urlparse
 import can
 import pytest
 from rs485_fixtures import limits, reading
+from test_cli_tools import restore_logging
 
 from gateway.bms import jk_modbus, jk_nw
+from gateway.cli import main
 from gateway.cli.monitor import FrameMonitor
 from gateway.profiles import CanFrameCodec, load_profile
 from gateway.rs485.profile import load_rs485_profile
@@ -35,6 +38,8 @@ CAPTURES: Final[dict[str, dict[str, Any]]] = {
 }
 PROTOCOLS: Final = ("can", "pylontech-rs485", "jk-nw", "jk-pb-modbus")
 FLOAT_TOLERANCE: Final = 1e-9
+
+__all__ = ["restore_logging"]  # test_cli_tools' autouse fixture: undoes main()'s logging set-up
 
 
 def _of(protocol: str) -> list[str]:
@@ -263,3 +268,59 @@ def test_jk_capture_decodes_to_its_values(name: str) -> None:
         if isinstance(want, list):
             got = got[: len(want)]  # JK-PB frames carry 32 cell slots, the pack uses the first ones
         _assert_same(got, want, f"{name} {expectation['field']}", expectation.get("tolerance", FLOAT_TOLERANCE))
+
+
+# --- offline: the captures through ``monitor --log`` / ``--hex`` ----------------------------------------------------
+
+
+def _count_line(err: str) -> str:
+    """The count line ``monitor`` ends a recorded file with."""
+    (line,) = [line for line in err.splitlines() if re.search(r": \d+ frames, ", line)]
+    return line
+
+
+@pytest.mark.parametrize("name", _of("can"))
+def test_can_capture_through_monitor_log(name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The capture as a candump log written by python-can (its own writer; the captures carry no timestamps, so
+    they are 0.1 s apart), decoded by ``monitor --log`` with the capture's profile."""
+    capture = CAPTURES[name]
+    frames = _can_frames(capture)
+    log = tmp_path / f"{name}.log"
+    with can.Logger(log) as logger:
+        for index, (can_id, data) in enumerate(frames.items()):
+            logger.on_message_received(
+                can.Message(timestamp=1000 + index / 10, arbitration_id=can_id, data=data, is_extended_id=False)
+            )
+    assert main(["monitor", "--profile", capture["profile"], "--log", str(log)]) == 0
+    out, err = capsys.readouterr()
+    unknown = len(capture["encode"].get("not_sent", {}))
+    assert len(out.splitlines()) == len(frames), out
+    assert f": {len(frames)} frames, {unknown} with an id the profile does not know, 0 not decodable" in (
+        _count_line(err)
+    )
+    text = " ".join(out.split())
+    for expectation in _expectations(capture):
+        want = _want(expectation)
+        if isinstance(want, float) and not isinstance(want, bool):
+            assert re.search(rf"\b{expectation['field']}={want:g}\d*\b", text), (expectation, text)
+
+
+@pytest.mark.parametrize(
+    "name", [name for name in _of("pylontech-rs485") if CAPTURES[name]["frames"][0]["request"] is not None]
+)
+def test_pylontech_capture_through_monitor_hex(name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Request and answer as the text they are on the wire (only captures whose request was published)."""
+    capture = CAPTURES[name]
+    (frame,) = capture["frames"]
+    path = tmp_path / f"{name}.hex"
+    path.write_text(f"# {capture['title']}\n{frame['request'].rstrip()}\n{frame['response'].rstrip()}\n")
+    assert main(["monitor", "--profile", capture["profile"], "--hex", str(path)]) == 0
+    out, err = capsys.readouterr()
+    request, answer = out.splitlines()
+    assert " inv " in request and " bat " in answer, out
+    assert ": 2 frames, 0 not decoded" in _count_line(err)
+    text = " ".join(answer.split())
+    for expectation in _expectations(capture):
+        want = _want(expectation)
+        if isinstance(want, float) and "." not in expectation["field"]:
+            assert re.search(rf"\b{expectation['field']}={want:g}\d*\b", text), (expectation, text)
