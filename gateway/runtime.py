@@ -53,6 +53,7 @@ from typing import Protocol, runtime_checkable
 from gateway.battery import BatteryAggregate
 from gateway.bms.driver import BmsDriver, MultiPackDriver
 from gateway.clock import Clock
+from gateway.energy import EnergyMeter, EnergyTotals
 from gateway.errors import GatewayError, error_line
 from gateway.limits import LimitsSettings, failsafe_limits
 from gateway.model import Limits, PackReading
@@ -166,6 +167,8 @@ class Snapshot:
     """Why the latest failed send (or bus open) failed, as the link words it; None if none ever failed."""
     zero_set_sent: bool = False
     """At stop: the last set, with zero current limits, went out (at least one frame of it)."""
+    energy: EnergyTotals | None = None
+    """The energy counters as last kept in the state store (:mod:`gateway.energy`); None: no meter."""
 
 
 class ControlLoop:
@@ -214,6 +217,8 @@ class ControlLoop:
         self._saved_at_s: float | None = None
         if store is not None:
             self._packs.restore(store.load(ENGINE_STATE), clock.monotonic(), clock.wall(), STATE_MAX_AGE_S)
+        self.energy = EnergyMeter(clock, settings.bms_timeout_s, store, save_interval_s=STATE_SAVE_INTERVAL_S)
+        """kWh and Ah in and out, integrated from the good readings (on the poller thread, which writes its record)."""
         self._limits: Limits | None = None
         self._last_sent_limits: Limits | None = None
         self._last_error: str | None = None
@@ -269,6 +274,7 @@ class ControlLoop:
             self.on_poll_failed(GatewayError(next(iter(implausible.values()))))
             return
         errors = {pack_id: str(error) for pack_id, error in (pack_errors or {}).items()} | implausible
+        self.energy.on_readings(good)
         with self._lock:
             recovered = self._last_error is not None
             self._known = (*self._known, *(r.pack_id for r in readings if r.pack_id not in self._known))
@@ -405,6 +411,7 @@ class ControlLoop:
                     self._clock.sleep(wait_s)  # at most min_gap_s: even the last set keeps the minimum gap
                 self._send(frame, values, self._clock.monotonic())
         self._save_state(now, force=True)
+        self.energy.close()
         self._zero_set_sent = self.frames_sent > sent_before  # tried is not sent: the bus may be down
         if self._state is not FailsafeState.STOPPED:
             if self._zero_set_sent:
@@ -471,6 +478,7 @@ class ControlLoop:
             current_sharing=self._packs.sharing_now.value,
             send_error=self._send_error(),
             zero_set_sent=self._zero_set_sent,
+            energy=self.energy.published,
         )
 
     @property

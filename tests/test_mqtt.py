@@ -513,7 +513,7 @@ def test_payloads_leave_out_what_is_not_known_yet() -> None:
         heartbeat_age_s=None, frames_sent=0, send_failures=0,
     )  # fmt: skip
     assert set(topic_payloads(empty)) == {"health"}
-    assert set(topic_payloads(waiting)) == {"health", "state", "cells", "alarms", "settings", "limits"}
+    assert set(topic_payloads(waiting)) == {"health", "state", "cells", "alarms", "settings", "limits", "energy"}
 
 
 def test_a_latched_pack_is_an_alarm_on_mqtt_and_urgent() -> None:

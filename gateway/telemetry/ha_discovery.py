@@ -4,7 +4,8 @@ which topic each entity shows, so that the payloads (:func:`topic_payloads`) and
 
 Topics, under ``<topic_prefix>/<node_id>``: ``state`` (pack), ``cells``, ``limits`` (with the limiter and
 reason of each), ``alarms``, ``settings`` (the BMS's protection settings), ``health`` (fail-safe, links,
-counters), ``availability`` (the gateway's: ``online`` retained, ``offline`` as last will) and
+counters), ``energy`` (kWh and Ah in and out as last kept, each pack's under ``packs``; :mod:`gateway.energy`),
+``availability`` (the gateway's: ``online`` retained, ``offline`` as last will) and
 ``data_availability`` (the BMS data's: ``online`` while it is fresh, retained; :func:`data_available`).
 Discovery configs go to ``<discovery_prefix>/<component>/<node_id>/<object_id>/config``, retained.
 
@@ -94,6 +95,13 @@ def _enum(object_id: str, name: str, topic: str, key: str, options: tuple[str, .
 
 def _text(object_id: str, name: str, topic: str, key: str, *, diagnostic: bool = False) -> Entity:
     return Entity("sensor", object_id, name, topic, key, diagnostic=diagnostic)
+
+
+def _energy(object_id: str, name: str, key: str) -> Entity:
+    """A counter for Home Assistant's Energy dashboard: it only grows (a lower value is a meter reset)."""
+    if key.endswith("_kwh"):
+        return Entity("sensor", object_id, name, "energy", key, "kWh", "energy", "total_increasing", precision=3)
+    return Entity("sensor", object_id, name, "energy", key, "Ah", state_class="total_increasing", precision=2)
 
 
 def entities(cell_count: int, temperature_count: int) -> tuple[Entity, ...]:
@@ -235,7 +243,13 @@ def entities(cell_count: int, temperature_count: int) -> tuple[Entity, ...]:
             diagnostic=True,
         ),
     )
-    return pack + cells + limits + alarms + settings + health
+    energy = (
+        _energy("energy_charged", "Energy charged", "charged_kwh"),
+        _energy("energy_discharged", "Energy discharged", "discharged_kwh"),
+        _energy("amp_hours_charged", "Amp-hours charged", "charged_ah"),
+        _energy("amp_hours_discharged", "Amp-hours discharged", "discharged_ah"),
+    )
+    return pack + cells + limits + alarms + settings + health + energy
 
 
 def shape(snapshot: Snapshot | None) -> tuple[int, int]:
@@ -283,6 +297,8 @@ def topic_payloads(snapshot: Snapshot) -> dict[str, str]:
             text = f"{reason.limiter}: {reason.reason}" if reason else "none"
             limits[f"{short}_reason"] = text[: MAX_TEXT_CHARS - 1] + "…" if len(text) > MAX_TEXT_CHARS else text
         out["limits"] = to_json_text(limits)
+    if snapshot.energy is not None:
+        out["energy"] = to_json_text(snapshot.energy.to_json())
     return out
 
 

@@ -21,7 +21,7 @@ from gateway.clock import Clock
 from gateway.config import StatusConfig
 from gateway.errors import GatewayError
 from gateway.runtime import FailsafeState, InverterState, Snapshot
-from gateway.telemetry.pack_metrics import pack_metrics
+from gateway.telemetry.pack_metrics import energy_metrics, pack_metrics
 from gateway.telemetry.status_doc import bms_link, status_document, to_json_text
 
 if TYPE_CHECKING:
@@ -285,6 +285,7 @@ class _SnapshotCollector:
         )
         yield from self._pack(snapshot, gauge)
         yield from self._limits(snapshot, gauge)
+        yield from energy_metrics(snapshot)
         mqtt = self._mqtt_health()
         if mqtt is not None:
             yield from gauge("mqtt_connected", "1 while connected to the MQTT broker", float(bool(mqtt["connected"])))

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
+from gateway.energy import EnergyCounters
 from gateway.model import BatteryState, Limits
 from gateway.runtime import Snapshot
 
@@ -96,3 +97,31 @@ def pack_metrics(snapshot: Snapshot) -> Iterator[Metric]:
     for pack_id in battery.offline:
         online.add_metric([pack_id], 0.0)
     yield online
+
+
+ENERGY_COUNTERS: tuple[tuple[str, str, Callable[[EnergyCounters], float]], ...] = (
+    ("energy_charged_kwh", "energy into the battery, kWh", lambda c: c.charged_kwh),
+    ("energy_discharged_kwh", "energy out of the battery, kWh", lambda c: c.discharged_kwh),
+    ("energy_charged_ah", "charge into the battery, Ah", lambda c: c.charged_ah),
+    ("energy_discharged_ah", "charge out of the battery, Ah", lambda c: c.discharged_ah),
+)
+"""(name, help, value) of each energy counter (:mod:`gateway.energy`)."""
+
+
+def energy_metrics(snapshot: Snapshot) -> Iterator[Metric]:
+    """The energy counters as last kept: the battery's ``bms_gateway_energy_*_total`` without a label (the sum of
+    the packs), each pack's ``bms_gateway_pack_energy_*_total`` with its ``pack`` label, absent packs included
+    (their counters are kept). Two families rather than one with and without the label: ``sum()`` over a family
+    must not count the battery twice."""
+    from prometheus_client.core import CounterMetricFamily
+
+    energy = snapshot.energy
+    if energy is None:
+        return
+    total = energy.total
+    for name, doc, value_of in ENERGY_COUNTERS:
+        yield CounterMetricFamily(f"bms_gateway_{name}", f"{doc} (sum of the packs)", value=value_of(total))
+        packs = CounterMetricFamily(f"bms_gateway_pack_{name}", f"one pack's {doc}", labels=["pack"])
+        for pack_id, counters in sorted(energy.packs.items()):
+            packs.add_metric([pack_id], value_of(counters))
+        yield packs

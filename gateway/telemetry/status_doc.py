@@ -116,6 +116,7 @@ def status_document(snapshot: Snapshot, *, mqtt: Mapping[str, Any] | None = None
         "limits": None if snapshot.limits is None else snapshot.limits.to_json(),
         "alarms": active_alarms(snapshot),
         "packs": packs_section(snapshot),
+        "energy": None if snapshot.energy is None else snapshot.energy.to_json(),  # as last kept (gateway.energy)
         "inverter": {
             "link": snapshot.inverter_state.value,
             "heartbeat_age_s": _round(snapshot.heartbeat_age_s, 2),
