@@ -1,5 +1,5 @@
-"""The one small store for what must survive a restart (engine memory now; energy counters and control writes
-later): a JSON file per kind in the state directory, written atomically.
+"""The one small store for what must survive a restart (the engines' memory, the energy counters of
+:mod:`gateway.energy`, the BMS write record): a JSON file per kind in the state directory, written atomically.
 
 Where: ``$STATE_DIRECTORY`` (systemd's ``StateDirectory=``; the first of several), else the config's
 ``state_dir``, else ``~/.local/state/bms-gateway`` (:func:`state_directory`). How: write a temporary file in the
