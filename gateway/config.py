@@ -196,6 +196,15 @@ class TcpConfig(_Section):
     """Address to bind; the default keeps the output on this machine."""
     port: int = _setting(_integer_from(1, 65535), 5020)
     """TCP port (502, Modbus's own, needs root or CAP_NET_BIND_SERVICE)."""
+    allow_remote: bool = _setting(_flag, False)
+    """Allow a non-loopback :attr:`host`: Modbus TCP has no authentication."""
+    max_connections: int = _setting(_integer_from(1, 64), 8)
+    """Clients served at once; one more is closed at once (idle clients must not use up the file descriptors)."""
+    idle_timeout_s: float = _setting(_number(at_least=1, at_most=3600), 60.0)
+    """A client that sends nothing for this long is disconnected, s."""
+
+    def _validate(self, path: str) -> None:
+        _check_loopback_bind(path, "host", self.host, self.allow_remote, "Modbus TCP")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -399,6 +408,16 @@ def is_loopback(host: str) -> bool:
         return False  # a host name: whatever it resolves to later is not ours to trust
 
 
+def _check_loopback_bind(path: str, host_key: str, host: str, allow_remote: bool, what: str) -> None:
+    """:raises ConfigError: ``host`` reaches beyond this machine and the section's ``allow_remote`` is false."""
+    if not is_loopback(host) and not allow_remote:
+        raise ConfigError(
+            _join(path, host_key),
+            f"{host} is not a loopback address and {what} has no authentication: "
+            f"set {_join(path, 'allow_remote')}: true to serve beyond this machine",
+        )
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class MqttTlsConfig(_Section):
     """``mqtt.tls``: TLS to the broker."""
@@ -472,12 +491,7 @@ class StatusConfig(_Section):
 
     def check_bind(self, path: str = "status") -> None:
         """:raises ConfigError: :attr:`bind` reaches beyond this machine and :attr:`allow_remote` is false."""
-        if not is_loopback(self.bind) and not self.allow_remote:
-            raise ConfigError(
-                _join(path, "bind"),
-                f"{self.bind} is not a loopback address and the endpoint has no authentication: "
-                f"set {_join(path, 'allow_remote')}: true to serve beyond this machine",
-            )
+        _check_loopback_bind(path, "bind", self.bind, self.allow_remote, "the endpoint")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -430,7 +430,8 @@ def test_voltronic_over_rtu(modem: NullModem) -> None:
 def test_modbus_battery_over_rtu_and_tcp(modem: NullModem) -> None:
     source = FixedSource()
     rtu = _serve("modbus-battery", SerialEndpoint(str(modem.b_path), 9600), source)
-    tcp = _serve("modbus-battery", TcpEndpoint("127.0.0.1", 0), source)
+    # The fake clock jumps 100 s below: an idle timeout longer than that keeps the TCP client connected.
+    tcp = _serve("modbus-battery", TcpEndpoint("127.0.0.1", 0, idle_timeout_s=3600), source)
     assert tcp.server.bound_port
     serial_client = _rtu(modem)
     tcp_client = ModbusTcpClient("127.0.0.1", port=tcp.server.bound_port, timeout=1, retries=0)

@@ -127,7 +127,7 @@ class Rs485Output:
             assert profile.registers is not None
             self.responder = None
             self.register_map = RegisterMap(profile.registers)
-            self._server = ModbusServer(endpoint, frozenset({address}), self._answer_modbus, name=name)
+            self._server = ModbusServer(endpoint, frozenset({address}), self._answer_modbus, name=name, clock=clock)
 
     # --- life --------------------------------------------------------------------------------------------------
 
@@ -350,7 +350,7 @@ def _endpoint(
     if tcp is not None:
         if Framing.MODBUS_TCP not in profile.framings:
             raise ConfigError(f"{key}.tcp", f"profile {profile.name} is not served over TCP; give serial instead")
-        return TcpEndpoint(tcp.host, tcp.port)
+        return TcpEndpoint(tcp.host, tcp.port, tcp.max_connections, tcp.idle_timeout_s, setting=f"{key}.tcp")
     if serial is None:
         raise ConfigError(f"{key}.serial", f"missing: profile {profile.name} talks RS485, so say which port")
     if profile.framings == (Framing.MODBUS_TCP,):

@@ -8,7 +8,9 @@ is back. A handler that raises does not stop the server.
 
 :class:`ModbusServer` serves Modbus RTU on a serial port or Modbus TCP (127.0.0.1 by default) through
 pymodbus; every request for a served unit goes to one handler, which answers with registers, an exception
-code or silence. Requests for other units get no answer, as on a shared bus.
+code or silence. Requests for other units get no answer, as on a shared bus. Over TCP a
+:class:`~gateway.transport.tcp_guard.ConnectionGuard` caps the open connections and closes idle ones
+(pymodbus has neither).
 
 Both run on their own thread; neither lets an exception escape it.
 """
@@ -22,17 +24,26 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Final
+from dataclasses import dataclass, field
+from typing import Any, Final
 
 from pymodbus.constants import ExcCodes
 from pymodbus.framer import FramerType
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
+from gateway.clock import Clock, SystemClock
 from gateway.errors import GatewayError, LinkError, error_line
 from gateway.transport.port_lock import PortInUse, PortLock
 from gateway.transport.serial_link import _PORT_ERRORS, SerialFactory, SerialPort, open_locked, open_serial_port
+from gateway.transport.tcp_guard import (
+    DEFAULT_IDLE_TIMEOUT_S,
+    DEFAULT_MAX_CONNECTIONS,
+    ConnectionGuard,
+    ConnectionLimits,
+    GuardedConnection,
+    RefusalLog,
+)
 
 log = logging.getLogger(__name__)
 
@@ -283,9 +294,28 @@ class TcpEndpoint:
     host: str
     port: int
     """0 picks a free port (see :attr:`ModbusServer.bound_port`)."""
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+    """Connections served at once; one more is closed at once."""
+    idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S
+    """A client that sends nothing for this long is disconnected, s."""
+    setting: str = field(default="extra_outputs[].tcp", compare=False)
+    """The config section this endpoint comes from, named when a connection is refused."""
 
     def describe(self) -> str:
         return f"{self.host}:{self.port} (Modbus TCP)"
+
+
+class _GuardedTcpServer(ModbusTcpServer):
+    """pymodbus's TCP server with every accepted connection passed through a :class:`ConnectionGuard`."""
+
+    def __init__(self, *args: Any, guard: ConnectionGuard, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._guard = guard
+
+    # pymodbus hands this method to asyncio's create_server as the protocol factory (transport.py,
+    # init_setup_connect_listen, in 3.16); the guard's protocol makes pymodbus's own only for an admitted client.
+    def handle_new_connection(self) -> GuardedConnection:  # type: ignore[override]
+        return self._guard.connection(super().handle_new_connection)
 
 
 _SUPERVISE_S: Final = 0.05
@@ -307,12 +337,21 @@ class ModbusServer:
         *,
         name: str = "modbus",
         reopen_s: float = 1.0,
+        clock: Clock | None = None,
     ) -> None:
+        """:param clock: measures the TCP idle timeout (the system clock by default)."""
         self.endpoint = endpoint
         self.units = units
         self._handler = handler
         self.name = name
         self.reopen_s = reopen_s
+        self.guard: ConnectionGuard | None = None
+        """The TCP connection cap and idle timeout (None on a serial port)."""
+        if isinstance(endpoint, TcpEndpoint):
+            limits = ConnectionLimits(endpoint.max_connections, endpoint.idle_timeout_s)
+            hint = f"raise {endpoint.setting}.max_connections if your own clients need more"
+            refusals = RefusalLog(log, name, "Modbus TCP connections", hint)
+            self.guard = ConnectionGuard(limits, clock or SystemClock(), refusals)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._drop_next = False
@@ -359,8 +398,13 @@ class ModbusServer:
                 trace_packet=self._on_packet,
                 reconnect_delay=0,
             )
-        return ModbusTcpServer(
-            devices, framer=FramerType.SOCKET, address=(endpoint.host, endpoint.port), trace_packet=self._on_packet
+        assert self.guard is not None  # every TCP endpoint has one
+        return _GuardedTcpServer(
+            devices,
+            framer=FramerType.SOCKET,
+            address=(endpoint.host, endpoint.port),
+            trace_packet=self._on_packet,
+            guard=self.guard,
         )
 
     async def _serve(self) -> None:
@@ -382,6 +426,8 @@ class ModbusServer:
                 self._listening(server)
                 while not self._stop.is_set() and (isinstance(self.endpoint, TcpEndpoint) or server.active_connections):
                     await asyncio.sleep(_SUPERVISE_S)
+                    if self.guard is not None:
+                        self.guard.close_idle()
                 self.serving.clear()
                 if not self._stop.is_set():
                     self._episode(f"{self.endpoint.describe()} lost")
