@@ -297,8 +297,10 @@ def test_the_cli_never_shares_the_port_with_a_service_that_holds_it(
         service_driver.read()  # the service's port is open (and locked) between its polls
         commands = bench.wire.commands()
         assert main(["control", "-c", str(path), "charge", "off"]) == 1
-        line = one_error_line(capsys.readouterr().err)
-        assert f"cannot open serial port {bench.port}" in line and "exclusively lock" in line
+        # The port lock names its holder (here this test process) and says what to do.
+        error, hint = capsys.readouterr().err.splitlines()
+        assert error.startswith(f"bms-gateway: error: port {bench.port} is in use by pid {os.getpid()}")
+        assert hint.startswith("hint: ")
         assert bench.wire.commands() == commands == [READ_ALL]  # not one frame of the CLI's on the wire
         assert bench.simulator.switch_overrides() == {}
     finally:
