@@ -3,7 +3,9 @@
 
 The control loop only drops its newest snapshot into a :class:`LatestSnapshot`; requests are served on the
 server's own threads from that copy and never touch the loop. The server binds to loopback unless the config
-says ``allow_remote: true`` (it has no authentication); a slow client times out instead of holding a thread.
+says ``allow_remote: true`` (it has no authentication). No client can hold its threads: at most
+:data:`~gateway.telemetry.bounded_http.MAX_HANDLERS` requests at once, each with a deadline for the whole
+exchange, and a client that leaves mid-reply is one debug line (:mod:`~gateway.telemetry.bounded_http`).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import logging
 import socket
 import threading
 from collections.abc import Callable, Iterator, Mapping
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import TYPE_CHECKING, Any, Final
 
 from gateway import __version__
@@ -21,6 +23,7 @@ from gateway.clock import Clock
 from gateway.config import StatusConfig
 from gateway.errors import GatewayError
 from gateway.runtime import FailsafeState, InverterState, Snapshot
+from gateway.telemetry.bounded_http import BoundedHTTPServer
 from gateway.telemetry.pack_metrics import energy_metrics, pack_metrics
 from gateway.telemetry.status_doc import bms_link, status_document, to_json_text
 
@@ -31,7 +34,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 REQUEST_TIMEOUT_S: Final = 5.0
-"""A client that sends nothing for this long is dropped, s."""
+"""A client that sends nothing for this long is dropped, s (per receive; the whole request has a deadline too)."""
 METRICS_MISSING: Final = "prometheus-client is not installed: pip install 'bms-gateway[metrics]'"
 JSON_TYPE: Final = "application/json; charset=utf-8"
 TEXT_TYPE: Final = "text/plain; charset=utf-8"
@@ -78,7 +81,7 @@ class StatusServer:
         self._clock = clock
         self._mqtt_health = mqtt_health
         self._forget_pack = forget_pack
-        self._server: ThreadingHTTPServer | None = None
+        self._server: BoundedHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._registry: CollectorRegistry | None = None
         self._metrics_problem: str | None = None if config.metrics else "metrics are off (status.metrics: false)"
@@ -96,7 +99,7 @@ class StatusServer:
         host, port = self._config.bind, self._config.port
         server_class = _server_class(host)
         try:
-            self._server = server_class((host, port), self._handler_class())
+            self._server = server_class((host, port), self._handler_class(), clock=self._clock)
         except OSError as error:
             raise GatewayError(
                 f"status: cannot listen on {host}:{port}: {error.strerror or error} (status.bind, status.port)"
@@ -208,12 +211,11 @@ def _from_this_machine(peer: str) -> bool:
     return address.is_loopback
 
 
-def _server_class(host: str) -> type[ThreadingHTTPServer]:
+def _server_class(host: str) -> type[BoundedHTTPServer]:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
 
-    class Server(ThreadingHTTPServer):
+    class Server(BoundedHTTPServer):
         address_family = family
-        daemon_threads = True
 
     return Server
 
