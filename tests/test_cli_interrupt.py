@@ -39,6 +39,7 @@ INTERRUPTED_AT_IMPORT = (
     [
         "pymodbus",  # the audit's traceback: a subcommand module's imports, while the parser is built
         "gateway.cli.demo",  # the last subcommand the parser imports
+        "importlib.metadata",  # the version lookup, once run when the package gateway was imported, before main()
     ],
 )
 def test_ctrl_c_during_start_up_exits_130_without_a_traceback(tmp_path: Path, module: str) -> None:

@@ -12,7 +12,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from gateway import __version__
+import gateway
 from gateway.errors import ConfigError, GatewayError, ProfileError, error_lines
 
 COMMANDS = (
@@ -22,6 +22,7 @@ COMMANDS = (
     "scan",
     "control",
     "status",
+    "report",
     "packs",
     "profiles",
     "monitor",
@@ -41,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bms-gateway", description="JK BMS to inverter gateway: read the BMS, derive safe limits, speak CAN."
     )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {gateway.__version__}")
     parser.add_argument("--debug", action="store_true", help="debug logging, and tracebacks on errors")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
