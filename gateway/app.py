@@ -12,6 +12,7 @@ import can
 
 from gateway.bms.composite import CompositeDriver
 from gateway.bms.driver import BmsDriver, driver_class
+from gateway.bms.reply_ring import ReplyRing
 from gateway.clock import Clock
 from gateway.config import ADDRESSED_BMS_DRIVERS, BmsConfig, Config, limits_tuning
 from gateway.control import Controller, control_enabled, open_controller
@@ -23,15 +24,19 @@ from gateway.rs485.server import Rs485Output, build_extra_outputs, snapshot_sour
 from gateway.runtime import ControlLoop, LoopSettings, Poller, run_loop
 from gateway.state_store import StateStore, state_directory
 from gateway.telemetry.service import Telemetry
+from gateway.telemetry.support import SupportRings
 from gateway.transport.can_link import CanLink, CanSettings
 from gateway.transport.serial_link import open_serial_port
 
 log = logging.getLogger(__name__)
 
 
-def open_driver(bms: BmsConfig, clock: Clock, *, exclusive: bool = False) -> BmsDriver:
+def open_driver(
+    bms: BmsConfig, clock: Clock, *, exclusive: bool = False, replies: ReplyRing | None = None
+) -> BmsDriver:
     """The BMS driver the config names (nothing is opened until the first read).
 
+    :param replies: keeps the last replies, password masked, for the support bundle (the service's).
     :param exclusive: lock the port (pyserial's ``exclusive``, flock) so that no other exclusive user shares it:
         the service and ``bms-gateway control`` never write frames into each other's exchanges.
     """
@@ -39,16 +44,20 @@ def open_driver(bms: BmsConfig, clock: Clock, *, exclusive: bool = False) -> Bms
     options: dict[str, object] = {"addresses": bms.addresses} if bms.driver in ADDRESSED_BMS_DRIVERS else {}
     if exclusive:
         options["serial_factory"] = partial(open_serial_port, exclusive=True)
+    if replies is not None:
+        options["replies"] = replies
     return factory(
         port=bms.port, baudrate=bms.baudrate, timeout_s=bms.timeout_s, retries=bms.retries, clock=clock, **options
     )
 
 
-def open_battery(config: Config, clock: Clock, *, exclusive: bool = False) -> BmsDriver:
+def open_battery(
+    config: Config, clock: Clock, *, exclusive: bool = False, replies: ReplyRing | None = None
+) -> BmsDriver:
     """One driver for every BMS link of the config: the one bus's, or a composite polling each bus in turn."""
     if not config.more_bms:
-        return open_driver(config.bms, clock, exclusive=exclusive)
-    return CompositeDriver([open_driver(bus, clock, exclusive=exclusive) for bus in config.buses])
+        return open_driver(config.bms, clock, exclusive=exclusive, replies=replies)
+    return CompositeDriver([open_driver(bus, clock, exclusive=exclusive, replies=replies) for bus in config.buses])
 
 
 def open_control(config: Config, driver: BmsDriver, clock: Clock) -> Controller | None:
@@ -146,6 +155,7 @@ def build_gateway(config: Config, clock: Clock, *, profile: Profile | None = Non
     assert can_config is not None  # resolve() insists on it for CAN profiles
     heartbeat_id = profile.heartbeat.can_id if profile.heartbeat else None
     loop: ControlLoop | None = None
+    support = SupportRings()  # frames, BMS replies, log lines: bms-gateway report takes them (GET /support)
 
     def on_receive(can_id: int) -> None:
         if loop is not None:  # frames only arrive once the gateway runs, long after the loop exists
@@ -164,6 +174,7 @@ def build_gateway(config: Config, clock: Clock, *, profile: Profile | None = Non
         # Only frames that carry named values need decoding; the rest matter by their arrival alone.
         decoders={frame.can_id: frame.decode_values for frame in profile.inverter_frames if frame.spec.fields},
         on_receive=on_receive,
+        ring=support.can,
     )
     loop = ControlLoop(
         profile,
@@ -180,9 +191,10 @@ def build_gateway(config: Config, clock: Clock, *, profile: Profile | None = Non
         send_error=lambda: link.last_error,
         store=StateStore(state_directory(config.state_dir)),
     )
-    driver = open_battery(config, clock, exclusive=True)  # the service's port: the CLI's control never shares it
+    # The service's port, locked: the CLI's control never shares it.
+    driver = open_battery(config, clock, exclusive=True, replies=support.bms)
     controller = open_control(config, driver, clock)
-    telemetry = Telemetry.from_config(config, clock, controller=controller)
+    telemetry = Telemetry.from_config(config, clock, controller=controller, support=support)
     poller = Poller(driver, loop, clock, config.bms.poll_interval_s, between_polls=telemetry.between_polls)
     extras = build_extra_outputs(config, snapshot_source(loop), clock)
     return Gateway(config, profile, effective, driver, link, loop, poller, clock, telemetry, extras)

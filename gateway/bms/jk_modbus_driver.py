@@ -37,6 +37,7 @@ from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOEx
 from gateway.bms import jk_modbus, jk_modbus_switch
 from gateway.bms.jk_modbus import INFO, LIVE, POLL_PLAN, SETTINGS, Block, BlockImage, Read
 from gateway.bms.jk_modbus_switch import SwitchWrite
+from gateway.bms.reply_ring import ReplyRing, pb_reply
 from gateway.bms.wiring_hints import JK_MODBUS, looks_like, no_reply_hint
 from gateway.clock import Clock
 from gateway.errors import FrameError, GatewayError, LinkError, LinkTimeout
@@ -383,12 +384,15 @@ class JkModbusDriver:
         serial_factory: SerialFactory = open_serial_port,
         wire_sleep: Callable[[float], None] = time.sleep,
         settings_max_age_s: float = SETTINGS_MAX_AGE_S,
+        replies: ReplyRing | None = None,
     ) -> None:
         if not addresses or len(set(addresses)) != len(addresses) or not all(1 <= a <= 247 for a in addresses):
             raise ValueError(f"addresses must be distinct Modbus units 1–247, got {list(addresses)}")
         self._clock = clock
         self._attempts = 1 + max(0, retries)
         self._settings_max_age_s = settings_max_age_s
+        self._replies = replies
+        """Where each block image goes (passcodes zeroed), for the support bundle; None: nowhere."""
         self._packs = tuple(_Pack(a, f"jk-modbus:{port}#{a}") for a in addresses)
         self._errors: Mapping[str, GatewayError] = MappingProxyType({})
         self._bus = RtuBus(port, baudrate, timeout_s, serial_factory=serial_factory, wire_sleep=wire_sleep)
@@ -537,9 +541,14 @@ class JkModbusDriver:
 
     def _image(self, pack: _Pack, block: Block, method: Method) -> BlockImage:
         if method is Method.TRIGGER:
-            return self._bus.trigger(pack.address, block)
-        reads = [(read.address, self._bus.read_registers(pack.address, read)) for read in POLL_PLAN[block]]
-        return jk_modbus.image_from_registers(block, reads)
+            image = self._bus.trigger(pack.address, block)
+        else:
+            reads = [(read.address, self._bus.read_registers(pack.address, read)) for read in POLL_PLAN[block]]
+            image = jk_modbus.image_from_registers(block, reads)
+        if self._replies is not None:  # the image's passcodes are zeroed already
+            values = jk_modbus.decode(image)
+            self._replies.add(pb_reply(self._clock.wall(), pack.pack_id, block.name, image.data, image.known, values))
+        return image
 
     def _no_pack_answered(self, errors: Mapping[str, GatewayError]) -> GatewayError:
         failures = list(errors.values())

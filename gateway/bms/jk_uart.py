@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from gateway.bms import jk_nw
+from gateway.bms.reply_ring import ReplyRing, nw_reply
 from gateway.bms.wiring_hints import no_reply_hint
 from gateway.clock import Clock
 from gateway.errors import FrameError, GatewayError, LinkError, LinkTimeout
@@ -21,6 +22,7 @@ class JkUartDriver:
     :param baudrate: bits per second (JK: 115200).
     :param timeout_s: how long to wait for one reply, s.
     :param retries: extra attempts within one poll after a bad or missing reply.
+    :param replies: where each good reply goes, its password masked, for the support bundle (None: nowhere).
     """
 
     name = "jk-uart"
@@ -34,8 +36,10 @@ class JkUartDriver:
         retries: int = 1,
         clock: Clock,
         serial_factory: SerialFactory | None = None,
+        replies: ReplyRing | None = None,
     ) -> None:
         self._clock = clock
+        self._replies = replies
         self._timeout_s = timeout_s
         self._attempts = 1 + max(0, retries)
         self._request = jk_nw.read_all_request()
@@ -66,6 +70,8 @@ class JkUartDriver:
                 frame = self._link.transact(self._request, jk_nw.FRAMER, self._timeout_s)
                 received_at = self._clock.monotonic()
                 reply = jk_nw.decode_reply(frame)
+                if self._replies is not None:
+                    self._replies.add(nw_reply(self._clock.wall(), self.pack_id, frame, reply.fields))
                 self._tell_if_version_assumed(reply)
                 return reply, jk_nw.to_reading(reply, received_at, self.pack_id)
             except LinkTimeout as exc:

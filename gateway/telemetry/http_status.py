@@ -14,6 +14,7 @@ import ipaddress
 import logging
 import socket
 import threading
+import urllib.parse
 from collections.abc import Callable, Iterator, Mapping
 from http.server import BaseHTTPRequestHandler
 from typing import TYPE_CHECKING, Any, Final
@@ -26,6 +27,7 @@ from gateway.runtime import FailsafeState, InverterState, Snapshot
 from gateway.telemetry.bounded_http import BoundedHTTPServer
 from gateway.telemetry.pack_metrics import energy_metrics, pack_metrics
 from gateway.telemetry.status_doc import bms_link, status_document, to_json_text
+from gateway.telemetry.support import SupportRings
 
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
@@ -70,8 +72,11 @@ class StatusServer:
         *,
         mqtt_health: Health = lambda: None,
         forget_pack: ForgetPack | None = None,
+        support: SupportRings | None = None,
     ) -> None:
         """:param forget_pack: serves ``POST /packs/<id>/forget`` (``bms-gateway packs forget``) from loopback.
+        :param support: serves ``GET /support?minutes=N`` (``bms-gateway report``) from loopback: the frames, the
+            BMS replies (password masked) and the log lines of the last N minutes.
         :raises ConfigError: a non-loopback bind without ``allow_remote``. (A missing prometheus-client is not an
         error: ``/metrics`` then answers 503 naming the extra, and ``/status`` works on.)
         """
@@ -81,6 +86,7 @@ class StatusServer:
         self._clock = clock
         self._mqtt_health = mqtt_health
         self._forget_pack = forget_pack
+        self._support = support
         self._server: BoundedHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._registry: CollectorRegistry | None = None
@@ -168,6 +174,8 @@ class StatusServer:
                         from prometheus_client import CONTENT_TYPE_LATEST
 
                         self._reply(200, CONTENT_TYPE_LATEST, owner.metrics_text())
+                elif path == "/support" and owner._support is not None:
+                    self._support_reply(owner._support)
                 elif path == "/":
                     self._reply(200, TEXT_TYPE, b"bms-gateway: /status (JSON), /metrics (Prometheus)\n")
                 else:
@@ -189,6 +197,19 @@ class StatusServer:
                     else:
                         self._reply(200, TEXT_TYPE, f"{answer}\n".encode())
 
+            def _support_reply(self, support: SupportRings) -> None:
+                if not _from_this_machine(self.client_address[0]):
+                    # Frames and BMS replies are more than the status shows: for this machine only, whatever
+                    # status.allow_remote says (bms-gateway report runs here).
+                    self._reply(403, TEXT_TYPE, b"refused: /support is served to this machine only\n")
+                    return
+                minutes = _minutes(self.path)
+                if minutes is None:
+                    self._reply(400, TEXT_TYPE, b"bad request: minutes must be a number above 0\n")
+                    return
+                document = support.document(minutes, now_s=owner._clock.wall())
+                self._reply(200, JSON_TYPE, to_json_text(document).encode() + b"\n")
+
             def _reply(self, code: int, content_type: str, body: bytes) -> None:
                 self.send_response(code)
                 self.send_header("Content-Type", content_type)
@@ -209,6 +230,16 @@ def _from_this_machine(peer: str) -> bool:
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         address = address.ipv4_mapped
     return address.is_loopback
+
+
+def _minutes(path: str) -> float | None:
+    """``minutes`` of a ``/support`` query (default 10); None when it is no positive finite number."""
+    query = urllib.parse.parse_qs(urllib.parse.urlsplit(path).query)
+    try:
+        minutes = float(query.get("minutes", ["10"])[0])
+    except ValueError:
+        return None
+    return minutes if 0 < minutes < float("inf") else None
 
 
 def _server_class(host: str) -> type[BoundedHTTPServer]:

@@ -30,6 +30,7 @@ from gateway.telemetry.http_status import LatestSnapshot, StatusServer
 from gateway.telemetry.mqtt import MqttPublisher, require_paho, resolve_node_id
 from gateway.telemetry.relay import FailsafeRelay, open_relay
 from gateway.telemetry.sd_notify import Notifier, WatchdogPinger
+from gateway.telemetry.support import SupportRings
 from gateway.telemetry.switches import SwitchBridge
 
 log = logging.getLogger(__name__)
@@ -52,8 +53,11 @@ class Telemetry:
         publisher: MqttPublisher | None = None,
         switches: SwitchBridge | None = None,
         controller: Controller | None = None,
+        support: SupportRings | None = None,
     ) -> None:
         self._config = config
+        self.support = support
+        """Frames, BMS replies and log lines for ``bms-gateway report`` (``GET /support``); None: not kept."""
         self._clock = clock
         self.notifier = notifier
         self.pinger = pinger
@@ -78,6 +82,7 @@ class Telemetry:
         environ: Mapping[str, str] = os.environ,
         *,
         controller: Controller | None = None,
+        support: SupportRings | None = None,
     ) -> Telemetry:
         """:param controller: the BMS control, only when the config enables it: MQTT then offers its switches.
         :raises ConfigError: an extra the config needs is not installed, or ``BMS_GATEWAY_FAULT`` is bad.
@@ -100,6 +105,7 @@ class Telemetry:
             publisher=publisher,
             switches=switches,
             controller=controller,
+            support=support,
         )
 
     # --- start-up and shutdown (Gateway.run's thread) --------------------------------------------------------
@@ -110,11 +116,20 @@ class Telemetry:
         :param loop: takes the user's commands (``POST /packs/<id>/forget``); None: the endpoint takes none.
         """
         self.relay = open_relay(self._config.relay)
+        if self.support is not None:
+            logging.getLogger().addHandler(self.support.log)
         self.control_socket = serve_control(self.controller, self._config.state_dir)
         status = self._config.status
         if status.enabled:
             forget = None if loop is None else partial(loop.forget_pack, source="cli")
-            server = StatusServer(status, self.latest, self._clock, mqtt_health=self._mqtt_health, forget_pack=forget)
+            server = StatusServer(
+                status,
+                self.latest,
+                self._clock,
+                mqtt_health=self._mqtt_health,
+                forget_pack=forget,
+                support=self.support,
+            )
             try:
                 server.start()
                 self.status_server = server
@@ -150,6 +165,8 @@ class Telemetry:
         if self.status_server is not None:
             self.status_server.stop()
             self.status_server = None
+        if self.support is not None:
+            logging.getLogger().removeHandler(self.support.log)
         self.notifier.close()
 
     # --- the control loop's hooks -----------------------------------------------------------------------------

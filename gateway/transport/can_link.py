@@ -37,6 +37,7 @@ import can
 
 from gateway.clock import Clock
 from gateway.errors import FrameError, LinkError
+from gateway.telemetry.frame_ring import RX, TX, FrameRing
 from gateway.values import Value
 
 log = logging.getLogger(__name__)
@@ -129,6 +130,8 @@ class CanLink:
         :class:`~gateway.errors.FrameError` for a payload it cannot read); these ids are listened to as well.
     :param on_receive: called on the reader thread with the id of every recorded frame, after it is recorded
         and decoded; it must be quick and must not raise (an exception is logged and swallowed).
+    :param ring: keeps every frame sent and every standard data frame received, with its wall time, for the
+        support bundle (:mod:`gateway.telemetry.frame_ring`); None: none kept.
     :raises ValueError: a listen id is not an 11-bit id, or an interval or count is not positive.
     """
 
@@ -144,6 +147,7 @@ class CanLink:
         send_timeout_s: float = 0.05,
         decoders: Mapping[int, Callable[[bytes], Mapping[str, Value]]] | None = None,
         on_receive: Callable[[int], None] | None = None,
+        ring: FrameRing | None = None,
     ) -> None:
         decoders = dict(decoders or {})
         ids = frozenset(listen_ids) | frozenset(decoders)
@@ -187,6 +191,7 @@ class CanLink:
         """Ids whose last frame the decoder rejected: the next rejection is not logged again."""
         self._decode_errors = 0
         self._received_lock = threading.Lock()
+        self._ring = ring
 
     # --- state -------------------------------------------------------------------------------------------
 
@@ -292,6 +297,8 @@ class CanLink:
                 self._send_failed_locked(bus, exc)
                 return False
             self._failed_sends_in_row = 0
+            if self._ring is not None:
+                self._ring.add(self._clock.wall(), TX, can_id, message.data)
             if self._failing:
                 self._failing = self._shut_in_episode = False
                 log.info("CAN: back on %s (%d errors so far)", self._settings.describe(), self._errors)
@@ -423,6 +430,8 @@ class CanLink:
         """Stamp and keep a received frame if it is a standard data frame with a listened-to id."""
         if message.is_extended_id or message.is_error_frame or message.is_remote_frame:
             return
+        if self._ring is not None:  # every frame heard, listened to or not: the bundle shows the whole bus
+            self._ring.add(self._clock.wall(), RX, message.arbitration_id, bytes(message.data))
         if message.arbitration_id not in self._listen_ids:
             return
         can_id, data = message.arbitration_id, bytes(message.data)
