@@ -207,6 +207,17 @@ def test_a_configured_secret_that_reaches_a_file_is_masked_and_named(tmp_path: P
     assert bundle.notes[0] == "mqtt.password appeared in events.txt and was masked there"
 
 
+def test_the_pages_event_log_comes_before_the_log_lines_in_events_txt() -> None:
+    from gateway.cli.report import Bundle, Collected, _events
+
+    bundle = Bundle()
+    page_event = {"seq": 1, "wall_s": 1_750_000_000.0, "kind": "failsafe", "text": "fail-safe: normal"}
+    _events(Collected(support={"log": [[1_750_000_001.0, "INFO gateway.app: running"]]}, events=[page_event]), bundle)
+    lines = bundle.files["events.txt"].decode().splitlines()
+    assert lines[0] == "events (the local page's event log):"
+    assert lines[1].endswith(" failsafe: fail-safe: normal") and lines[-1].endswith(" INFO gateway.app: running")
+
+
 # --- the masking, on real frames --------------------------------------------------------------------------------
 
 

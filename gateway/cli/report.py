@@ -97,6 +97,8 @@ class Collected:
     support: dict[str, Any] | None = None
     readings: tuple[PackReading, ...] = ()
     replies: list[dict[str, Any]] = field(default_factory=list)
+    events: list[dict[str, Any]] | None = None
+    """The local page's event log (``/page.json``), when the service serves the page."""
 
 
 def run(args: argparse.Namespace) -> int:
@@ -156,9 +158,19 @@ def _from_service(config: Config, args: argparse.Namespace, bundle: Bundle) -> C
     else:
         collected.support = support if isinstance(support, dict) else None
         collected.replies = list((collected.support or {}).get("bms_replies") or [])
+    collected.events = _page_events(endpoint.url.removesuffix("/status") + "/page.json")
     collected.readings = _service_readings(collected.status)
     bundle.notes.append(f"from the running service ({endpoint.url}), its last {args.minutes:g} minutes")
     return collected
+
+
+def _page_events(url: str) -> list[dict[str, Any]] | None:
+    """The local page's event log (fail-safe changes, alarms, limit changes, ...); None: no page served."""
+    try:
+        events = json.loads(open_endpoint(url, SUPPORT_TIMEOUT_S)).get("events")
+    except (GatewayError, ValueError, AttributeError):
+        return None
+    return [event for event in events if isinstance(event, dict)] if isinstance(events, list) else None
 
 
 def _service_readings(status: Mapping[str, Any]) -> tuple[PackReading, ...]:
@@ -229,11 +241,17 @@ def _audit(config: Config, readings: tuple[PackReading, ...], bundle: Bundle) ->
 
 
 def _events(collected: Collected, bundle: Bundle) -> None:
+    """The page's event log (when served) and the service's last log lines, in events.txt."""
     log = (collected.support or {}).get("log")
     if log is None:
         bundle.add_text("events.txt", "no running service: no event log\n")
         return
-    lines = [f"{_stamp(float(stamp))} {line}" for stamp, line in log]
+    lines: list[str] = []
+    if collected.events is not None:
+        lines.append("events (the local page's event log):")
+        lines += [f"{_stamp(float(e.get('wall_s', 0.0)))} {e.get('kind')}: {e.get('text')}" for e in collected.events]
+        lines += ["", "log lines:"]
+    lines += [f"{_stamp(float(stamp))} {line}" for stamp, line in log]
     bundle.add_text("events.txt", "\n".join(lines) + "\n" if lines else "no log lines in these minutes\n")
 
 
@@ -315,7 +333,7 @@ def readme(args: argparse.Namespace, config: Config, bundle: Bundle) -> str:
         "  config.json      the config as the gateway read it, secrets as <redacted>",
         "  versions.json    Python, OS, python-can, pymodbus, the gateway, each BMS's model and firmware",
         "  audit.txt/.json  the BMS settings audit (what check --bms and read show)",
-        "  events.txt       the service's last log lines (at most 500)",
+        "  events.txt       the page's event log, when served, and the service's last log lines (at most 500)",
         "  can.log          CAN frames, candump -L format (python-can: can.LogReader('can.log'))",
         "  bms-replies.txt  the BMS's last replies (at most 16) as hex, with their decode",
         "  status.json      the service's status document (when a service answered)",
