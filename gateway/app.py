@@ -194,7 +194,7 @@ def build_gateway(config: Config, clock: Clock, *, profile: Profile | None = Non
     # The service's port, locked: the CLI's control never shares it.
     driver = open_battery(config, clock, exclusive=True, replies=support.bms)
     controller = open_control(config, driver, clock)
-    telemetry = Telemetry.from_config(config, clock, controller=controller, support=support)
+    telemetry = Telemetry.from_config(config, clock, controller=controller, support=support, profile=profile)
     poller = Poller(driver, loop, clock, config.bms.poll_interval_s, between_polls=telemetry.between_polls)
     extras = build_extra_outputs(config, snapshot_source(loop), clock)
     return Gateway(config, profile, effective, driver, link, loop, poller, clock, telemetry, extras)

@@ -30,11 +30,11 @@ MAX_HANDLERS: Final = 16
 """Requests served at once: ``bms-gateway status``, a Prometheus scraper and a few curious users."""
 REQUEST_DEADLINE_S: Final = 10.0
 """The longest one connection may take, from accept to the end of the reply, s (a request takes milliseconds)."""
-MAX_EVENT_STREAMS: Final = 2
-"""Reserved for server-sent-event streams (a later issue). A stream keeps its connection for as long as its
-client listens, so it must neither take one of the MAX_HANDLERS slots (16 idle dashboards would lock out
-``/status``) nor be cut by the request deadline: it gets a semaphore of its own, this small, and a deadline per
-event written instead."""
+MAX_EVENT_STREAMS: Final = 4
+"""Server-sent-event streams at once (the local page's ``/events``). A stream keeps its connection for as long as
+its client listens, so it must neither take one of the MAX_HANDLERS slots (16 idle pages would lock out
+``/status``) nor be cut by the request deadline: it gets a semaphore of its own, this small
+(:meth:`BoundedHTTPServer.become_stream`), and a deadline per event written instead (the socket's timeout)."""
 HANDLER_THREAD: Final = "http-handler :{port}"
 """The name of every handler thread, by the port it serves (tests count them)."""
 
@@ -71,6 +71,9 @@ class BoundedHTTPServer(ThreadingHTTPServer):
         self.max_handlers = max_handlers
         self.deadline_s = deadline_s
         self._slots = threading.BoundedSemaphore(max_handlers)
+        self._stream_slots = threading.BoundedSemaphore(MAX_EVENT_STREAMS)
+        self._streams: set[socket.socket] = set()
+        """Connections moved to a stream slot (:meth:`become_stream`); guarded by _lock."""
         self._lock = threading.Lock()
         self._started_s: dict[socket.socket, float] = {}
         """Each connection being served and when it was accepted (by the clock); guarded by _lock."""
@@ -110,8 +113,26 @@ class BoundedHTTPServer(ThreadingHTTPServer):
         try:
             super().process_request_thread(request, client_address)
         finally:
-            self._slots.release()
-            self._refusals.room()
+            with self._lock:
+                streamed = request in self._streams
+                self._streams.discard(request)
+            if streamed:
+                self._stream_slots.release()
+            else:
+                self._slots.release()
+                self._refusals.room()
+
+    def become_stream(self, request: socket.socket) -> bool:
+        """Move a connection being served from the handler cap to the stream cap (MAX_EVENT_STREAMS), free of the
+        whole-request deadline; False when every stream slot is taken (the caller answers 503)."""
+        if not self._stream_slots.acquire(blocking=False):
+            return False
+        with self._lock:
+            self._started_s.pop(request, None)
+            self._streams.add(request)
+        self._slots.release()
+        self._refusals.room()
+        return True
 
     def shutdown_request(self, request: Any) -> None:
         # Forgotten before it is closed: the deadline sweep never touches a closed socket (whose descriptor

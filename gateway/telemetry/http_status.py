@@ -6,6 +6,8 @@ server's own threads from that copy and never touch the loop. The server binds t
 says ``allow_remote: true`` (it has no authentication). No client can hold its threads: at most
 :data:`~gateway.telemetry.bounded_http.MAX_HANDLERS` requests at once, each with a deadline for the whole
 exchange, and a client that leaves mid-reply is one debug line (:mod:`~gateway.telemetry.bounded_http`).
+With a :class:`~gateway.telemetry.page.Page`, ``/`` is the local page, live through ``/events`` (at most
+:data:`~gateway.telemetry.bounded_http.MAX_EVENT_STREAMS` streams, beside the request cap).
 """
 
 from __future__ import annotations
@@ -24,8 +26,10 @@ from gateway.clock import Clock
 from gateway.config import StatusConfig
 from gateway.errors import GatewayError
 from gateway.runtime import FailsafeState, InverterState, Snapshot
+from gateway.telemetry import sse
 from gateway.telemetry.bounded_http import BoundedHTTPServer
 from gateway.telemetry.pack_metrics import energy_metrics, pack_metrics
+from gateway.telemetry.page import CSP, Page, asset
 from gateway.telemetry.status_doc import bms_link, status_document, to_json_text
 from gateway.telemetry.support import SupportRings
 
@@ -73,10 +77,12 @@ class StatusServer:
         mqtt_health: Health = lambda: None,
         forget_pack: ForgetPack | None = None,
         support: SupportRings | None = None,
+        page: Page | None = None,
     ) -> None:
         """:param forget_pack: serves ``POST /packs/<id>/forget`` (``bms-gateway packs forget``) from loopback.
         :param support: serves ``GET /support?minutes=N`` (``bms-gateway report``) from loopback: the frames, the
             BMS replies (password masked) and the log lines of the last N minutes.
+        :param page: serves the local page at ``/`` (``/page.json``, ``/events``); None: ``/`` is one line.
         :raises ConfigError: a non-loopback bind without ``allow_remote``. (A missing prometheus-client is not an
         error: ``/metrics`` then answers 503 naming the extra, and ``/status`` works on.)
         """
@@ -87,6 +93,7 @@ class StatusServer:
         self._mqtt_health = mqtt_health
         self._forget_pack = forget_pack
         self._support = support
+        self._page = page
         self._server: BoundedHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._registry: CollectorRegistry | None = None
@@ -117,6 +124,8 @@ class StatusServer:
         )
 
     def stop(self) -> None:
+        if self._page is not None:
+            self._page.hub.close()  # ends the event streams
         server, self._server = self._server, None
         if server is not None:
             server.shutdown()
@@ -127,13 +136,44 @@ class StatusServer:
 
     # --- what is served ------------------------------------------------------------------------------------
 
-    def document(self) -> dict[str, Any] | None:
-        snapshot = self._latest.get()
+    def document(self, snapshot: Snapshot | None = None) -> dict[str, Any] | None:
+        """The status document of ``snapshot`` (default: the newest); None before the first."""
+        snapshot = snapshot or self._latest.get()
         if snapshot is None:
             return None
         document = status_document(snapshot, mqtt=self._mqtt_health())
         document["snapshot_age_s"] = round(self._clock.monotonic() - snapshot.at_s, 2)
         return document
+
+    def page_json(self, page: Page, *, full: bool) -> str:
+        snapshot = self._latest.get()
+        document = self.document(snapshot)
+        return to_json_text(page.full(document, snapshot) if full else page.live(document, snapshot))
+
+    def stream(self, page: Page, handler: BaseHTTPRequestHandler) -> None:
+        """``/events`` on ``handler``'s thread until the page leaves or the server stops."""
+        assert self._server is not None
+        if not self._server.become_stream(handler.request):
+            body = b"busy: too many live pages open at once, retry\n"
+            handler.send_response(503)
+            handler.send_header("Content-Type", TEXT_TYPE)
+            handler.send_header("Content-Length", str(len(body)))
+            handler.send_header("Retry-After", "5")
+            handler.end_headers()
+            handler.wfile.write(body)
+            return
+        handler.close_connection = True
+        handler.send_response(200)
+        handler.send_header("Content-Type", sse.CONTENT_TYPE)
+        handler.send_header("Cache-Control", "no-store")
+        handler.send_header("Content-Security-Policy", CSP)
+        handler.end_headers()
+
+        def write(data: bytes) -> None:
+            handler.wfile.write(data)
+            handler.wfile.flush()
+
+        sse.serve_stream(write, page.hub, self._clock, lambda: self.page_json(page, full=False))
 
     def metrics_text(self) -> bytes:
         from prometheus_client import generate_latest
@@ -176,6 +216,8 @@ class StatusServer:
                         self._reply(200, CONTENT_TYPE_LATEST, owner.metrics_text())
                 elif path == "/support" and owner._support is not None:
                     self._support_reply(owner._support)
+                elif owner._page is not None and self._page(owner._page, path):
+                    pass
                 elif path == "/":
                     self._reply(200, TEXT_TYPE, b"bms-gateway: /status (JSON), /metrics (Prometheus)\n")
                 else:
@@ -210,9 +252,24 @@ class StatusServer:
                 document = support.document(minutes, now_s=owner._clock.wall())
                 self._reply(200, JSON_TYPE, to_json_text(document).encode() + b"\n")
 
-            def _reply(self, code: int, content_type: str, body: bytes) -> None:
+            def _page(self, page: Page, path: str) -> bool:
+                """The local page's answers; False: not one of its paths."""
+                if path == "/events":
+                    owner.stream(page, self)
+                    return True
+                if path == "/page.json":
+                    self._reply(200, JSON_TYPE, owner.page_json(page, full=True).encode() + b"\n")
+                    return True
+                found = asset(path)
+                if found is not None:
+                    self._reply(200, found.content_type, found.body, csp=True)
+                return found is not None
+
+            def _reply(self, code: int, content_type: str, body: bytes, *, csp: bool = False) -> None:
                 self.send_response(code)
                 self.send_header("Content-Type", content_type)
+                if csp:
+                    self.send_header("Content-Security-Policy", CSP)
                 self.send_header("Content-Length", str(len(body)))
                 self.send_header("Cache-Control", "no-store")
                 self.end_headers()

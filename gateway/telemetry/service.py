@@ -24,10 +24,12 @@ from gateway.config import Config
 from gateway.control import Controller
 from gateway.control_socket import ControlSocketServer, serve_control
 from gateway.errors import GatewayError
+from gateway.profiles import Profile
 from gateway.runtime import ControlLoop, FailsafeState, Snapshot
 from gateway.telemetry.fault import LoopFault
 from gateway.telemetry.http_status import LatestSnapshot, StatusServer
 from gateway.telemetry.mqtt import MqttPublisher, require_paho, resolve_node_id
+from gateway.telemetry.page import Page
 from gateway.telemetry.relay import FailsafeRelay, open_relay
 from gateway.telemetry.sd_notify import Notifier, WatchdogPinger
 from gateway.telemetry.support import SupportRings
@@ -54,6 +56,7 @@ class Telemetry:
         switches: SwitchBridge | None = None,
         controller: Controller | None = None,
         support: SupportRings | None = None,
+        page: Page | None = None,
     ) -> None:
         self._config = config
         self.support = support
@@ -67,6 +70,8 @@ class Telemetry:
         self.switches = switches
         """The BMS control switches over MQTT; their commands run in :meth:`between_polls` (poller thread)."""
         self.status_server: StatusServer | None = None
+        self.page = page
+        """The local page's history, events and streams (served by the status endpoint); None: no page."""
         self.controller = controller
         self.control_socket: ControlSocketServer | None = None
         """Where ``bms-gateway control`` asks this service (control on); its requests run in :meth:`between_polls`."""
@@ -83,8 +88,10 @@ class Telemetry:
         *,
         controller: Controller | None = None,
         support: SupportRings | None = None,
+        profile: Profile | None = None,
     ) -> Telemetry:
         """:param controller: the BMS control, only when the config enables it: MQTT then offers its switches.
+        :param profile: decodes the frames the local page shows; None: no page (the endpoint's ``/`` is one line).
         :raises ConfigError: an extra the config needs is not installed, or ``BMS_GATEWAY_FAULT`` is bad.
         """
         publisher = switches = None
@@ -106,6 +113,7 @@ class Telemetry:
             switches=switches,
             controller=controller,
             support=support,
+            page=Page(config, profile, clock) if profile is not None and config.status.enabled else None,
         )
 
     # --- start-up and shutdown (Gateway.run's thread) --------------------------------------------------------
@@ -129,6 +137,7 @@ class Telemetry:
                 mqtt_health=self._mqtt_health,
                 forget_pack=forget,
                 support=self.support,
+                page=self.page,
             )
             try:
                 server.start()
@@ -158,6 +167,8 @@ class Telemetry:
             self.relay = None
         if final is not None:
             self.latest.offer(final)
+            if self.page is not None:
+                self.page.offer(final)
         if self.publisher is not None:
             if final is not None:
                 self.publisher.offer(final)
@@ -190,6 +201,8 @@ class Telemetry:
         self._next_snapshot_s = now + SNAPSHOT_INTERVAL_S
         snapshot = loop.snapshot()
         self.latest.offer(snapshot)
+        if self.page is not None:
+            self.page.offer(snapshot)
         if self.publisher is not None:
             self.publisher.offer(snapshot)
 
