@@ -60,8 +60,9 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "--inverter",
         choices=[b.value for b in InverterBehaviour],
         default=InverterBehaviour.OBEYS.value,
-        help="whether the simulated inverter follows the limits it hears (default: obeys; disobeys shows the "
-        "gateway's enforcement and the BMS's own protection)",
+        help="whether the simulated inverter follows the limits it hears (default: obeys; disobeys ignores every "
+        "limit and both enable bits: CVL falls to the pack voltage as the second lever, then the BMS's own "
+        "protection trips; an inverter taking more than CCL is enforced: simulate charge-cycle --overshoot 1.2)",
     )
     parser.add_argument("--duration", type=float, metavar="S", help="stop after S seconds (default: Ctrl-C)")
     parser.set_defaults(func=run)
