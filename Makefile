@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench fuzz soak lock clean
+.PHONY: demo test lint bench fuzz soak lock clean screenshots browser
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "bms-gateway needs Python >= 3.11, found " + sys.version.split()[0] + ": run make PYTHON=python3.11 ...")'
@@ -20,6 +20,15 @@ demo: $(STAMP)
 ## make test: the test suite (no hardware needed)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+## make browser: what the local page's browser test and screenshots need: the browser extra (playwright) in .venv;
+## chromium itself comes from apt (apt-get install chromium), never a download of playwright's own
+browser: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[browser]'
+
+## make screenshots: the local page at phone and desktop width, from a gateway on the simulator, to docs/*.png
+screenshots: browser
+	$(BIN)/python tests/page_screenshots.py docs
 
 ## make lint: ruff and mypy
 lint: $(STAMP)

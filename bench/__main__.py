@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import reaction, scenarios, service, throughput
+from bench import page, reaction, scenarios, service, throughput
 from gateway.bench.poll_cycle import time_poll_cycle
 
 REPO = Path(__file__).resolve().parents[1]
@@ -131,6 +131,24 @@ def table(results: dict[str, Any]) -> list[str]:
             _ok(floated is not None and floated <= sc["audited_float_s"]),
         )
     )
+    ph = results["page_history"]
+    rows.append(
+        (
+            f"RSS with 24 h of page history held ({ph['minutes']} minutes, {ph['raw_samples']} samples)",
+            f"{ph['rss_mb']:.1f} MB (history arrays {ph['history_kb']:.0f} kB, /page.json {ph['page_json_kb']:.0f} kB)",
+            f"<= {ph['target_rss_mb']:.0f} MB",
+            _ok(ph["hwm_mb"] <= ph["target_rss_mb"]),
+        )
+    )
+    pc_ = results["page_cpu"]
+    rows.append(
+        (
+            f"CPU, bms-gateway run with one page on /events ({pc_['duration_s']:.0f} s, {pc_['updates']} updates)",
+            f"{pc_['cpu_pct']:.2f} % of one core",
+            f"<= {pc_['target_cpu_pct']:g} %",
+            _ok(pc_["cpu_pct"] <= pc_["target_cpu_pct"]),
+        )
+    )
     header = ("figure", "measured", "target", "")
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(4)]
 
@@ -166,6 +184,10 @@ def main() -> int:
     results["reaction"].append(reaction.measure(1.0, chains=10, events_per_chain=max(2, round(24 * scale))))
     step("steady state of bms-gateway run")
     results["steady_state"] = service.steady_state(duration_s=60.0 * scale)
+    step("local page: RSS with 24 h of history")
+    results["page_history"] = page.history_rss()
+    step("local page: CPU with one page connected")
+    results["page_cpu"] = page.cpu_with_page(duration_s=60.0 * scale)
     step("poll cycle")
     results["poll_cycle"] = _poll_cycle()
     step("charge-cycle scenarios")
