@@ -33,9 +33,11 @@ from test_control import (
 from gateway.app import open_control, open_driver
 from gateway.bms import jk_modbus, jk_modbus_switch
 from gateway.bms.control import Switch
-from gateway.bms.jk_modbus import INFO, SETTINGS_PASSCODE_READ, Kind, Read, decode, image_from_registers, parse_frame
 from gateway.bms.jk_modbus_control import JkModbusControl
 from gateway.bms.jk_modbus_driver import JkModbusDriver, Method
+from gateway.bms.jk_modbus_frames import Read, parse_frame
+from gateway.bms.jk_modbus_image import decode, image_from_registers
+from gateway.bms.jk_modbus_model import SETTINGS_PASSCODE_READ
 from gateway.bms.jk_modbus_switch import (
     SWITCH_REGISTERS,
     SwitchWrite,
@@ -46,6 +48,7 @@ from gateway.bms.jk_modbus_switch import (
     switch_of,
     switch_request,
 )
+from gateway.bms.jk_modbus_tables import INFO, Kind
 from gateway.cli import main
 from gateway.clock import FakeClock, SystemClock
 from gateway.config import load_config, parse_config

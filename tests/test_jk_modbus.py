@@ -22,33 +22,20 @@ from jk_pb_data import (
 
 from gateway.alarms import ALARM_TABLE
 from gateway.bms import jk_modbus
-from gateway.bms.jk_modbus import (
-    BLOCKS,
-    INFO,
-    LIVE,
+from gateway.bms.jk_modbus_frames import (
     MAX_READ_WORDS,
-    POLL_PLAN,
-    SETTINGS,
-    Block,
-    BlockImage,
-    Kind,
     Read,
-    decode,
     encode_frame,
-    encode_image,
-    image_from_registers,
     is_permitted_request,
     parse_frame,
     read_plan,
-    registers_from_image,
     scan_trigger_reply,
-    to_device,
-    to_settings,
-    to_state,
     trigger_ack,
     trigger_request,
-    values_from_reading,
 )
+from gateway.bms.jk_modbus_image import BlockImage, decode, encode_image, image_from_registers, registers_from_image
+from gateway.bms.jk_modbus_model import POLL_PLAN, to_device, to_settings, to_state, values_from_reading
+from gateway.bms.jk_modbus_tables import BLOCKS, INFO, LIVE, SETTINGS, Block, Kind
 from gateway.errors import FrameError
 from gateway.model import Alarm, BatteryState, PackReading, ProtectionSettings
 from gateway.plausibility import implausibility

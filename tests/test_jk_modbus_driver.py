@@ -17,8 +17,9 @@ from pymodbus.client import ModbusSerialClient
 
 from gateway.bms import jk_modbus
 from gateway.bms.driver import MultiPackDriver, driver_class
-from gateway.bms.jk_modbus import INFO, LIVE, POLL_PLAN, SETTINGS, TRIGGER_REGISTERS, Block
 from gateway.bms.jk_modbus_driver import BACKOFF_S, JkModbusDriver, Method
+from gateway.bms.jk_modbus_model import POLL_PLAN
+from gateway.bms.jk_modbus_tables import INFO, LIVE, SETTINGS, TRIGGER_REGISTERS, Block
 from gateway.clock import FakeClock
 from gateway.errors import FrameError, LinkError, LinkTimeout
 from gateway.sim.jk_modbus import JkModbusSimulator, SimPack, pack_variant

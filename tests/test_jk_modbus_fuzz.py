@@ -17,24 +17,10 @@ from hypothesis import strategies as st
 from jk_pb_data import DUMP, FRAMES_UNIT, TRIGGER_FRAMES, with_frame_sum
 
 from gateway.bms import jk_modbus, jk_modbus_switch
-from gateway.bms.jk_modbus import (
-    BLOCKS,
-    INFO,
-    LIVE,
-    POLL_PLAN,
-    SETTINGS,
-    Block,
-    BlockImage,
-    decode,
-    encode_frame,
-    image_from_registers,
-    parse_frame,
-    scan_trigger_reply,
-    to_device,
-    to_settings,
-    to_state,
-    values_from_reading,
-)
+from gateway.bms.jk_modbus_frames import encode_frame, parse_frame, scan_trigger_reply
+from gateway.bms.jk_modbus_image import BlockImage, decode, image_from_registers
+from gateway.bms.jk_modbus_model import POLL_PLAN, to_device, to_settings, to_state, values_from_reading
+from gateway.bms.jk_modbus_tables import BLOCKS, INFO, LIVE, SETTINGS, Block
 from gateway.errors import FrameError
 from gateway.sim.scenarios import SCENARIOS
 

@@ -25,8 +25,9 @@ from jk_frames import REPLIES
 from telemetry_fixtures import free_port
 
 from gateway.bms import jk_modbus
-from gateway.bms.jk_modbus import LIVE, POLL_PLAN
 from gateway.bms.jk_modbus_driver import RtuBus
+from gateway.bms.jk_modbus_model import POLL_PLAN
+from gateway.bms.jk_modbus_tables import LIVE
 from gateway.bms.jk_uart import JkUartDriver
 from gateway.bms.wiring_hints import looks_like
 from gateway.cli import main

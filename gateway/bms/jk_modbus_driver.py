@@ -35,8 +35,11 @@ from pymodbus.client import ModbusSerialClient
 from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
 
 from gateway.bms import jk_modbus, jk_modbus_switch
-from gateway.bms.jk_modbus import INFO, LIVE, POLL_PLAN, SETTINGS, Block, BlockImage, Read
+from gateway.bms.jk_modbus_frames import Read
+from gateway.bms.jk_modbus_image import BlockImage
+from gateway.bms.jk_modbus_model import POLL_PLAN
 from gateway.bms.jk_modbus_switch import SwitchWrite
+from gateway.bms.jk_modbus_tables import INFO, LIVE, SETTINGS, Block
 from gateway.bms.reply_ring import ReplyRing, pb_reply
 from gateway.bms.wiring_hints import JK_MODBUS, looks_like, no_reply_hint
 from gateway.clock import Clock

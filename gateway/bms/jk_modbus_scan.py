@@ -23,8 +23,10 @@ from dataclasses import dataclass
 from typing import Final
 
 from gateway.bms import jk_modbus
-from gateway.bms.jk_modbus import INFO, POLL_PLAN, SETTINGS, Block, BlockImage
 from gateway.bms.jk_modbus_driver import RtuBus
+from gateway.bms.jk_modbus_image import BlockImage
+from gateway.bms.jk_modbus_model import POLL_PLAN
+from gateway.bms.jk_modbus_tables import INFO, SETTINGS, Block
 from gateway.errors import FrameError, LinkError, LinkTimeout
 from gateway.model import DeviceInfo
 from gateway.transport.serial_link import SerialFactory, open_locked, open_serial_port

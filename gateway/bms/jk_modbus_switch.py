@@ -29,7 +29,8 @@ from types import MappingProxyType
 from typing import Final
 
 from gateway.bms.control import Switch
-from gateway.bms.jk_modbus import SETTINGS, WRITE_MULTIPLE_REGISTERS, Field, Kind, with_crc
+from gateway.bms.jk_modbus_frames import WRITE_MULTIPLE_REGISTERS, with_crc
+from gateway.bms.jk_modbus_tables import SETTINGS, Field, Kind
 from gateway.errors import FrameError
 
 SWITCH_FIELDS: Final[Mapping[Switch, Field]] = MappingProxyType(

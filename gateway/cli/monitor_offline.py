@@ -24,7 +24,7 @@ from typing import Final, TextIO
 
 import can
 
-from gateway.bms.jk_modbus import crc16
+from gateway.bms.jk_modbus_frames import crc16
 from gateway.cli.common import DEFAULT_CONFIG, detach_stdout
 from gateway.cli.frames import FrameMonitor
 from gateway.cli.monitor_rs485 import (

@@ -40,8 +40,8 @@ from pymodbus.simulator import DataType, SimData, SimDevice
 
 from gateway.bms import jk_modbus
 from gateway.bms.control import Switch
-from gateway.bms.jk_modbus import BLOCK_BY_TRIGGER, Block
 from gateway.bms.jk_modbus_switch import switch_of
+from gateway.bms.jk_modbus_tables import BLOCK_BY_TRIGGER, Block
 from gateway.clock import Clock
 from gateway.errors import LinkError
 from gateway.secret import Secret
