@@ -24,7 +24,7 @@ from frame_values import fixed_values
 from gateway.cli import main
 from gateway.cli.export_dbc import MISSING_CANTOOLS, build_database
 from gateway.profiles import Profile, builtin_profile_names, load_profile
-from gateway.profiles.schema import FieldSpec
+from gateway.profiles.spec import FieldSpec
 from gateway.values import Value
 
 KNOWN_KINDS: Final = frozenset({"value", "flags", "pair", "text", "text_value", "constant", "invalid"})

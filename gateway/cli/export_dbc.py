@@ -27,8 +27,8 @@ from gateway import __version__
 from gateway.cli.common import detach_stdout
 from gateway.cli.frames import field_decimals, field_unit
 from gateway.errors import GatewayError
-from gateway.profiles import CanFrameCodec, Profile, load_profile, schema
-from gateway.profiles.schema import FieldSpec, FrameSpec
+from gateway.profiles import CanFrameCodec, Profile, load_profile, spec
+from gateway.profiles.spec import FieldSpec, FrameSpec
 from gateway.values import FLAG_VALUES, NUMERIC_VALUES, TEXT_VALUES
 
 DBC_ENCODING: Final = "cp1252"
@@ -41,7 +41,7 @@ PAIR_CHOICES: Final = {1: "raised", 2: "cleared"}
 """Raw states of an SMA-style 2-bit alarm pair: lower bit raised, upper bit cleared."""
 MISSING_CANTOOLS: Final = "export-dbc needs cantools: pip install 'bms-gateway[tools]'"
 
-_INVERTER_VALUES: Final[dict[str, str]] = dict(getattr(schema, "INVERTER_VALUE_NAMES", {}))
+_INVERTER_VALUES: Final[dict[str, str]] = dict(getattr(spec, "INVERTER_VALUE_NAMES", {}))
 """Descriptions of the values inverter frames carry, where the schema has them."""
 
 # Characters profiles use in prose that cp1252 lacks.

@@ -20,7 +20,7 @@ import can
 
 from gateway.errors import FrameError
 from gateway.profiles import CanFrameCodec, Profile
-from gateway.profiles.schema import FieldSpec
+from gateway.profiles.spec import FieldSpec
 from gateway.values import Value
 
 _UNIT_SUFFIXES: Final = (

@@ -8,7 +8,8 @@ codecs whose :meth:`~CanFrameCodec.encode` only scales, saturates and packs.
     for can_id, payload in profile.encode_all(published_values(reading, limits)):
         bus.send(can_id, payload)
 
-Modules: :mod:`.schema` (YAML data → validated specs; the YAML reference), :mod:`.merge` (``extends:``),
+Modules: :mod:`.schema` (YAML data → validated specs; the YAML reference; field kinds in :mod:`.schema_fields`),
+:mod:`.spec` (the validated specs), :mod:`.merge` (``extends:``),
 :mod:`.codec` (spec → compiled codec), :mod:`.loader` (files, built-ins and aliases, :class:`Profile`).
 """
 
@@ -22,7 +23,8 @@ from gateway.profiles.loader import (
     load_profile,
     load_profile_text,
 )
-from gateway.profiles.schema import (
+from gateway.profiles.schema import parse_profile
+from gateway.profiles.spec import (
     INVERTER_VALUE_NAMES,
     FieldKind,
     FieldSpec,
@@ -33,7 +35,6 @@ from gateway.profiles.schema import (
     SendMode,
     StaleAction,
     invalid_marker,
-    parse_profile,
 )
 
 __all__ = [

@@ -1,4 +1,4 @@
-"""Compiled CAN frame codecs: a validated :class:`~gateway.profiles.schema.FrameSpec` in, a frozen encoder out.
+"""Compiled CAN frame codecs: a validated :class:`~gateway.profiles.spec.FrameSpec` in, a frozen encoder out.
 
 All interpretation of the profile happens once, in :func:`compile_frame`. Each frame gets **one**
 :class:`struct.Struct` covering its whole payload, in the profile's default byte order:
@@ -32,7 +32,7 @@ from typing import Final, NamedTuple
 
 from gateway.errors import FrameError, GatewayError
 from gateway.limits.rounding import round_raw
-from gateway.profiles.schema import PAIR_CLEARED, PAIR_RAISED, ByteOrder, FieldKind, FieldSpec, FrameSpec
+from gateway.profiles.spec import PAIR_CLEARED, PAIR_RAISED, ByteOrder, FieldKind, FieldSpec, FrameSpec
 from gateway.values import SAFE_ROUNDING, Value
 
 _INT_CODES: Final[Mapping[tuple[int, bool], str]] = {
@@ -259,7 +259,7 @@ class CanFrameCodec:
 
     def decode_values(self, data: bytes) -> dict[str, Value]:
         """The fields of ``data`` that carry one named value, keyed by that name (inverter frames: the
-        :data:`~gateway.profiles.schema.INVERTER_VALUE_NAMES`), as :meth:`decode` gives them.
+        :data:`~gateway.profiles.spec.INVERTER_VALUE_NAMES`), as :meth:`decode` gives them.
 
         :raises FrameError: ``data`` is shorter than the fields need.
         """

@@ -26,8 +26,9 @@ from gateway.errors import ProfileError, ProfileNotFoundError
 from gateway.profiles.behaviour import InverterBehaviour
 from gateway.profiles.codec import CanFrameCodec, compile_frame
 from gateway.profiles.merge import merge_profiles
-from gateway.profiles.schema import HeartbeatSpec, ProfileSpec, SendMode, StaleAction, parse_profile
+from gateway.profiles.schema import parse_profile
 from gateway.profiles.sources import SourceCounts, SourcedPart
+from gateway.profiles.spec import HeartbeatSpec, ProfileSpec, SendMode, StaleAction
 from gateway.values import Value
 from gateway.yaml_loader import ProfileLoader
 
