@@ -15,7 +15,7 @@ from gateway.app import describe_buses, limits_settings, open_battery
 from gateway.bms.driver import BmsDriver
 from gateway.clock import Clock
 from gateway.config import Config
-from gateway.rs485.profile import Rs485Profile
+from gateway.rs485.profile_spec import Rs485Profile
 from gateway.rs485.server import (
     LimitsFeed,
     Rs485Output,

@@ -38,7 +38,8 @@ from gateway.cli.monitor_rs485 import (
 from gateway.config import load_config
 from gateway.errors import ConfigError, ProfileNotFoundError
 from gateway.profiles import Profile, load_profile
-from gateway.rs485.profile import RegisterMapSpec, RegisterSpec, Rs485Profile, is_rs485_profile
+from gateway.rs485.profile import is_rs485_profile
+from gateway.rs485.profile_spec import RegisterMapSpec, RegisterSpec, Rs485Profile
 from gateway.rs485.pylontech_ascii import EOI, SOI
 from gateway.rs485.server import load_output_profile
 

@@ -33,7 +33,7 @@ from gateway.config import Config
 from gateway.errors import ConfigError, FrameError, LinkError
 from gateway.rs485.fields import FieldKind, FieldSpec, decode_fields
 from gateway.rs485.modbus_map import MAX_READ_WORDS
-from gateway.rs485.profile import Framing, PylontechSpec, RegisterMapSpec, RegisterSpec, Rs485Profile
+from gateway.rs485.profile_spec import Framing, PylontechSpec, RegisterMapSpec, RegisterSpec, Rs485Profile
 from gateway.rs485.pylontech_ascii import (
     EOI,
     MAX_FRAME_BYTES,

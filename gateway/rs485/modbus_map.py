@@ -12,7 +12,7 @@ import enum
 from typing import Final
 
 from gateway.rs485.fields import encode_fields
-from gateway.rs485.profile import RegisterMapSpec, RegisterSpec
+from gateway.rs485.profile_spec import RegisterMapSpec, RegisterSpec
 from gateway.rs485.values import BatteryView, Namespace
 
 READ_HOLDING_REGISTERS: Final = 3

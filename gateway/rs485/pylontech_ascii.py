@@ -29,7 +29,7 @@ from typing import Any, Final
 
 from gateway.errors import FrameError
 from gateway.rs485.fields import decode_fields, encode_fields
-from gateway.rs485.profile import CommandSpec, PylontechSpec
+from gateway.rs485.profile_spec import CommandSpec, PylontechSpec
 from gateway.rs485.values import MODULE_SELECTOR, BatteryView
 
 SOI: Final = b"~"

@@ -37,7 +37,8 @@ from gateway.packs import PackSet, battery_at
 from gateway.plausibility import implausibility
 from gateway.profiles import StaleAction
 from gateway.rs485.modbus_map import ModbusException, RegisterMap
-from gateway.rs485.profile import Framing, Rs485Profile, load_rs485_profile
+from gateway.rs485.profile import load_rs485_profile
+from gateway.rs485.profile_spec import Framing, Rs485Profile
 from gateway.rs485.pylontech_ascii import EOI, MAX_FRAME_BYTES, SOI, PylontechResponder
 from gateway.rs485.values import BatteryView, FailsafeCode, battery_view
 from gateway.runtime import FailsafeState
