@@ -8,7 +8,8 @@ import pytest
 from jk_frames import REPLIES
 
 from gateway.audit import Severity, audit_settings, is_unsafe
-from gateway.bms.jk_nw import decode_reply, to_reading
+from gateway.bms.jk_nw_codec import decode_reply
+from gateway.bms.jk_nw_model import to_reading
 from gateway.model import Chemistry, PackReading, ProtectionSettings
 
 

@@ -26,19 +26,17 @@ from jk_frames import (
 )
 
 from gateway.bms import jk_nw
-from gateway.bms.jk_nw import (
-    FieldValue,
+from gateway.bms.jk_nw_codec import (
     JkNwReply,
-    Source,
-    build_frame,
     current_from_raw,
     current_to_raw,
     decode_reply,
     encode_payload,
     encode_reply,
-    read_all_request,
-    to_reading,
 )
+from gateway.bms.jk_nw_frame import Source, build_frame, read_all_request
+from gateway.bms.jk_nw_model import to_reading
+from gateway.bms.jk_nw_tags import FieldValue
 from gateway.errors import FrameError
 from gateway.model import Alarm, Chemistry, PackReading
 from gateway.secret import Secret

@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 from jk_frames import REPLIES, REQUESTS, payload_of, sum16, wrap
 
 from gateway.bms import jk_nw
-from gateway.bms.jk_nw import JkNwReply, decode_reply, encode_reply, to_reading
+from gateway.bms.jk_nw_codec import JkNwReply, decode_reply, encode_reply
+from gateway.bms.jk_nw_model import to_reading
 from gateway.clock import FakeClock
 from gateway.errors import FrameError
 from gateway.model import PackReading

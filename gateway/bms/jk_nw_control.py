@@ -33,7 +33,8 @@ from types import MappingProxyType
 from typing import Final
 
 from gateway.bms.control import Switch
-from gateway.bms.jk_nw import TAG_BY_NAME, TAGS, Command, FrameType, Source, build_frame, parse_envelope
+from gateway.bms.jk_nw_frame import Command, FrameType, Source, build_frame, parse_envelope
+from gateway.bms.jk_nw_tags import TAG_BY_NAME, TAGS
 from gateway.errors import FrameError
 from gateway.secret import Secret
 
