@@ -21,6 +21,7 @@ Values an inverter profile may also provide (``inverter.can.bitrate``, ``failsaf
 from __future__ import annotations
 
 import ipaddress
+import itertools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -254,6 +255,24 @@ CHEMISTRIES: Final = tuple(c.value for c in Chemistry)
 CURRENT_SHARING: Final = tuple(c.value for c in CurrentSharing)
 
 
+_TAPER_SOC: Final = _number(at_least=0, at_most=100)
+_TAPER_FRACTION: Final = _number(above=0, at_most=1)
+
+
+def _soc_ccl_taper(value: object) -> tuple[tuple[float, float], ...]:
+    """``limits.soc_ccl_taper``: a mapping SOC % → fraction of the charge ceiling, e.g. ``{95: 0.5, 98: 0.2}``;
+    as (SOC, fraction) pairs, SOC ascending."""
+    if not isinstance(value, Mapping) or not value:
+        raise _Invalid(f"expected a mapping of SOC % to a fraction, e.g. {{95: 0.5, 98: 0.2}}, got {_show(value)}")
+    steps = []
+    for soc, fraction in value.items():
+        try:
+            steps.append((_TAPER_SOC(soc), _TAPER_FRACTION(fraction)))
+        except _Invalid as error:
+            raise _Invalid(f"at SOC {_show(soc)}: {error}") from None
+    return tuple(sorted(steps))
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LimitsConfig(_Section):
     """``limits``: the user's caps on top of the BMS's own limits, and how current limits move."""
@@ -289,10 +308,27 @@ class LimitsConfig(_Section):
     recovery_current_c: float = _setting(_number(at_least=0, at_most=0.1), _TUNING.recovery_current_c)
     """A deeply discharged cell (at or below the chemistry's recovery threshold) is charged at most this × the
     pack's capacity, A per Ah; 0: not at all until a person checks it."""
+    soc_ccl_taper: tuple[tuple[float, float], ...] | None = _setting(_optional(_soc_ccl_taper), None)
+    """Charge current near full by SOC: ``{SOC %: fraction of the charge ceiling}``, each from its SOC on; ``None``:
+    off."""
+
+    def _validate(self, path: str) -> None:
+        steps = self.soc_ccl_taper or ()
+        for (low_soc, low_fraction), (high_soc, high_fraction) in itertools.pairwise(steps):
+            if high_fraction > low_fraction:
+                raise ConfigError(
+                    _join(path, "soc_ccl_taper"),
+                    f"the fraction rises from {_show_number(low_fraction)} at SOC {_show_number(low_soc)} % to "
+                    f"{_show_number(high_fraction)} at {_show_number(high_soc)} %",
+                    hint="the charge current should fall as the SOC rises: give higher SOCs smaller fractions",
+                )
 
 
 _CELL_VOLTS: Final = _optional(_number(at_least=1.0, at_most=5.0))
 """A per-cell voltage override, V, or ``None`` (derive it)."""
+MAX_INVERTER_OFFSET_V: Final = 2.0
+"""``charging.inverter_voltage_offset_v`` at most this either way, V: a larger gap between two voltmeters on one
+battery is a wiring fault to fix, not a setting."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -316,6 +352,12 @@ class ChargingConfig(_Section):
     absorption_max_delta_v: float = _setting(_number(above=0, at_most=0.5), _TUNING.absorption_max_delta_v)
     rebulk_soc_pct: float = _setting(_number(at_least=0, at_most=100), _TUNING.rebulk_soc_pct)
     rebulk_delta_v: float = _setting(_number(above=0, at_most=1), _TUNING.rebulk_delta_v)
+    rebulk_cell_v: float | None = _setting(_CELL_VOLTS, _TUNING.rebulk_cell_v)
+    tail_current_c: float | None = _setting(_optional(_number(above=0, at_most=0.2)), _TUNING.tail_current_c)
+    tail_time_s: float = _setting(_number(at_least=0), _TUNING.tail_time_s)
+    inverter_voltage_offset_v: float = _setting(
+        _number(at_least=-MAX_INVERTER_OFFSET_V, at_most=MAX_INVERTER_OFFSET_V), _TUNING.inverter_voltage_offset_v
+    )
     float_ramp_v_per_s: float = _setting(_number(above=0, at_most=MAX_VOLTAGE_V), _TUNING.float_ramp_v_per_s)
     cvl_hold_s: float = _setting(_number(at_least=0), _TUNING.cvl_hold_s)
     cvl_ramp_v_per_s: float = _setting(_number(above=0, at_most=MAX_VOLTAGE_V), _TUNING.cvl_ramp_v_per_s)
@@ -331,6 +373,8 @@ class ChargingConfig(_Section):
             ("float_cell_v", "bulk_cell_v", "must not be above"),
             ("charge_knee_cell_v", "charge_cutoff_cell_v", "must be below"),
             ("discharge_cutoff_cell_v", "discharge_knee_cell_v", "must be below"),
+            ("rebulk_cell_v", "float_cell_v", "must be below"),
+            ("rebulk_cell_v", "bulk_cell_v", "must be below"),
         )
         for low, high, rule in pairs:
             low_v, high_v = getattr(self, low), getattr(self, high)

@@ -451,7 +451,7 @@ MISTAKES: Final = [
         "limits.speed: unknown key (known keys: max_charge_current_a, max_discharge_current_a, bms_current_fraction, "
         "temperature_margin_c, current_hold_s, current_ramp_a_per_s, current_deadband_a, overshoot_margin_a, "
         "overshoot_after_s, inverter_response_s, enforcement_disable_min_s, overshoot_forgive_s, current_sharing, "
-        "offline_current_fraction, recovery_current_c)",
+        "offline_current_fraction, recovery_current_c, soc_ccl_taper)",
     ),
     ("section typo", MINIMAL + "loging:\n  level: info\n", "loging: unknown key (did you mean logging?)"),
     (

@@ -4,8 +4,11 @@
   cell of it) or the highest cell reaches the bulk voltage.
 * **Absorption**: CVL stays at bulk; a timer runs while the cells are balanced (delta at most
   ``absorption_max_delta_v``); after ``absorption_s`` of it, or ``absorption_timeout_s`` in all, float.
+  Optionally also by tail current (Nordkyn, YamBMS): balanced at bulk with the charge current at or below
+  ``tail_current_c`` × capacity for ``tail_time_s``, the pack is full: float without waiting out ``absorption_s``.
 * **Float**: CVL falls slowly (``float_ramp_v_per_s``) to cells × float. Back to bulk when the SOC falls
-  below ``rebulk_soc_pct``, or when the cell delta reaches ``rebulk_delta_v`` having been below it as float began.
+  below ``rebulk_soc_pct``, when the cell delta reaches ``rebulk_delta_v`` having been below it as float began,
+  or (optionally) when the highest cell falls below ``rebulk_cell_v``.
 * **Over-voltage trim** (bulk and absorption): when cells run above the bulk voltage while others lag (the
   balancer has not caught up), CVL = sum of cells − the sum of their excess, so the inverter stops pushing
   the runner up; clamped to [cells × the chemistry's trim floor (LiFePO4 2.9 V, as dbus-serialbattery), bulk]
@@ -49,6 +52,9 @@ class VoltageState:
     """When float was last reached (or the engine started), s."""
     float_delta_v: float = 0.0
     """The cell delta when this float began, V (0 outside float)."""
+    tail_s: float = 0.0
+    """Time spent balanced at bulk with the current at or below the tail current in this absorption, s. Not
+    persisted: after a restart the tail timer starts again (a longer absorption, never a shorter one)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,10 +69,24 @@ def start_voltage(t: Thresholds, now_s: float) -> VoltageState:
     return VoltageState(ChargePhase.BULK, now_s, 0.0, t.bulk_pack_v, now_s, now_s, now_s)
 
 
+def tail_current_a(tuning: LimitsSettings, capacity_ah: float | None) -> float | None:
+    """The charge current at or below which absorption counts towards its tail-current end, A; None: off (not
+    set, or no capacity known)."""
+    if tuning.tail_current_c is None or capacity_ah is None or capacity_ah <= 0:
+        return None
+    return tuning.tail_current_c * capacity_ah
+
+
 def _next_phase(
-    previous: VoltageState, state: BatteryState, t: Thresholds, tuning: LimitsSettings, now_s: float, dt: float
-) -> tuple[ChargePhase, float, str | None]:
-    """(phase, balanced time, event) after this reading."""
+    previous: VoltageState,
+    state: BatteryState,
+    t: Thresholds,
+    tuning: LimitsSettings,
+    now_s: float,
+    dt: float,
+    tail_a: float | None,
+) -> tuple[ChargePhase, float, float, str | None]:
+    """(phase, balanced time, tail time, event) after this reading."""
     cells = state.cell_voltages_v
     n = t.cell_count
     pack = sum(cells)
@@ -74,40 +94,81 @@ def _next_phase(
     phase, balanced = previous.phase, previous.balanced_s
     if phase is ChargePhase.BULK:
         if pack >= n * (t.bulk_cell_v - REACHED_TOLERANCE_V) or max(cells) >= t.bulk_cell_v:
-            return ChargePhase.ABSORPTION, 0.0, f"charge: absorption at {pack:.2f} V (cell delta {delta * 1000:.0f} mV)"
-        return phase, 0.0, None
+            event = f"charge: absorption at {pack:.2f} V (cell delta {delta * 1000:.0f} mV)"
+            return ChargePhase.ABSORPTION, 0.0, 0.0, event
+        return phase, 0.0, 0.0, None
     if phase is ChargePhase.ABSORPTION:
         if state.soc_pct < tuning.rebulk_soc_pct:
-            return ChargePhase.BULK, 0.0, f"charge: back to bulk, SOC {state.soc_pct:g} % during absorption"
+            return ChargePhase.BULK, 0.0, 0.0, f"charge: back to bulk, SOC {state.soc_pct:g} % during absorption"
         at_bulk = pack >= n * (t.bulk_cell_v - ABSORPTION_LEAVE_V)
-        if at_bulk and delta <= tuning.absorption_max_delta_v:
+        balanced_now = at_bulk and delta <= tuning.absorption_max_delta_v
+        if balanced_now:
             balanced += dt
+        # The tail current ends absorption only with the cells balanced: a pack still balancing keeps its
+        # absorption (the balancer needs the voltage), and a current that is low because the over-voltage trim
+        # holds CVL down does not mean full. Charging, not discharging: 0 A at bulk is full, -5 A is a load.
+        tail = previous.tail_s
+        in_tail = tail_a is not None and balanced_now and 0.0 <= state.current_a <= tail_a
+        tail = tail + dt if in_tail else 0.0
+        if tail_a is not None and tail >= tuning.tail_time_s and in_tail:
+            return (
+                ChargePhase.FLOAT,
+                0.0,
+                0.0,
+                f"charge: float, the current {state.current_a:.1f} A at or below the tail current {tail_a:.1f} A "
+                f"for {tail:.0f} s",
+            )
         if balanced >= tuning.absorption_s:
-            return ChargePhase.FLOAT, 0.0, f"charge: float after {balanced / 60:.0f} min balanced at bulk"
+            return ChargePhase.FLOAT, 0.0, 0.0, f"charge: float after {balanced / 60:.0f} min balanced at bulk"
         if now_s - previous.phase_since_s >= tuning.absorption_timeout_s:
             return (
                 ChargePhase.FLOAT,
                 0.0,
+                0.0,
                 f"charge: float after the {tuning.absorption_timeout_s / 60:.0f} min absorption limit, cells not "
                 f"balanced (delta {delta * 1000:.0f} mV)",
             )
-        return phase, balanced, None
+        return phase, balanced, tail, None
     if state.soc_pct < tuning.rebulk_soc_pct:
-        return ChargePhase.BULK, 0.0, f"charge: re-bulk, SOC {state.soc_pct:g} % below {tuning.rebulk_soc_pct:g} %"
+        return (
+            ChargePhase.BULK,
+            0.0,
+            0.0,
+            f"charge: re-bulk, SOC {state.soc_pct:g} % below {tuning.rebulk_soc_pct:g} %",
+        )
+    # Every cell below the re-bulk voltage (the highest one): the pack was used, not just resting at float. Only
+    # below float (else every float would re-bulk at once): the config refuses a rebulk_cell_v at or above float_cell_v.
+    rebulk_cell_v = tuning.rebulk_cell_v
+    if rebulk_cell_v is not None and rebulk_cell_v < t.float_cell_v and max(cells) < rebulk_cell_v:
+        return (
+            ChargePhase.BULK,
+            0.0,
+            0.0,
+            f"charge: re-bulk, highest cell {max(cells):.3f} V below {rebulk_cell_v:.3f} V",
+        )
     # Re-bulk on the delta only when float began with the cells closer than that: a float reached on the
     # absorption timeout with a wider delta (a weak cell the balancer cannot catch up with) would otherwise go
     # straight back to bulk and absorb again, every timeout, for nothing (audit P13). The SOC rule still applies.
     if tuning.rebulk_delta_v <= delta and previous.float_delta_v < tuning.rebulk_delta_v:
-        return ChargePhase.BULK, 0.0, f"charge: re-bulk, cell delta {delta * 1000:.0f} mV"
-    return phase, 0.0, None
+        return ChargePhase.BULK, 0.0, 0.0, f"charge: re-bulk, cell delta {delta * 1000:.0f} mV"
+    return phase, 0.0, 0.0, None
 
 
 def step_voltage(
-    previous: VoltageState, state: BatteryState, t: Thresholds, tuning: LimitsSettings, now_s: float
+    previous: VoltageState,
+    state: BatteryState,
+    t: Thresholds,
+    tuning: LimitsSettings,
+    now_s: float,
+    *,
+    capacity_ah: float | None = None,
 ) -> VoltageResult:
-    """The CVL after this reading. ``state`` must have finite cell voltages."""
+    """The CVL after this reading. ``state`` must have finite cell voltages; ``capacity_ah`` (the pack's or the
+    battery's) scales the tail current (without it the tail-current end is off)."""
     dt = max(0.0, now_s - previous.updated_at_s)
-    phase, balanced, event = _next_phase(previous, state, t, tuning, now_s, dt)
+    phase, balanced, tail, event = _next_phase(
+        previous, state, t, tuning, now_s, dt, tail_current_a(tuning, capacity_ah)
+    )
     events = (event,) if event else ()
     since = now_s if phase is not previous.phase else previous.phase_since_s
     last_float = now_s if phase is ChargePhase.FLOAT else previous.last_float_s
@@ -156,5 +217,8 @@ def step_voltage(
     if floating:
         float_delta = max(cells) - min(cells) if previous.phase is not ChargePhase.FLOAT else previous.float_delta_v
     return VoltageResult(
-        VoltageState(phase, since, balanced, out, hold_until, now_s, last_float, float_delta), limiter, reason, events
+        VoltageState(phase, since, balanced, out, hold_until, now_s, last_float, float_delta, tail),
+        limiter,
+        reason,
+        events,
     )

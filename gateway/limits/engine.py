@@ -191,6 +191,8 @@ def _side(
         memory.latch(limiters.DEEP_DISCHARGE),
     )
     candidates += [voltage, temperature, mos, deep]
+    if side is Side.CHARGE and tuning.soc_ccl_taper is not None:
+        candidates.append(limiters.soc_taper(state, ceiling_a, tuning.soc_ccl_taper))
     latches = tuple((c.limiter, c.latch) for c in (voltage, temperature, mos, deep) if c.latch is not None)
     blocked = limiters.bms_blocks(side, state)
     hard_zero = blocked is not None or any(c.current_a <= 0.0 for c in candidates)
@@ -274,6 +276,9 @@ def compute_limits(
             )
         else:
             cvl, dvl = _voltages_from_settings(reading, cell_count, tuning)
+        if cvl > 0.0:
+            # The same offset as with a usable reading: the inverter's reading is no better when the BMS's is stale.
+            cvl, dvl = cvl + tuning.inverter_voltage_offset_v, dvl + tuning.inverter_voltage_offset_v
         return EngineResult(_zero_limits(reading, now_s, problem, round_down(cvl, 3), round_up(dvl, 3)), memory, None)
     t = derive_thresholds(reading.settings, cell_count, tuning)
     if memory is None:
@@ -293,7 +298,7 @@ def compute_limits(
     if deeply_discharged != memory.charge.latch(limiters.DEEP_DISCHARGE):
         events.append(_deep_discharge_event(deeply_discharged, state.min_cell_v))
 
-    voltage = step_voltage(memory.voltage, state, t, tuning, now_s)
+    voltage = step_voltage(memory.voltage, state, t, tuning, now_s, capacity_ah=reading.settings.capacity_ah)
     events += voltage.events
     cvl = min(voltage.state.output_v, t.max_pack_cvl_v)
     dvl = t.cell_count * t.discharge_cutoff_v
@@ -360,6 +365,9 @@ def compute_limits(
                 f"discharging blocked ({discharge_reason.limiter}): DVL {dvl:.2f} V at the pack voltage",
             )
     dvl = max(min(dvl, cvl), t.cell_count * reading.settings.cell_uvp_v)
+    # The DVL meant at the battery is kept for a stale reading (the offset is added again then).
+    battery_dvl_v = round_up(dvl, 3)
+    cvl, dvl, cvl_reason, dvl_reason = _offset_for_inverter(cvl, dvl, cvl_reason, dvl_reason, t, tuning)
     limits = Limits(
         computed_at_s=reading.measured_at_s,
         charge_voltage_limit_v=round_down(cvl, 3),
@@ -406,13 +414,39 @@ def compute_limits(
         charge=charge_memory,
         discharge=discharge_memory,
         voltage=voltage.state,
-        discharge_voltage_v=limits.discharge_voltage_limit_v,
+        discharge_voltage_v=battery_dvl_v,
         force_charge=force,
         blocked_cvl_v=blocked_cvl,
         blocked_cvl_at_s=now_s,
         blocked_dvl_v=blocked_dvl,
     )
     return EngineResult(limits, new_memory, t, tuple(events))
+
+
+def _offset_for_inverter(
+    cvl_v: float,
+    dvl_v: float,
+    cvl_reason: LimitReason,
+    dvl_reason: LimitReason,
+    t: Thresholds,
+    tuning: LimitsSettings,
+) -> tuple[float, float, LimitReason, LimitReason]:
+    """CVL and DVL as the inverter must hear them when its voltage reading is ``inverter_voltage_offset_v`` above
+    the BMS's (``charging.inverter_voltage_offset_v``): both raised by it (lowered when negative), as the inverter
+    compares both with its one reading. The CVL it implies at the battery (sent − offset) never exceeds cells ×
+    (OVP − headroom), whatever the charge logic or a block asked for."""
+    offset_v = tuning.inverter_voltage_offset_v
+    if offset_v == 0.0:
+        return cvl_v, dvl_v, cvl_reason, dvl_reason
+    cvl_v = min(cvl_v, t.max_pack_cvl_v) + offset_v
+    dvl_v = dvl_v + offset_v
+    note = f"{'+' if offset_v > 0 else '−'}{abs(offset_v):g} V inverter offset"
+    return (
+        cvl_v,
+        dvl_v,
+        LimitReason(cvl_reason.limiter, f"{cvl_reason.reason} ({note})"),
+        LimitReason(dvl_reason.limiter, f"{dvl_reason.reason} ({note})"),
+    )
 
 
 def _deep_discharge_event(latch: str | None, lowest_cell_v: float) -> str:

@@ -231,3 +231,20 @@ def deep_discharge(
         f"{cell}: recovery charge {recovery_a:.1f} A ({recovery_current_c:g} C of {capacity_ah:g} Ah) {until}",
         held,
     )
+
+
+SOC_TAPER = "soc_taper"
+
+
+def soc_taper(state: BatteryState, ceiling_a: float, steps: Sequence[tuple[float, float]] | None) -> Candidate:
+    """Charge current near full by the BMS's SOC (``limits.soc_ccl_taper``): from each step's SOC on, at most its
+    fraction of the ceiling (the highest step reached counts). Steps, not a line: "from 95 % half, from 98 % a
+    fifth" is what a user reads in the table, and the current ramp smooths the step up when the SOC falls back."""
+    soc = state.soc_pct
+    reached = [(soc_pct, fraction) for soc_pct, fraction in steps or () if soc >= soc_pct]
+    if not reached:
+        return Candidate(ceiling_a, SOC_TAPER, f"SOC {soc:g} %")
+    soc_pct, fraction = reached[-1]
+    return Candidate(
+        ceiling_a * fraction, SOC_TAPER, f"SOC {soc:g} % from {soc_pct:g} %: {fraction:g} × {ceiling_a:.1f} A"
+    )

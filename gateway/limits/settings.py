@@ -76,6 +76,15 @@ class LimitsSettings:
     """Back from float to bulk below this SOC, %."""
     rebulk_delta_v: float = 0.080
     """Back from float to bulk when the cell delta reaches this, V."""
+    rebulk_cell_v: float | None = None
+    """Back from float to bulk when the highest cell falls below this, V (YamBMS's re-bulk voltage, e.g. 3.30 V
+    for LiFePO4); None: off. Ignored unless below the float voltage."""
+    tail_current_c: float | None = None
+    """Absorption also ends once the charge current stays at or below this × the pack's capacity (A per Ah: 0.02
+    is 2 A for 100 Ah) for :attr:`tail_time_s`, at bulk with the cells balanced (Nordkyn, YamBMS); None: off.
+    Off too without a capacity from the BMS."""
+    tail_time_s: float = 60.0
+    """How long the current must stay at or below the tail current, s."""
     float_ramp_v_per_s: float = 0.002
     """How fast the pack CVL falls from bulk to float, V/s (slowly: some inverters export hard on a drop)."""
     cvl_hold_s: float = 60.0
@@ -85,6 +94,15 @@ class LimitsSettings:
     battery.py, the CVL controller's recovery): 10 mV/s gave a saw-tooth in absorption (battery-safety audit P13)."""
     cvl_deadband_v: float = 0.05
     """Pack CVL decreases smaller than this are not passed on (the wire resolution is 0.1 V), V."""
+    inverter_voltage_offset_v: float = 0.0
+    """What the inverter's voltage reading is above the BMS's, V (signed, pack): CVL and DVL sent are raised by it
+    so that the inverter stops at the voltages meant at the battery; never a CVL that means more than cells ×
+    (OVP − :data:`~gateway.limits.thresholds.OVP_HEADROOM_V`) at the battery."""
+
+    # --- state of charge -----------------------------------------------------------------------------------
+    soc_ccl_taper: tuple[tuple[float, float], ...] | None = None
+    """CCL near full by the BMS's SOC: (SOC %, fraction) steps, SOC ascending; from each SOC on, the charge current
+    is at most that fraction of the charge ceiling (dbus-serialbattery's CCCM_SOC, in steps); None: off."""
 
     # --- current dynamics -------------------------------------------------------------------------------
     current_hold_s: float = 30.0
