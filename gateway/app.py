@@ -182,6 +182,7 @@ def build_gateway(config: Config, clock: Clock, *, profile: Profile | None = Non
         clock,
         LoopSettings(
             poll_interval_s=config.bms.poll_interval_s,
+            fast_poll_interval_s=config.bms.fast_poll_interval_s,
             bms_timeout_s=effective.bms_timeout_s.value,
             silence_after_s=effective.silence_after_s.value,
             limits=limits_settings(config),
@@ -195,6 +196,6 @@ def build_gateway(config: Config, clock: Clock, *, profile: Profile | None = Non
     driver = open_battery(config, clock, exclusive=True, replies=support.bms)
     controller = open_control(config, driver, clock)
     telemetry = Telemetry.from_config(config, clock, controller=controller, support=support, profile=profile)
-    poller = Poller(driver, loop, clock, config.bms.poll_interval_s, between_polls=telemetry.between_polls)
+    poller = Poller(driver, loop, clock, config.bms.poll_interval_s, between_polls=telemetry.between_polls, rate=loop)
     extras = build_extra_outputs(config, snapshot_source(loop), clock)
     return Gateway(config, profile, effective, driver, link, loop, poller, clock, telemetry, extras)

@@ -133,6 +133,11 @@ class BmsConfig(_Section):
     """Serial speed, bit/s."""
     poll_interval_s: float = _setting(_number(at_least=0.05, at_most=60), 1.0)
     """Time between the starts of two polls, s (0.05 to 60)."""
+    fast_poll_interval_s: float = _setting(_number(at_least=0.05, at_most=60), 0.2)
+    """Time between the starts of two polls while the pack is near a threshold, s (0.05 to 60; adaptive polling,
+    :mod:`gateway.poll_rate`): a cell past a knee, a temperature in a derating band, a limit ramping, held or at 0,
+    the fail-safe not normal. Several packs on one bus poll as fast as their cycle allows. Never slower than
+    ``poll_interval_s``; set it equal to poll at one rate."""
     timeout_s: float = _setting(_number(above=0, at_most=10), 0.5)
     """How long to wait for one reply, s (above 0, at most 10)."""
     retries: int = _setting(_integer(0), 1)
@@ -658,9 +663,10 @@ class Config(_Section):
                 )
             ports[bus.port] = index
             # One poller reads every bus in turn, once per cycle: the first entry sets the cycle.
-            key = f"bms[{index}].poll_interval_s"
-            if index and key in self.explicit_keys and bus.poll_interval_s != self.bms.poll_interval_s:
-                raise ConfigError(key, "set it on bms[0] only: every bus is polled in one cycle")
+            for name in ("poll_interval_s", "fast_poll_interval_s"):
+                key = f"bms[{index}].{name}"
+                if index and key in self.explicit_keys and getattr(bus, name) != getattr(self.bms, name):
+                    raise ConfigError(key, "set it on bms[0] only: every bus is polled in one cycle")
 
 
 def parse_config(data: object, source: str = "<config>") -> Config:

@@ -24,6 +24,7 @@ from gateway.limits.dynamics import RampState, step_ramp
 from gateway.limits.persist import memory_from_json, memory_to_json
 from gateway.limits.settings import CurrentSharing
 from gateway.limits.system import PackLimits, sharing_in_force, system_limits
+from gateway.limits.thresholds import Thresholds
 from gateway.model import LimitReason, Limits, PackReading
 from gateway.state_store import Stored
 
@@ -107,6 +108,11 @@ class PackSet:
         self._latched = self._latched - {pack_id}
         self._system = None
         return True
+
+    @property
+    def thresholds(self) -> Mapping[str, Thresholds]:
+        """Each pack's thresholds as its engine last derived them, by pack id (adaptive polling reads them)."""
+        return {p: e.thresholds for p, e in self._engines.items() if e.thresholds is not None}
 
     @property
     def pack_limits(self) -> Mapping[str, Limits]:

@@ -48,10 +48,9 @@ import math
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Protocol
 
 from gateway.battery import BatteryAggregate
-from gateway.bms.driver import BmsDriver, MultiPackDriver
 from gateway.clock import Clock
 from gateway.energy import EnergyMeter, EnergyTotals
 from gateway.errors import GatewayError, error_line
@@ -59,12 +58,16 @@ from gateway.limits import LimitsSettings, failsafe_limits
 from gateway.model import Limits, PackReading
 from gateway.packs import PackSet, battery_at
 from gateway.plausibility import implausibility
+from gateway.poll_rate import PackThresholds, PollRate, decide_poll_rate, initial_rate
+from gateway.poller import PackReadingSink, Poller, ReadingSink
 from gateway.profiles import OnLost, Profile, SendMode, StaleAction
 from gateway.profiles.codec import CanFrameCodec
 from gateway.state_store import StateStore
 from gateway.values import Value, published_values
 
 log = logging.getLogger(__name__)
+
+__all__ = ["ControlLoop", "FailsafeState", "LoopSettings", "PackReadingSink", "Poller", "ReadingSink", "run_loop"]
 
 ENGINE_STATE = "limits-memory"
 """The state store's kind for the limits engines' memory."""
@@ -128,6 +131,8 @@ class LoopSettings:
     """A good reading older than this silences the output, s."""
     limits: LimitsSettings
     """Tuning of the limits engine (the user's caps among them)."""
+    fast_poll_interval_s: float | None = None
+    """Time between BMS polls near a threshold, s (:mod:`gateway.poll_rate`); None: always ``poll_interval_s``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,6 +174,8 @@ class Snapshot:
     """At stop: the last set, with zero current limits, went out (at least one frame of it)."""
     energy: EnergyTotals | None = None
     """The energy counters as last kept in the state store (:mod:`gateway.energy`); None: no meter."""
+    poll_rate: PollRate | None = None
+    """The BMS poll rate in force and why (adaptive polling, :mod:`gateway.poll_rate`); None: a fixed rate."""
 
 
 class ControlLoop:
@@ -242,6 +249,9 @@ class ControlLoop:
         self._lost_since_s: float | None = None
         self._retry_due_s: float | None = None
         self._sent: dict[int, bytes] = {}
+        self._poll_rate = None if settings.fast_poll_interval_s is None else initial_rate(settings.fast_poll_interval_s)
+        self.poll_rate_wake = threading.Event()
+        """Set when the poll interval became shorter (the poller waits on it: :mod:`gateway.poller`)."""
         self.frames_sent = 0
         self.send_failures = 0
 
@@ -354,12 +364,14 @@ class ControlLoop:
         if self._profile.mode is SendMode.REQUEST:
             self._wanted = requests
         if state not in _SENDING_STATES or battery is None:
+            self._decide_poll_rate(state, battery, None, now)
             self._drop_one_shots()  # nothing may go out: a request now is not answered later
             return deadline
         if state is FailsafeState.NORMAL:
             self._packs.announce(battery, pack_errors)
         self._forget_asked(battery)
         limits = self._limits_now(state, battery, missed, now, age, last_error)
+        self._decide_poll_rate(state, battery, limits, now)
         falls = self._falls(limits)
         values = published_values(
             battery.reading,
@@ -479,6 +491,7 @@ class ControlLoop:
             send_error=self._send_error(),
             zero_set_sent=self._zero_set_sent,
             energy=self.energy.published,
+            poll_rate=self._poll_rate,
         )
 
     @property
@@ -494,7 +507,40 @@ class ControlLoop:
     def inverter_state(self) -> InverterState:
         return self._inverter_state
 
+    def poll_interval_s(self) -> float:
+        """The BMS poll interval in force now, s (the poller asks before each wait; safe from any thread)."""
+        rate = self._poll_rate
+        return self._settings.poll_interval_s if rate is None else rate.interval_s
+
     # --- internals ----------------------------------------------------------------------------------------
+
+    def _decide_poll_rate(
+        self, state: FailsafeState, battery: BatteryAggregate | None, limits: Limits | None, now: float
+    ) -> None:
+        """Adaptive polling: fast near a threshold (:mod:`gateway.poll_rate`); wake the poller when it got faster."""
+        previous, fast_s = self._poll_rate, self._settings.fast_poll_interval_s
+        if previous is None or fast_s is None:
+            return
+        thresholds = self._packs.thresholds
+        margin_c = self._settings.limits.temperature_margin_c
+        packs = (
+            [] if battery is None else [PackThresholds(r, thresholds.get(r.pack_id), margin_c) for r in battery.packs]
+        )
+        rate = decide_poll_rate(
+            packs,
+            limits,
+            state is FailsafeState.NORMAL,
+            state.value,
+            previous,
+            now,
+            slow_interval_s=self._settings.poll_interval_s,
+            fast_interval_s=fast_s,
+        )
+        self._poll_rate = rate
+        if rate.fast != previous.fast:  # one line per switch, not per reading
+            log.info("BMS polling every %g s (%s)", rate.interval_s, rate.why)
+        if rate.interval_s < previous.interval_s:
+            self.poll_rate_wake.set()
 
     def _battery(self, now: float) -> tuple[BatteryAggregate | None, float | None]:
         """The battery of the packs online now (see :func:`battery_at`) and the newest reading's time, s."""
@@ -697,85 +743,6 @@ class ControlLoop:
             )
         elif state is FailsafeState.WAITING:
             log.info("waiting for the first good BMS reading; nothing is sent until then")
-
-
-class ReadingSink(Protocol):
-    """Where the poller hands its results: a :class:`ControlLoop`, or an RS485 output's feed."""
-
-    def on_readings(self, readings: tuple[PackReading, ...]) -> None: ...
-
-    def on_poll_failed(self, error: GatewayError) -> None: ...
-
-
-@runtime_checkable
-class PackReadingSink(ReadingSink, Protocol):
-    """A sink that tracks packs one by one (a :class:`ControlLoop`): told every pack a multi-pack driver polls,
-    and why some were missing from a poll."""
-
-    def expect_packs(self, pack_ids: Sequence[str]) -> None: ...
-
-    def on_readings(
-        self, readings: tuple[PackReading, ...], pack_errors: Mapping[str, GatewayError] | None = None
-    ) -> None: ...
-
-
-class Poller:
-    """Polls the BMS driver on its own thread, so a slow BMS never delays the frames.
-
-    ``between_polls`` runs on that thread after each poll, before the wait for the next one: what else must use
-    the BMS link (the switch commands of :mod:`gateway.control`) runs there, so its frames never interleave
-    with a poll's. An exception from it is logged and the polling goes on.
-    """
-
-    def __init__(
-        self,
-        driver: BmsDriver,
-        loop: ReadingSink,
-        clock: Clock,
-        poll_interval_s: float,
-        *,
-        between_polls: Callable[[], None] | None = None,
-    ) -> None:
-        self._driver = driver
-        self._loop = loop
-        self._clock = clock
-        self._interval_s = poll_interval_s
-        self._between_polls = between_polls
-        self.polls = 0
-        multi = driver if isinstance(driver, MultiPackDriver) else None
-        self._by_pack = (multi, loop) if multi is not None and isinstance(loop, PackReadingSink) else None
-        """Set when both sides know packs one by one: then pack errors travel with the readings."""
-        if self._by_pack is not None:
-            loop_by_pack = self._by_pack[1]
-            loop_by_pack.expect_packs(self._by_pack[0].pack_ids)
-
-    def poll_once(self) -> None:
-        self.polls += 1
-        try:
-            readings = self._driver.read()
-        except GatewayError as exc:
-            self._loop.on_poll_failed(exc)
-            return
-        if self._by_pack is not None:
-            driver, sink = self._by_pack
-            sink.on_readings(readings, driver.pack_errors)
-        else:
-            self._loop.on_readings(readings)
-
-    def run(self, stop: threading.Event) -> None:
-        next_poll = self._clock.monotonic()
-        while not stop.is_set():
-            self.poll_once()
-            if self._between_polls is not None:
-                try:
-                    self._between_polls()
-                except Exception:  # the hook must not stop the polling, and so the fail-safe's data
-                    log.exception("poller: between_polls hook failed")
-            next_poll += self._interval_s
-            now = self._clock.monotonic()
-            if next_poll < now:
-                next_poll = now  # a poll took longer than the interval: poll again at once
-            stop.wait(next_poll - now)
 
 
 def _nothing() -> None:

@@ -219,6 +219,7 @@ def test_to_json_is_plain_and_serialisable() -> None:
         "allow_network_port": False,
         "baudrate": 115200,
         "poll_interval_s": 1.0,
+        "fast_poll_interval_s": 0.2,
         "timeout_s": 0.5,
         "retries": 1,
         "addresses": [1],
