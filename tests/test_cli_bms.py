@@ -194,6 +194,12 @@ def test_read_against_the_simulator(
             assert state["cell_voltages_v"][6] > settings["cell_ovp_v"]
             assert limits["charge_current_limit_a"] == 0
             assert "cell_over_voltage" in limits["reasons"]["charge_current_limit_a"]["reason"]
+            # Adaptive polling: the service would poll this pack fast, and read says why.
+            rate = out["poll_rate"]
+            assert (rate["interval_s"], rate["fast"]) == (0.2, True)
+            assert rate["why"].startswith("fast: cell 7 past the charge knee 3.400 V (3.7")
+        if scenario == "normal-charge":
+            assert out["poll_rate"]["fast"] is False and out["poll_rate"]["interval_s"] == 1.0
     elif step.behaviour is Behaviour.SILENT:
         assert result.returncode == 1
         assert result.stdout == ""

@@ -15,6 +15,7 @@ from dataclasses import replace
 import pytest
 from limits_fixtures import CELLS, NOW_S, TUNING, cells_at, lifepo4_settings, reading
 
+from gateway.cli.status import render
 from gateway.clock import FakeClock
 from gateway.limits import derive_thresholds
 from gateway.model import LimitReason, Limits, PackReading
@@ -29,6 +30,7 @@ from gateway.poll_rate import (
 )
 from gateway.profiles import load_profile
 from gateway.runtime import ControlLoop, FailsafeState, LoopSettings, Poller
+from gateway.telemetry.status_doc import status_document
 
 SLOW_S = 1.0
 FAST_S = 0.2
@@ -225,6 +227,8 @@ def test_the_poller_switches_to_the_fast_rate_past_the_knee_and_back() -> None:
     assert polls_between(10.0, 20.0) == 50, "past the knee: the poll at 10 s sees it, then every 0.2 s"
     status = loop.snapshot().poll_rate
     assert status is not None and status.why.startswith("fast: cell 7 past the charge knee")
+    shown = render(status_document(loop.snapshot())).splitlines()
+    assert "BMS polled every 0.2 s (fast: cell 7 past the charge knee 3.400 V (3.420 V))" in shown
     driver.cell7_v = 3.30
     run_until(20.0 + FAST_HOLD_S + 10.0)
     assert polls_between(20.0, 20.0 + FAST_HOLD_S) == 5 * FAST_HOLD_S, "fast for the hold after the trigger ends"

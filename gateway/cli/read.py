@@ -14,6 +14,7 @@ import argparse
 import json
 import logging
 import sys
+from collections.abc import Sequence
 from typing import Final
 
 from gateway.app import limits_settings, open_battery
@@ -23,10 +24,14 @@ from gateway.cli.common import add_config_argument, load
 from gateway.cli.render import render_battery, render_limits, render_reading, render_thresholds
 from gateway.cli.service_reading import announce, ask_service
 from gateway.clock import SystemClock
+from gateway.config import Config
 from gateway.limits import LimitsSettings, compute_limits
+from gateway.limits.engine import EngineResult
 from gateway.limits.settings import AUTO_CAPACITY_SPREAD, CurrentSharing
 from gateway.limits.system import PackLimits, sharing_in_force, system_limits
+from gateway.model import Limits, PackReading
 from gateway.plausibility import implausibility
+from gateway.poll_rate import PackThresholds, PollRate, decide_poll_rate
 from gateway.transport.port_lock import PortInUse
 
 LIMITS_TOLD: Final = "limits (what the inverter would be told):"
@@ -67,6 +72,10 @@ def run(args: argparse.Namespace) -> int:
     packs = [PackLimits(labels[r.pack_id], r, result.limits) for r, result in zip(readings, results, strict=True)]
     sharing = sharing_in_force(packs, tuning)
     several = len(readings) > 1
+    # The battery the inverter is told about: the packs' own limits combined (gateway.limits.system), as the
+    # gateway would send them at start-up.
+    limits = system_limits(packs, tuning) if several else results[0].limits
+    rate = poll_rate_for(config, readings, results, limits)
     for number, (reading, result) in enumerate(zip(readings, results, strict=True), start=1):
         problem = implausibility(reading)
         if args.json:
@@ -76,6 +85,8 @@ def run(args: argparse.Namespace) -> int:
             out["implausible"] = problem
             out["limits"] = result.limits.to_json()
             out["thresholds"] = None if result.thresholds is None else result.thresholds.to_json()
+            if not several:
+                out["poll_rate"] = rate.to_json()
             print(json.dumps(out, indent=2, ensure_ascii=False))
         else:
             label = f"P{number}" if several else None
@@ -88,21 +99,45 @@ def run(args: argparse.Namespace) -> int:
                 print("thresholds:")
                 print(render_thresholds(result.thresholds))
     if not several:
+        if not args.json:
+            print(render_poll_rate(rate))
         return 0
-    # The battery the inverter is told about: the packs' own limits combined (gateway.limits.system), as the
-    # gateway would send them at start-up.
     battery = aggregate(readings)
-    limits = system_limits(packs, tuning)
     if args.json:
         out = battery.reading.to_json()
-        out.update(packs=list(battery.online), current_sharing=sharing.value, limits=limits.to_json())
+        out.update(
+            packs=list(battery.online), current_sharing=sharing.value, limits=limits.to_json(), poll_rate=rate.to_json()
+        )
         print(json.dumps(out, indent=2, ensure_ascii=False))
     else:
         print(render_battery(battery))
         print("battery limits (what the inverter would be told, from every pack's own):")
         print(render_limits(limits))
         print(f"current shared among the {len(readings)} packs by {sharing.value} ({_why(sharing, tuning)})")
+        print(render_poll_rate(rate))
     return 0
+
+
+def poll_rate_for(
+    config: Config, readings: Sequence[PackReading], results: Sequence[EngineResult], limits: Limits
+) -> PollRate:
+    """The rate the service would poll at after this reading (adaptive polling, :mod:`gateway.poll_rate`)."""
+    margin_c = limits_settings(config).temperature_margin_c
+    return decide_poll_rate(
+        [PackThresholds(r, result.thresholds, margin_c) for r, result in zip(readings, results, strict=True)],
+        limits,
+        True,
+        "normal",
+        PollRate(config.bms.poll_interval_s, False, "slow"),
+        max(r.measured_at_s for r in readings),
+        slow_interval_s=config.bms.poll_interval_s,
+        fast_interval_s=config.bms.fast_poll_interval_s,
+    )
+
+
+def render_poll_rate(rate: PollRate) -> str:
+    """One line: ``poll rate: every 0.2 s (fast: cell 7 past the charge knee 3.400 V (3.420 V))``."""
+    return f"poll rate: every {rate.interval_s:g} s ({rate.why})"
 
 
 def _why(sharing: CurrentSharing, tuning: LimitsSettings) -> str:

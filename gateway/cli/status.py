@@ -218,6 +218,9 @@ def _links(doc: dict[str, Any]) -> list[str]:
     lines = [f"BMS link: {bms.get('link', '?')}, newest reading {_seconds(bms.get('reading_age_s'))} old"]
     if bms.get("last_error"):
         lines[-1] += f"; last error: {bms['last_error']}"
+    rate = bms.get("poll_rate")
+    if isinstance(rate, dict):  # adaptive polling (gateway.poll_rate): which rate is in force and why
+        lines.append(f"BMS polled every {_seconds(rate.get('interval_s'))} ({rate.get('why', '?')})")
     heartbeat = inverter.get("heartbeat_age_s")
     lines.append(
         f"inverter link: {inverter.get('link', '?')}"

@@ -111,6 +111,7 @@ def status_document(snapshot: Snapshot, *, mqtt: Mapping[str, Any] | None = None
             "link": bms_link(snapshot),
             "reading_age_s": _round(snapshot.reading_age_s, 2),
             "last_error": snapshot.last_error,
+            "poll_rate": None if snapshot.poll_rate is None else snapshot.poll_rate.to_json(),
             "pack": None if reading is None else reading.to_json(),
         },
         "limits": None if snapshot.limits is None else snapshot.limits.to_json(),
