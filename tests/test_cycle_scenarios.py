@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.sim.cycle_run import run_scenario
+from gateway.sim.cycle_run import ScenarioRun, run_scenario
 from gateway.sim.cycle_summary import ScenarioSummary
 from gateway.sim.scenario_file import load_scenario
 
@@ -25,10 +25,23 @@ OVP_V = 3.65
 """The simulated LiFePO4 BMS's cell OVP (every scenario here keeps it)."""
 
 
+WITH_ROWS = frozenset({"c21-rebulk-cell-voltage", "c21-inverter-offset", "c21-soc-ccl-taper"})
+"""Scenarios whose checks read the trace (what the inverter heard, step by step), not only the summary."""
+
+
 @cache
 def summary_of(name: str) -> ScenarioSummary:
     """The run of ``tests/data/scenarios/<name>.yaml`` (each file is run once per session)."""
+    if name in WITH_ROWS:
+        return run_of(name).summary
     return run_scenario(load_scenario(SCENARIOS / f"{name}.yaml")).summary
+
+
+@cache
+def run_of(name: str) -> ScenarioRun:
+    """The run of one of :data:`WITH_ROWS`, with its rows."""
+    assert name in WITH_ROWS, name
+    return run_scenario(load_scenario(SCENARIOS / f"{name}.yaml"), keep_rows=True)
 
 
 def no_trip_and_nothing_charged_cold(s: ScenarioSummary) -> None:
@@ -87,6 +100,44 @@ def _margin_from_ovp(s: ScenarioSummary) -> None:
     assert s.max_cell_v <= OVP_V - 0.05
 
 
+# --- the peers' charge features (issue 21): each on top of the obedient baseline ----------------------------------
+
+
+def _tail_current_floats_earlier(s: ScenarioSummary) -> None:
+    no_trip_and_nothing_charged_cold(s)
+    # Measured: float at 144.9 min against the baseline's 153.6 (the tail current ends the balanced wait).
+    baseline_float_s = summary_of("01-baseline-obeys").float_reached_s
+    assert s.float_reached_s is not None and baseline_float_s is not None
+    assert s.float_reached_s <= baseline_float_s - 5 * 60
+
+
+def _rebulks_on_cell_voltage(s: ScenarioSummary) -> None:
+    no_trip_and_nothing_charged_cold(s)
+    rows = run_of("c21-rebulk-cell-voltage").rows
+    back = [r for r in rows if r.stage == "discharge" and r.heard is not None and r.heard.cvl_v >= 55.2]
+    # Measured: CVL back at bulk (55.2 V) at SOC 89 %, the highest cell just below 3.30 V; the baseline re-bulks
+    # only on its SOC rule, at 79.5 %.
+    assert back, "no re-bulk during the discharge"
+    assert back[0].pack_soc_pct[0] > 85.0 and back[0].pack_max_cell_v[0] < 3.30
+
+
+def _offset_shifts_cvl_within_the_cap(s: ScenarioSummary) -> None:
+    no_trip_and_nothing_charged_cold(s)
+    heard = [r.heard for r in run_of("c21-inverter-offset").rows if r.heard is not None]
+    assert max(h.cvl_v for h in heard) == pytest.approx(55.6)  # bulk 16 × 3.45 + 0.4
+    # This inverter reads the true voltage: the cells go higher than the baseline's, still not to the cut-off.
+    assert s.max_cell_v < 3.55
+
+
+def _soc_taper_limits_ccl_near_full(s: ScenarioSummary) -> None:
+    no_trip_and_nothing_charged_cold(s)
+    assert s.float_reached_s is not None
+    rows = [r for r in run_of("c21-soc-ccl-taper").rows if r.heard is not None and r.stage == "charge"]
+    # The simulated BMS's SOC is the pack's; the ceiling is 90 A: half from 90 %, a fifth from 95 %.
+    assert max(r.heard.ccl_a for r in rows if r.pack_soc_pct[0] >= 95.5) <= 18.0  # type: ignore[union-attr]
+    assert max(r.heard.ccl_a for r in rows if 90.5 <= r.pack_soc_pct[0] < 95.0) <= 45.0  # type: ignore[union-attr]
+
+
 CASES = (
     Case("01-baseline-obeys", _baseline),
     Case("p1-overshoot-ocp-delay-10s", no_trip_and_nothing_charged_cold),  # audit P1 case 56: 133 charge OCP trips
@@ -114,6 +165,10 @@ CASES = (
     Case("self-heating", _reaches_float_without_trip),
     Case("nmc-14s", _reaches_float_without_trip),
     Case("lto-20s", _reaches_float_without_trip),
+    Case("c21-tail-current", _tail_current_floats_earlier),
+    Case("c21-rebulk-cell-voltage", _rebulks_on_cell_voltage),
+    Case("c21-inverter-offset", _offset_shifts_cvl_within_the_cap),
+    Case("c21-soc-ccl-taper", _soc_taper_limits_ccl_near_full),
 )
 
 
