@@ -125,8 +125,9 @@ def _offset_shifts_cvl_within_the_cap(s: ScenarioSummary) -> None:
     no_trip_and_nothing_charged_cold(s)
     heard = [r.heard for r in run_of("c21-inverter-offset").rows if r.heard is not None]
     assert max(h.cvl_v for h in heard) == pytest.approx(55.6)  # bulk 16 × 3.45 + 0.4
-    # This inverter reads the true voltage: the cells go higher than the baseline's, still not to the cut-off.
-    assert s.max_cell_v < 3.55
+    # This inverter reads the true voltage, so the offset is wrong here: the cells go higher than the baseline's
+    # (measured: the weak cell at 3.549 V against 3.473 V), held by the cut-off and trim, with the OVP margin kept.
+    _margin_from_ovp(s)
 
 
 def _soc_taper_limits_ccl_near_full(s: ScenarioSummary) -> None:
