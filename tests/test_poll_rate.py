@@ -10,13 +10,15 @@ OTPR 65 °C.
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import replace
 
 import pytest
 from limits_fixtures import CELLS, NOW_S, TUNING, cells_at, lifepo4_settings, reading
 
 from gateway.cli.status import render
-from gateway.clock import FakeClock
+from gateway.clock import FakeClock, SystemClock
+from gateway.errors import GatewayError
 from gateway.limits import derive_thresholds
 from gateway.model import LimitReason, Limits, PackReading
 from gateway.poll_rate import (
@@ -242,3 +244,52 @@ def test_a_loop_without_a_fast_interval_keeps_one_rate() -> None:
     settings = LoopSettings(poll_interval_s=SLOW_S, bms_timeout_s=5.0, silence_after_s=15.0, limits=TUNING)
     loop = ControlLoop(load_profile("pylontech-can"), SinkNowhere(), clock, settings)
     assert loop.poll_interval_s() == SLOW_S and loop.snapshot().poll_rate is None
+
+
+class SettableRate:
+    """A rate source the test sets (as the control loop does after a tick)."""
+
+    def __init__(self, interval_s: float) -> None:
+        self.interval = interval_s
+        self.poll_rate_wake = threading.Event()
+
+    def poll_interval_s(self) -> float:
+        return self.interval
+
+
+class CountingSink:
+    """Counts the readings the poller hands on; ``polled`` is set at each."""
+
+    def __init__(self) -> None:
+        self.readings = 0
+        self.polled = threading.Event()
+
+    def on_readings(self, readings: tuple[PackReading, ...]) -> None:
+        self.readings += 1
+        self.polled.set()
+
+    def on_poll_failed(self, error: GatewayError) -> None:
+        pass
+
+
+def test_a_faster_rate_wakes_the_waiting_poller_and_stop_still_ends_it() -> None:
+    """Poller.run on real threads, by events: waiting out an hour-long interval, it polls again as soon as the rate
+    says 0.01 s and wakes it, not an hour later; a stop ends its wait at once."""
+    clock = SystemClock()
+    rate, sink = SettableRate(3600.0), CountingSink()
+    poller = Poller(KneeDriver(FakeClock(start_s=NOW_S)), sink, clock, 3600.0, rate=rate)  # type: ignore[arg-type]
+    stop = threading.Event()
+    runner = threading.Thread(target=poller.run, args=(stop,))
+    runner.start()
+    try:
+        assert sink.polled.wait(5.0), "the first poll comes at once"
+        sink.polled.clear()
+        assert sink.readings == 1
+        rate.interval = 0.01
+        rate.poll_rate_wake.set()
+        assert sink.polled.wait(5.0), "a faster rate must end the hour-long wait"
+        rate.interval = 3600.0
+    finally:
+        stop.set()
+        runner.join(5.0)
+    assert not runner.is_alive(), "stop must end the poller's wait"
