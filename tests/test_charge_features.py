@@ -112,6 +112,20 @@ def test_without_a_rebulk_voltage_float_stays() -> None:
     assert engine.update(reading(3.20, now_s=40.0, soc_pct=95.0), 40.0).limits.charge_phase == "float"
 
 
+def test_float_rebulks_after_the_full_charge_interval_in_float() -> None:
+    # The days rule is charging.full_charge_interval_days (no second key): float from t = 30 s; 2 days later,
+    # with the pack resting at float (SOC 99 %, delta 0), one re-bulk.
+    engine = floating(replace(TUNING, full_charge_interval_days=2.0))
+    two_days_s = 2 * 86400.0
+    assert engine.update(reading(3.375, now_s=two_days_s, soc_pct=99.0), two_days_s).limits.charge_phase == "float"
+    result = engine.update(reading(3.375, now_s=two_days_s + 30.0, soc_pct=99.0), two_days_s + 30.0)
+    assert result.limits.charge_phase == "bulk"
+    assert result.events == ("charge: re-bulk, 2 days in float (charging.full_charge_interval_days)",)
+    # Off with the key off: float for ever.
+    engine = floating(replace(TUNING, full_charge_interval_days=None))
+    assert engine.update(reading(3.375, now_s=1e7, soc_pct=99.0), 1e7).limits.charge_phase == "float"
+
+
 def test_a_rebulk_voltage_at_or_above_float_is_ignored_not_a_loop() -> None:
     # A derived float of 3.375 V with rebulk_cell_v 3.40 V (a config with no float_cell_v to check it against):
     # every float would re-bulk at once; the engine ignores the rule instead.

@@ -8,7 +8,7 @@
   ``tail_current_c`` × capacity for ``tail_time_s``, the pack is full: float without waiting out ``absorption_s``.
 * **Float**: CVL falls slowly (``float_ramp_v_per_s``) to cells × float. Back to bulk when the SOC falls
   below ``rebulk_soc_pct``, when the cell delta reaches ``rebulk_delta_v`` having been below it as float began,
-  or (optionally) when the highest cell falls below ``rebulk_cell_v``.
+  after ``full_charge_interval_days`` in float, or (optionally) when the highest cell falls below ``rebulk_cell_v``.
 * **Over-voltage trim** (bulk and absorption): when cells run above the bulk voltage while others lag (the
   balancer has not caught up), CVL = sum of cells − the sum of their excess, so the inverter stops pushing
   the runner up; clamped to [cells × the chemistry's trim floor (LiFePO4 2.9 V, as dbus-serialbattery), bulk]
@@ -28,6 +28,7 @@ from gateway.model import BatteryState
 
 REACHED_TOLERANCE_V = 0.010
 """Per cell: the pack counts as at bulk this close below it, V."""
+SECONDS_PER_DAY = 86400.0
 ABSORPTION_LEAVE_V = 0.030
 """Per cell: absorption pauses its timer while the pack is this far below bulk, V."""
 
@@ -135,6 +136,17 @@ def _next_phase(
             0.0,
             0.0,
             f"charge: re-bulk, SOC {state.soc_pct:g} % below {tuning.rebulk_soc_pct:g} %",
+        )
+    # Held at float for the full-charge interval (a backup battery that is always full): one absorption, so that
+    # the balancer gets the voltage it needs and the BMS's SOC its calibration (YamBMS's re-bulk days). The same
+    # key as the full-charge request, which covers the other case: float not reached for that long.
+    days = tuning.full_charge_interval_days
+    if days is not None and now_s - previous.phase_since_s >= days * SECONDS_PER_DAY:
+        return (
+            ChargePhase.BULK,
+            0.0,
+            0.0,
+            f"charge: re-bulk, {days:g} days in float (charging.full_charge_interval_days)",
         )
     # Every cell below the re-bulk voltage (the highest one): the pack was used, not just resting at float. Only
     # below float (else every float would re-bulk at once): the config refuses a rebulk_cell_v at or above float_cell_v.

@@ -15,7 +15,7 @@ import math
 from dataclasses import dataclass, field, replace
 
 from gateway.limits import limiters
-from gateway.limits.charge_voltage import ChargePhase, VoltageState, start_voltage, step_voltage
+from gateway.limits.charge_voltage import SECONDS_PER_DAY, ChargePhase, VoltageState, start_voltage, step_voltage
 from gateway.limits.dynamics import RampState, step_ramp
 from gateway.limits.enforcement import EnforcementState, enforce, patience_s
 from gateway.limits.limiters import Candidate
@@ -26,7 +26,6 @@ from gateway.model import Alarm, BatteryState, LimitReason, Limits, PackReading,
 
 FORCE_CHARGE_RELEASE_PCT = 5.0
 """Force charge ends this far above where it started, %."""
-SECONDS_PER_DAY = 86400.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -118,7 +118,8 @@ class LimitsSettings:
     force_charge_soc_pct: float | None = 5.0
     """Ask the inverter to charge at once at or below this SOC (released 5 % higher); None: never."""
     full_charge_interval_days: float | None = 30.0
-    """Request a full charge when float was not reached for this long; None: never."""
+    """Request a full charge when float was not reached for this long, and re-bulk once float has lasted this
+    long; None: never."""
 
     # --- enforcement: inverters that take more than they are allowed -------------------------------------
     overshoot_margin_a: float = 5.0
