@@ -25,7 +25,7 @@ OVP_V = 3.65
 """The simulated LiFePO4 BMS's cell OVP (every scenario here keeps it)."""
 
 
-WITH_ROWS = frozenset({"c21-rebulk-cell-voltage", "c21-inverter-offset", "c21-soc-ccl-taper"})
+WITH_ROWS = frozenset({"c21-rebulk-cell-voltage", "c21-rebulk-days", "c21-inverter-offset", "c21-soc-ccl-taper"})
 """Scenarios whose checks read the trace (what the inverter heard, step by step), not only the summary."""
 
 
@@ -121,6 +121,17 @@ def _rebulks_on_cell_voltage(s: ScenarioSummary) -> None:
     assert back[0].pack_soc_pct[0] > 85.0 and back[0].pack_max_cell_v[0] < 3.30
 
 
+def _rebulks_after_the_days_in_float(s: ScenarioSummary) -> None:
+    no_trip_and_nothing_charged_cold(s)
+    assert s.float_reached_s is not None
+    heard = [(r.time_s, r.heard.cvl_v) for r in run_of("c21-rebulk-days").rows if r.heard is not None]
+    back = [t for t, cvl in heard if t > s.float_reached_s and cvl >= 55.2]
+    # Measured: float at 153.6 min, CVL back at bulk at 225.6 (72 min = 0.05 days later), float again by 244 min.
+    assert back and back[0] >= s.float_reached_s + 0.05 * 86400 - 60
+    assert any(t > back[0] and cvl <= 54.5 for t, cvl in heard), "no float after the re-bulk"
+    _margin_from_ovp(s)
+
+
 def _offset_shifts_cvl_within_the_cap(s: ScenarioSummary) -> None:
     no_trip_and_nothing_charged_cold(s)
     heard = [r.heard for r in run_of("c21-inverter-offset").rows if r.heard is not None]
@@ -168,6 +179,7 @@ CASES = (
     Case("lto-20s", _reaches_float_without_trip),
     Case("c21-tail-current", _tail_current_floats_earlier),
     Case("c21-rebulk-cell-voltage", _rebulks_on_cell_voltage),
+    Case("c21-rebulk-days", _rebulks_after_the_days_in_float),
     Case("c21-inverter-offset", _offset_shifts_cvl_within_the_cap),
     Case("c21-soc-ccl-taper", _soc_taper_limits_ccl_near_full),
 )
