@@ -2,8 +2,9 @@
 
 Two threads, one clock:
 
-* the **poller** calls the BMS driver every ``poll_interval_s`` and hands each result to the loop; a slow or
-  silent BMS only ever delays the poller;
+* the **poller** (:mod:`gateway.poller`) calls the BMS driver every ``poll_interval_s`` (every
+  ``fast_poll_interval_s`` near a threshold: :mod:`gateway.poll_rate`, decided here each tick) and hands each result
+  to the loop; a slow or silent BMS only ever delays the poller;
 * the **control loop** (:meth:`ControlLoop.tick`) decides the fail-safe state from the age of the newest good
   reading and sends every frame that is due, itself, one frame at a time (never a kernel broadcast task: if
   this loop hangs, the inverter must stop hearing old limits). Between ticks it sleeps until the next thing
