@@ -293,3 +293,29 @@ def test_a_faster_rate_wakes_the_waiting_poller_and_stop_still_ends_it() -> None
         stop.set()
         runner.join(5.0)
     assert not runner.is_alive(), "stop must end the poller's wait"
+
+
+def test_several_packs_name_the_pack_that_is_near_a_threshold() -> None:
+    calm = replace(reading(3.30), pack_id="jk-modbus:1")
+    near = replace(reading(cells_at(3.30, cell7=CHARGE_KNEE_V + 0.02)), pack_id="jk-modbus:2")
+    rate = decide_poll_rate(
+        [PackThresholds(calm, THRESHOLDS), PackThresholds(near, THRESHOLDS)],
+        limits(),
+        True,
+        "normal",
+        SLOW,
+        NOW_S,
+        slow_interval_s=SLOW_S,
+        fast_interval_s=FAST_S,
+    )
+    assert rate.why.startswith("fast: jk-modbus:2 cell 7 past the charge knee")
+
+
+def test_a_poll_longer_than_the_fast_interval_is_followed_by_the_next_at_once() -> None:
+    """Several JK-PB packs on one bus: a cycle of 1.4 s at a fast interval of 0.2 s polls back to back."""
+    rate = SettableRate(FAST_S)
+    poller = Poller(KneeDriver(FakeClock()), CountingSink(), FakeClock(), SLOW_S, rate=rate)  # type: ignore[arg-type]
+    assert poller.next_poll_s(started_s=100.0, now_s=101.4) == 101.4
+    assert poller.next_poll_s(started_s=100.0, now_s=100.05) == pytest.approx(100.0 + FAST_S)
+    rate.interval = SLOW_S
+    assert poller.next_poll_s(started_s=100.0, now_s=100.05) == pytest.approx(100.0 + SLOW_S)
