@@ -21,9 +21,9 @@ STOPPED: Final = dataclasses.replace(OPEN, ccl_a=0.0, charge_enable=False)
 """What it says at the charge cut-off: CCL 0 A, charge enable cleared."""
 
 
-def _plant(behaviour: InverterBehaviour) -> tuple[DemoPlant, FakeClock]:
+def _plant(behaviour: InverterBehaviour, scenario: str = "cell-ovp") -> tuple[DemoPlant, FakeClock]:
     clock = FakeClock()
-    return DemoPlant(SCENARIOS["cell-ovp"], INVERTERS[behaviour], clock), clock
+    return DemoPlant(SCENARIOS[scenario], INVERTERS[behaviour], clock), clock
 
 
 def _run(plant: DemoPlant, clock: FakeClock, heard: Heard, seconds: float) -> None:
@@ -50,6 +50,15 @@ def test_an_obeying_inverter_stops_charging_at_ccl_0_and_the_cell_stops_short_of
     assert current_a < 0.1, "the old demo kept charging at +30 A after CCL 0"
     assert cell_v < base_settings().cell_ovp_v
     assert charge_mos_on and Alarm.CELL_OVER_VOLTAGE not in alarms  # the BMS never had to trip
+
+
+def test_an_obeying_inverter_takes_the_scripts_charge_current_from_a_standstill() -> None:
+    # The plant starts with no current flowing; the inverter's wish is the script's (about 40 A in normal-charge),
+    # not the current flowing now, or the demo would stand at 0 A for ever (as it did: +0.0 A on every screen).
+    plant, clock = _plant(InverterBehaviour.OBEYS, "normal-charge")
+    _run(plant, clock, OPEN, 10.0)
+    current_a, _, _, _ = _reported(plant, clock)
+    assert 30.0 < current_a <= 46.0
 
 
 def test_a_disobeying_inverter_keeps_charging_until_the_bms_trips_at_ovp_and_releases_below_ovpr() -> None:

@@ -112,9 +112,11 @@ class DemoPlant:
         with self._lock:
             dt_s = max(0.0, now_s - self._last_tick_s)
             self._last_tick_s = now_s
-            step = self._step(now_s - self._started_at)
-            state = step.reading.state
-            wish_a = self._runaway.charger_a if self._runaway is not None else state.current_a
+            t_s = now_s - self._started_at
+            state = self._step(t_s).reading.state
+            # The wish is the script's current, not the one flowing now (which starts at 0 and would stay there).
+            script_a = self._scenario.step(t_s).reading.state.current_a
+            wish_a = self._runaway.charger_a if self._runaway is not None else script_a
             rest_v = state.pack_voltage_v - self._current_a * CELL_RESISTANCE_OHM * CELL_COUNT
             bus = Bus(ocv_v=rest_v, resistance_ohm=CELL_RESISTANCE_OHM * CELL_COUNT)
             if wish_a > 0 and state.charge_mos_on:
