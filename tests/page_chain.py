@@ -20,6 +20,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from telemetry_fixtures import free_port
+
 from gateway.clock import SystemClock
 from gateway.sim.jk_uart import JkUartSimulator
 from gateway.sim.nullmodem import NullModem
@@ -78,20 +80,11 @@ class PageChain:
         raise RuntimeError(f"no reading on /status within {within_s} s: {self.stderr_path.read_text()}")
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @contextlib.contextmanager
 def running_page(tmp_path: Path) -> Iterator[PageChain]:
     """The gateway subprocess with its page on a free port; killed on exit."""
     bms = SwitchedBms()
-    port = _free_port()
+    port = free_port()
     config = tmp_path / "gateway.yaml"
     stderr_path = tmp_path / "gateway.stderr"
     env = dict(os.environ)

@@ -12,8 +12,6 @@ import json
 import os
 import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +19,7 @@ from typing import Any
 import pytest
 import serial
 import yaml
+from gateway_process import gateway_process
 from jk_frames import REPLIES
 from telemetry_fixtures import free_port
 
@@ -40,8 +39,6 @@ from gateway.transport.port_lock import PortInUse, PortLock, command_of, lock_di
 from gateway.transport.serial_errors import missing_port_hint
 from gateway.transport.serial_link import SerialLink
 
-REPO = Path(__file__).resolve().parent.parent
-SERVICE_START_S = 60.0
 """Generous: the child imports python-can and pymodbus on a shared two-core machine; waiting costs nothing when
 all is well."""
 
@@ -160,6 +157,11 @@ def service_config(path: Path, port: Path, status_port: int | None) -> Path:
     return path
 
 
+def has_a_reading(document: dict[str, Any]) -> bool:
+    """a reading"""
+    return document["bms"]["pack"] is not None
+
+
 @pytest.fixture
 def service(modem: NullModem, tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], Path, int]]:
     """``bms-gateway run`` as a child process polling the simulator; yields it, its config and its status port,
@@ -168,29 +170,10 @@ def service(modem: NullModem, tmp_path: Path) -> Iterator[tuple[subprocess.Popen
     simulator.start()
     status_port = free_port()
     config = service_config(tmp_path / "service.yaml", modem.b_path, status_port)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "gateway", "run", "-c", str(config)],
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
     try:
-        deadline = time.monotonic() + SERVICE_START_S
-        while True:
-            assert process.poll() is None, process.communicate()[1]
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{status_port}/status", timeout=2) as answer:
-                    if json.load(answer)["bms"]["pack"] is not None:
-                        break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, "the service never showed a reading"
-            time.sleep(0.2)  # polling a child process's start-up, not a timed assertion
-        yield process, config, status_port
+        with gateway_process(config, status_port, has_a_reading) as process:
+            yield process, config, status_port
     finally:
-        process.terminate()
-        process.communicate(timeout=30)
         simulator.stop()
 
 

@@ -13,9 +13,6 @@ from __future__ import annotations
 import json
 import os
 import socket
-import subprocess
-import sys
-import time
 import urllib.error
 import urllib.request
 import zipfile
@@ -26,6 +23,7 @@ from typing import Any
 import can
 import pytest
 import yaml
+from gateway_process import gateway_process
 from jk_frames import REPLIES
 from telemetry_fixtures import free_port
 
@@ -43,8 +41,6 @@ from gateway.telemetry.frame_ring import MAX_FRAMES, RECORD_BYTES, TX, FrameRing
 from gateway.telemetry.http_status import LatestSnapshot, StatusServer
 from gateway.telemetry.support import SupportRings
 
-REPO = Path(__file__).resolve().parent.parent
-SERVICE_START_S = 60.0
 """Generous: the child imports python-can and pymodbus on a shared two-core machine."""
 BMS_PASSWORD = "Kq7#Zp2!wX"
 """The simulator's settings password: 10 characters, all of tag 0xB2."""
@@ -106,29 +102,13 @@ def service(modem: NullModem, simulator: JkUartSimulator, tmp_path: Path) -> Ite
     """``bms-gateway run`` polling the simulator; yields its config and status port once it shows a reading."""
     status_port = free_port()
     config = service_config(tmp_path / "service.yaml", modem.b_path, status_port)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "gateway", "run", "-c", str(config)],
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        deadline = time.monotonic() + SERVICE_START_S
-        while True:
-            assert process.poll() is None, process.communicate()[1]
-            try:
-                document = get_json(f"http://127.0.0.1:{status_port}/status")
-                if document["bms"]["pack"] is not None and document["inverter"]["frames_sent"] >= 2 * len(SENT_IDS):
-                    break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, "the service never showed a reading and sent frames"
-            time.sleep(0.2)  # polling a child process's start-up, not a timed assertion
+
+    def reading_and_frames(document: dict[str, Any]) -> bool:
+        """a reading and two rounds of frames sent"""
+        return document["bms"]["pack"] is not None and document["inverter"]["frames_sent"] >= 2 * len(SENT_IDS)
+
+    with gateway_process(config, status_port, reading_and_frames):
         yield config, status_port
-    finally:
-        process.terminate()
-        process.communicate(timeout=30)
 
 
 def read_zip(path: Path) -> dict[str, bytes]:
